@@ -1,0 +1,29 @@
+"""Convolution variants, one concept per file. All take NHWC inputs and HWIO kernels."""
+
+from cnnlab.layers.conv import Conv, GroupedConv, PointwiseConv
+from cnnlab.layers.depthwise import DepthwiseConv
+from cnnlab.layers.pooling import AvgPool, GlobalAvgPool, MaxPool
+from cnnlab.layers.separable import (
+    Rank1Factors,
+    SeparableConv,
+    SpatialSeparableConv,
+    factorize_rank1,
+)
+from cnnlab.layers.shuffle import ChannelShuffle
+from cnnlab.layers.transpose import ConvTranspose
+
+__all__ = [
+    "AvgPool",
+    "ChannelShuffle",
+    "Conv",
+    "ConvTranspose",
+    "DepthwiseConv",
+    "GlobalAvgPool",
+    "GroupedConv",
+    "MaxPool",
+    "PointwiseConv",
+    "Rank1Factors",
+    "SeparableConv",
+    "SpatialSeparableConv",
+    "factorize_rank1",
+]

@@ -1,0 +1,97 @@
+"""Standard, pointwise (1x1) and grouped convolutions.
+
+LeCun et al. 1998 (LeNet); Lin et al. 2013, arXiv:1312.4400 (1x1 "network in network");
+Krizhevsky et al. 2012 / Xie et al. 2016, arXiv:1611.05431 (grouped convolution).
+
+Deep-learning "convolution" is cross-correlation: the kernel is not mirrored. `flip_kernel=True`
+mirrors it in both spatial axes, giving true (textbook) convolution.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from jax import lax
+
+from cnnlab.layers._common import IntPair, PaddingLike, check_nhwc, explicit_padding, pair
+
+DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+default_kernel_init = nn.initializers.lecun_normal()
+
+
+class Conv(nn.Module):
+    """k x k convolution over NHWC inputs with an HWIO kernel of shape (kh, kw, C_in/groups, C_out)."""
+
+    features: int
+    kernel_size: IntPair = 3
+    strides: IntPair = 1
+    padding: PaddingLike = "SAME"
+    dilation: IntPair = 1
+    groups: int = 1
+    use_bias: bool = True
+    flip_kernel: bool = False  # True: true convolution (mirrored kernel), not cross-correlation
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Any = default_kernel_init
+    bias_init: Any = nn.initializers.zeros_init()
+
+    def _check(self, c_in: int) -> None:
+        if self.groups < 1 or c_in % self.groups or self.features % self.groups:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': groups={self.groups} must divide both the "
+                f"input channels ({c_in}) and features ({self.features})"
+            )
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        check_nhwc(self, x)
+        c_in = x.shape[-1]
+        self._check(c_in)
+        kh, kw = pair(self.kernel_size, "kernel_size")
+        kernel = self.param(
+            "kernel", self.kernel_init, (kh, kw, c_in // self.groups, self.features),
+            self.param_dtype,
+        )
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) \
+            if self.use_bias else None
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        if self.flip_kernel:
+            kernel = kernel[::-1, ::-1]
+        strides, dilation = pair(self.strides, "strides"), pair(self.dilation, "dilation")
+        y = lax.conv_general_dilated(
+            x, kernel, window_strides=strides,
+            padding=explicit_padding(self.padding, x.shape[1:3], (kh, kw), strides, dilation),
+            rhs_dilation=dilation, dimension_numbers=DIMENSION_NUMBERS,
+            feature_group_count=self.groups,
+        )  # (B, H_out, W_out, features)
+        return y + bias if bias is not None else y
+
+    def macs(self, in_shape, out_shape) -> int:
+        """K_h·K_w·(C_in/groups)·C_out·H_out·W_out per example."""
+        kh, kw = pair(self.kernel_size)
+        return kh * kw * (in_shape[-1] // self.groups) * _prod(out_shape[1:])
+
+
+class PointwiseConv(Conv):
+    """1x1 convolution: mixes channels at each pixel, no spatial extent."""
+
+    kernel_size: IntPair = 1
+
+    def _check(self, c_in: int) -> None:
+        if pair(self.kernel_size) != (1, 1):
+            raise ValueError(f"PointwiseConv '{self.name}' is 1x1; got kernel_size={self.kernel_size}")
+        super()._check(c_in)
+
+
+class GroupedConv(Conv):
+    """Grouped convolution (ShuffleNet's grouped 1x1 by default): each group sees C_in/groups inputs."""
+
+    kernel_size: IntPair = 1
+    groups: int = 3  # ShuffleNet's default g = 3
+
+
+def _prod(shape) -> int:
+    out = 1
+    for n in shape:
+        out *= int(n)
+    return out

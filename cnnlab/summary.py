@@ -1,0 +1,192 @@
+"""`summary(model, x)`: a per-layer table of shapes, parameters and multiply-accumulates (MACs).
+
+Like Keras' `model.summary()`, plus cost. MACs are analytic, per example (batch of 1):
+  standard conv   K·K·(C_in/groups)·C_out·H_out·W_out
+  depthwise conv  K·K·C_in·m·H_out·W_out
+  separable       depthwise + pointwise (each is its own row)
+  transposed conv K·K·C_in·C_out·H_in·W_in
+  dense           in·out (per position, if applied to a feature map)
+  batch norm      H·W·C (inference: one fused multiply-add per element)
+  pooling         K·K·C·H_out·W_out (one accumulate per window element); global pool H·W·C
+Bias additions and activations are not counted. FLOPs = 2 x MACs (what XLA's cost analysis and
+`nn.tabulate(compute_flops=True)` report). Papers' ResNet "FLOPs" and MobileNet "MAdds" are MACs.
+
+Trainable parameters are the 'params' collection; everything else (BatchNorm running mean/var in
+'batch_stats') is non-trainable.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One layer of the summary."""
+
+    path: str
+    kind: str
+    output_shape: tuple[int, ...]
+    trainable: int
+    non_trainable: int
+    macs: int | None  # None: a layer kind whose cost cnnlab does not know
+
+    @property
+    def params(self) -> int:
+        return self.trainable + self.non_trainable
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """Rows plus totals; `str(summary)` is the printable table."""
+
+    rows: tuple[Row, ...]
+    trainable_params: int
+    non_trainable_params: int
+
+    @property
+    def total_params(self) -> int:
+        return self.trainable_params + self.non_trainable_params
+
+    @property
+    def macs(self) -> int:
+        """Total multiply-accumulates per example (layers of unknown cost count 0)."""
+        return sum(r.macs or 0 for r in self.rows)
+
+    @property
+    def flops(self) -> int:
+        """2 x MACs: a multiply-add is two floating-point operations."""
+        return 2 * self.macs
+
+    def macs_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rows:
+            out[r.kind] = out.get(r.kind, 0) + (r.macs or 0)
+        return out
+
+    def __str__(self) -> str:
+        head = ("Layer (path)", "Kind", "Output shape", "Params", "Non-train.", "MACs")
+        body = [
+            (r.path, r.kind, str(r.output_shape), f"{r.trainable:,}", f"{r.non_trainable:,}",
+             "?" if r.macs is None else f"{r.macs:,}")
+            for r in self.rows
+        ]
+        widths = [max(len(c) for c in col) for col in zip(head, *body, strict=True)]
+        line = lambda cells: "  ".join(
+            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        rule = "-" * len(line(head))
+        unknown = [r.path for r in self.rows if r.macs is None]
+        lines = [rule, line(head), rule, *map(line, body), rule,
+                 f"Total params:         {self.total_params:,}",
+                 f"Trainable params:     {self.trainable_params:,}",
+                 f"Non-trainable params: {self.non_trainable_params:,}",
+                 f"MACs per example:     {self.macs:,}  (= {self.flops:,} FLOPs, 2 per MAC)"]
+        if unknown:
+            lines.append(f"MACs exclude layers of unknown cost: {', '.join(unknown)}")
+        return "\n".join([*lines, rule])
+
+
+def _prod(shape) -> int:
+    return math.prod(int(n) for n in shape)
+
+
+def _flax_macs(module: nn.Module, in_shape, out_shape) -> int | None:
+    """Costs of flax's own layers, for models that mix them with cnnlab's."""
+    if isinstance(module, nn.Dense):
+        return in_shape[-1] * _prod(out_shape[1:])
+    if isinstance(module, nn.Conv) and not isinstance(module, nn.ConvTranspose):
+        k = _prod(module.kernel_size)
+        return k * (in_shape[-1] // module.feature_group_count) * _prod(out_shape[1:])
+    if isinstance(module, nn.ConvTranspose):
+        return _prod(module.kernel_size) * _prod(in_shape[1:]) * out_shape[-1]
+    if isinstance(module, (nn.BatchNorm, nn.LayerNorm, nn.GroupNorm)):
+        return _prod(out_shape[1:])
+    if isinstance(module, nn.Dropout):
+        return 0
+    return None
+
+
+def layer_macs(module: nn.Module, in_shape, out_shape) -> int | None:
+    """Analytic MACs per example of one call, or None when the kind is unknown."""
+    if hasattr(module, "macs"):
+        return int(module.macs(in_shape, out_shape))
+    return _flax_macs(module, in_shape, out_shape)
+
+
+def _first_shape(tree) -> tuple[int, ...] | None:
+    leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "shape")]
+    return tuple(leaves[0].shape) if leaves else None
+
+
+def _count(tree) -> int:
+    return sum(_prod(x.shape) for x in jax.tree.leaves(tree))
+
+
+def _subtree(variables, path: tuple[str, ...]):
+    """Variables owned directly by `path` (not by its children), per collection."""
+    own: dict[str, Any] = {}
+    for col, tree in variables.items():
+        node = tree
+        for name in path:
+            node = node.get(name, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            direct = {k: v for k, v in node.items() if not isinstance(v, dict)}
+            if direct:
+                own[col] = direct
+    return own
+
+
+def summary(model: nn.Module, example_input, *args, rngs=None, **kwargs) -> Summary:
+    """Trace `model.init(rngs, example_input, *args, **kwargs)` abstractly and tabulate its layers.
+
+    Nothing is computed: shapes come from `jax.eval_shape`. Extra args/kwargs go to the model call
+    (e.g. `train=False`). Each leaf module (and each module owning variables directly) is a row.
+    """
+    calls: list[tuple[tuple[str, ...], nn.Module, Any, Any]] = []
+
+    def record(next_fun, call_args, call_kwargs, context):
+        out = next_fun(*call_args, **call_kwargs)
+        if context.method_name == "__call__":
+            in_shape = _first_shape(call_args)
+            calls.append((tuple(context.module.scope.path), context.module, in_shape, out))
+        return out
+
+    rngs = rngs if rngs is not None else {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+
+    def init():
+        with nn.intercept_methods(record):
+            return model.init(rngs, example_input, *args, **kwargs)
+
+    variables = jax.eval_shape(init)
+    paths = [c[0] for c in calls]
+    rows, seen = [], set()
+    for path, module, in_shape, out in calls:
+        is_leaf = not any(p[: len(path)] == path and len(p) > len(path) for p in paths)
+        own = _subtree(variables, path) if path not in seen else {}
+        if not (is_leaf or own):
+            continue
+        seen.add(path)
+        out_shape = _first_shape(out)
+        macs = layer_macs(module, in_shape, out_shape) if is_leaf and in_shape else None
+        if macs is None and is_leaf and not own:
+            macs = 0 if type(module).__name__ in _FREE else None
+        trainable = _count(own.get("params", {}))
+        rows.append(Row(
+            path="/".join(path) or type(model).__name__, kind=type(module).__name__,
+            output_shape=out_shape, trainable=trainable,
+            non_trainable=sum(_count(t) for c, t in own.items() if c != "params"), macs=macs,
+        ))
+    trainable = _count(variables.get("params", {}))
+    non_trainable = sum(_count(t) for c, t in variables.items() if c != "params")
+    return Summary(tuple(rows), trainable, non_trainable)
+
+
+# Parameter-free modules with no arithmetic worth counting (reshapes, identity, dropout).
+_FREE = {"Dropout", "Identity", "Flatten", "ChannelShuffle"}
+
+__all__ = ["Row", "Summary", "layer_macs", "summary"]
