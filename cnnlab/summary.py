@@ -150,10 +150,12 @@ def summary(model: nn.Module, example_input, *args, rngs=None, **kwargs) -> Summ
     calls: list[tuple[tuple[str, ...], nn.Module, Any, Any]] = []
 
     def record(next_fun, call_args, call_kwargs, context):
+        if context.method_name != "__call__":
+            return next_fun(*call_args, **call_kwargs)
+        slot = len(calls)  # reserve the slot first so rows follow call order, parents first
+        calls.append(None)
         out = next_fun(*call_args, **call_kwargs)
-        if context.method_name == "__call__":
-            in_shape = _first_shape(call_args)
-            calls.append((tuple(context.module.scope.path), context.module, in_shape, out))
+        calls[slot] = (tuple(context.module.scope.path), context.module, _first_shape(call_args), out)
         return out
 
     rngs = rngs if rngs is not None else {"params": jax.random.key(0), "dropout": jax.random.key(1)}
