@@ -23,7 +23,6 @@ import flax.linen as nn
 import jax
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One layer of the summary."""
@@ -69,23 +68,36 @@ class Summary:
         return out
 
     def __str__(self) -> str:
-        head = ("Layer (path)", "Kind", "Output shape", "Params", "Non-train.", "MACs")
+        head = ("Layer (path)", "Kind", "Output shape", "Trainable", "Non-trainable", "MACs")
         body = [
-            (r.path, r.kind, str(r.output_shape), f"{r.trainable:,}", f"{r.non_trainable:,}",
-             "?" if r.macs is None else f"{r.macs:,}")
+            (
+                r.path,
+                r.kind,
+                str(r.output_shape),
+                f"{r.trainable:,}",
+                f"{r.non_trainable:,}",
+                "?" if r.macs is None else f"{r.macs:,}",
+            )
             for r in self.rows
         ]
         widths = [max(len(c) for c in col) for col in zip(head, *body, strict=True)]
         line = lambda cells: "  ".join(
-            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         )
         rule = "-" * len(line(head))
         unknown = [r.path for r in self.rows if r.macs is None]
-        lines = [rule, line(head), rule, *map(line, body), rule,
-                 f"Total params:         {self.total_params:,}",
-                 f"Trainable params:     {self.trainable_params:,}",
-                 f"Non-trainable params: {self.non_trainable_params:,}",
-                 f"MACs per example:     {self.macs:,}  (= {self.flops:,} FLOPs, 2 per MAC)"]
+        lines = [
+            rule,
+            line(head),
+            rule,
+            *map(line, body),
+            rule,
+            f"Total params:         {self.total_params:,}",
+            f"Trainable params:     {self.trainable_params:,}",
+            f"Non-trainable params: {self.non_trainable_params:,}",
+            f"MACs per example:     {self.macs:,}  (= {self.flops:,} FLOPs, 2 per MAC)",
+        ]
         if unknown:
             lines.append(f"MACs exclude layers of unknown cost: {', '.join(unknown)}")
         return "\n".join([*lines, rule])
@@ -155,7 +167,12 @@ def summary(model: nn.Module, example_input, *args, rngs=None, **kwargs) -> Summ
         slot = len(calls)  # reserve the slot first so rows follow call order, parents first
         calls.append(None)
         out = next_fun(*call_args, **call_kwargs)
-        calls[slot] = (tuple(context.module.scope.path), context.module, _first_shape(call_args), out)
+        calls[slot] = (
+            tuple(context.module.scope.path),
+            context.module,
+            _first_shape(call_args),
+            out,
+        )
         return out
 
     rngs = rngs if rngs is not None else {"params": jax.random.key(0), "dropout": jax.random.key(1)}
@@ -178,11 +195,16 @@ def summary(model: nn.Module, example_input, *args, rngs=None, **kwargs) -> Summ
         if macs is None and is_leaf and not own:
             macs = 0 if type(module).__name__ in _FREE else None
         trainable = _count(own.get("params", {}))
-        rows.append(Row(
-            path="/".join(path) or type(model).__name__, kind=type(module).__name__,
-            output_shape=out_shape, trainable=trainable,
-            non_trainable=sum(_count(t) for c, t in own.items() if c != "params"), macs=macs,
-        ))
+        rows.append(
+            Row(
+                path="/".join(path) or type(model).__name__,
+                kind=type(module).__name__,
+                output_shape=out_shape,
+                trainable=trainable,
+                non_trainable=sum(_count(t) for c, t in own.items() if c != "params"),
+                macs=macs,
+            )
+        )
     trainable = _count(variables.get("params", {}))
     non_trainable = sum(_count(t) for c, t in variables.items() if c != "params")
     return Summary(tuple(rows), trainable, non_trainable)

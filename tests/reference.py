@@ -26,8 +26,10 @@ def conv2d(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1), groups=
         for j in range(w_out):
             patch = xp[:, i * strides[0] + rows][:, :, j * strides[1] + cols]  # (B,kh,kw,C)
             for g in range(groups):
-                out[:, i, j, g * og:(g + 1) * og] = np.einsum(
-                    "bhwc,hwco->bo", patch[..., g * cg:(g + 1) * cg], w[..., g * og:(g + 1) * og]
+                out[:, i, j, g * og : (g + 1) * og] = np.einsum(
+                    "bhwc,hwco->bo",
+                    patch[..., g * cg : (g + 1) * cg],
+                    w[..., g * og : (g + 1) * og],
                 )
     return out
 
@@ -37,8 +39,11 @@ def depthwise2d(x, w, strides=(1, 1), pads=((0, 0), (0, 0)), dilation=(1, 1)):
     x = np.asarray(x, np.float64)
     c, c_out = x.shape[-1], w.shape[-1]
     m = c_out // c
-    outs = [conv2d(x[..., ch:ch + 1], w[..., ch * m + j:ch * m + j + 1], strides, pads, dilation)
-            for ch in range(c) for j in range(m)]
+    outs = [
+        conv2d(x[..., ch : ch + 1], w[..., ch * m + j : ch * m + j + 1], strides, pads, dilation)
+        for ch in range(c)
+        for j in range(m)
+    ]
     return np.concatenate(outs, axis=-1)
 
 
@@ -47,8 +52,14 @@ def conv_transpose2d(x, w, strides=(1, 1), dilation=(1, 1), crops=((0, 0), (0, 0
     x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
     b, h, wd, _ = x.shape
     kh, kw, _, o = w.shape
-    full = np.zeros((b, (h - 1) * strides[0] + (kh - 1) * dilation[0] + 1,
-                     (wd - 1) * strides[1] + (kw - 1) * dilation[1] + 1, o))
+    full = np.zeros(
+        (
+            b,
+            (h - 1) * strides[0] + (kh - 1) * dilation[0] + 1,
+            (wd - 1) * strides[1] + (kw - 1) * dilation[1] + 1,
+            o,
+        )
+    )
     for i in range(h):
         for j in range(wd):
             for a in range(kh):
@@ -60,7 +71,7 @@ def conv_transpose2d(x, w, strides=(1, 1), dilation=(1, 1), crops=((0, 0), (0, 0
     # negative crops mean zero-extension (Keras 'VALID' with k < s, 'SAME' with k < s)
     full = np.pad(full, ((0, 0), (max(-t, 0), max(-bo, 0)), (max(-le, 0), max(-r, 0)), (0, 0)))
     t, bo, le, r = max(t, 0), max(bo, 0), max(le, 0), max(r, 0)
-    return full[:, t:full.shape[1] - bo, le:full.shape[2] - r]
+    return full[:, t : full.shape[1] - bo, le : full.shape[2] - r]
 
 
 def assert_close(actual, expected, tol=1e-4):

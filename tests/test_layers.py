@@ -31,20 +31,33 @@ def init_apply(layer, x):
 @pytest.mark.parametrize(
     "k,s,d,padding,groups",
     [(3, 1, 1, p, 1) for p in PADDINGS]
-    + [(3, 2, 1, "SAME", 1), (3, 2, 1, "VALID", 2), (3, 1, 2, "SAME", 2), (5, 2, 2, 1, 1),
-       (2, 2, 1, "SAME", 4), (1, 1, 1, "VALID", 1)],
+    + [
+        (3, 2, 1, "SAME", 1),
+        (3, 2, 1, "VALID", 2),
+        (3, 1, 2, "SAME", 2),
+        (5, 2, 2, 1, 1),
+        (2, 2, 1, "SAME", 4),
+        (1, 1, 1, "VALID", 1),
+    ],
 )
 def test_conv_matches_numpy(rng, k, s, d, padding, groups):
     x = rng.normal(size=(2, 9, 8, 4)).astype(np.float32)
     layer = L.Conv(8, k, strides=s, padding=padding, dilation=d, groups=groups)
     v, y = init_apply(layer, x)
-    ref = conv2d(x, v["params"]["kernel"], (s, s), pads_for(padding, (9, 8), k, s, d), (d, d), groups)
+    ref = conv2d(
+        x, v["params"]["kernel"], (s, s), pads_for(padding, (9, 8), k, s, d), (d, d), groups
+    )
     assert_close(y, ref + np.asarray(v["params"]["bias"]))
     # and the same op spelled directly through lax with string padding
     if isinstance(padding, str):
         direct = jax.lax.conv_general_dilated(
-            x, v["params"]["kernel"], (s, s), padding, rhs_dilation=(d, d),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+            x,
+            v["params"]["kernel"],
+            (s, s),
+            padding,
+            rhs_dilation=(d, d),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
         )
         assert_close(y, np.asarray(direct) + np.asarray(v["params"]["bias"]))
 
@@ -79,8 +92,14 @@ def test_pointwise_and_grouped(rng):
 @pytest.mark.parametrize("impl", ["xla", "shifted"])
 @pytest.mark.parametrize(
     "k,s,d,padding,m",
-    [(3, 1, 1, "SAME", 1), (3, 2, 1, "SAME", 2), (3, 1, 2, "VALID", 1), (5, 2, 1, 1, 3),
-     (3, 2, 2, ((2, 0), (1, 2)), 1), (4, 3, 1, "SAME", 1)],
+    [
+        (3, 1, 1, "SAME", 1),
+        (3, 2, 1, "SAME", 2),
+        (3, 1, 2, "VALID", 1),
+        (5, 2, 1, 1, 3),
+        (3, 2, 2, ((2, 0), (1, 2)), 1),
+        (4, 3, 1, "SAME", 1),
+    ],
 )
 def test_depthwise_matches_numpy(rng, impl, k, s, d, padding, m):
     x = rng.normal(size=(2, 9, 10, 3)).astype(np.float32)
@@ -131,7 +150,9 @@ def test_separable_is_depthwise_then_pointwise(rng, s, m, depthwise_bias):
     assert_close(y, ref)
 
 
-@pytest.mark.parametrize("s,d,padding", [(1, 1, "SAME"), (2, 1, "VALID"), (2, 2, "SAME"), (1, 1, 2)])
+@pytest.mark.parametrize(
+    "s,d,padding", [(1, 1, "SAME"), (2, 1, "VALID"), (2, 2, "SAME"), (1, 1, 2)]
+)
 def test_spatial_separable_equals_dense_rank1_product(rng, s, d, padding):
     x = rng.normal(size=(2, 9, 9, 3)).astype(np.float32)
     layer = L.SpatialSeparableConv(4, 3, strides=s, dilation=d, padding=padding, use_bias=False)
@@ -147,8 +168,10 @@ def test_spatial_separable_reproduces_sobel(rng):
     x = rng.normal(size=(1, 6, 6, 1)).astype(np.float32)
     sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32)
     f = L.factorize_rank1(sobel)
-    params = {"column": {"kernel": jnp.asarray(f.column, jnp.float32).reshape(3, 1, 1, 1)},
-              "row": {"kernel": jnp.asarray(f.row, jnp.float32).reshape(1, 3, 1, 1)}}
+    params = {
+        "column": {"kernel": jnp.asarray(f.column, jnp.float32).reshape(3, 1, 1, 1)},
+        "row": {"kernel": jnp.asarray(f.row, jnp.float32).reshape(1, 3, 1, 1)},
+    }
     y = L.SpatialSeparableConv(1, use_bias=False, padding="VALID").apply({"params": params}, x)
     assert_close(y, conv2d(x, sobel[:, :, None, None]))
 
@@ -175,8 +198,14 @@ def test_factorize_rank1():
 
 @pytest.mark.parametrize(
     "k,s,d,padding,expected_hw",
-    [(3, 2, 1, "SAME", (10, 12)), (3, 2, 1, "VALID", (11, 13)), (2, 3, 1, "VALID", (15, 18)),
-     (4, 2, 1, 1, (10, 12)), (3, 1, 2, "SAME", (5, 6)), (3, 2, 1, ((1, 0), (0, 1)), (10, 12))],
+    [
+        (3, 2, 1, "SAME", (10, 12)),
+        (3, 2, 1, "VALID", (11, 13)),
+        (2, 3, 1, "VALID", (15, 18)),
+        (4, 2, 1, 1, (10, 12)),
+        (3, 1, 2, "SAME", (5, 6)),
+        (3, 2, 1, ((1, 0), (0, 1)), (10, 12)),
+    ],
 )
 def test_conv_transpose_matches_scatter(rng, k, s, d, padding, expected_hw):
     x = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
@@ -197,7 +226,7 @@ def test_conv_transpose_is_adjoint_of_strided_conv(rng, padding):
     out = ct.apply(v, y)  # (1, H, W, 2)
     z = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
     conv = L.Conv(3, 3, 2, padding, use_bias=False)
-    # Conv maps 2 -> 3 channels with kernel (3,3,2,3): the transposed layer's kernel with I/O swapped
+    # Conv maps 2 -> 3 channels with kernel (3,3,2,3): the transposed kernel, I/O swapped
     cz = conv.apply({"params": {"kernel": jnp.swapaxes(v["params"]["kernel"], 2, 3)}}, z)
     assert cz.shape == y.shape
     assert float(jnp.vdot(out, z)) == pytest.approx(float(jnp.vdot(y, cz)), rel=1e-4)
@@ -223,16 +252,24 @@ def test_pooling(rng):
 
 @pytest.mark.parametrize(
     "layer",
-    [L.Conv(4), L.DepthwiseConv(), L.SeparableConv(4), L.SpatialSeparableConv(4),
-     L.ConvTranspose(4, strides=2), L.GroupedConv(4, groups=2)],
+    [
+        L.Conv(4),
+        L.DepthwiseConv(),
+        L.SeparableConv(4),
+        L.SpatialSeparableConv(4),
+        L.ConvTranspose(4, strides=2),
+        L.GroupedConv(4, groups=2),
+    ],
     ids=lambda layer: type(layer).__name__,
 )
 def test_jit_grad_and_dtypes(rng, layer):
     x = jnp.asarray(rng.normal(size=(2, 6, 6, 4)), jnp.float32)
     v = layer.init(jax.random.key(0), x)
     grads = jax.jit(jax.grad(lambda v: jnp.sum(layer.apply(v, x) ** 2)))(v)
-    assert all(bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
-               for g in jax.tree.leaves(grads))
+    assert all(
+        bool(jnp.all(jnp.isfinite(g))) and float(jnp.abs(g).sum()) > 0
+        for g in jax.tree.leaves(grads)
+    )
     # bf16 compute, f32 params
     low = layer.clone(dtype=jnp.bfloat16)
     assert low.apply(v, x).dtype == jnp.bfloat16

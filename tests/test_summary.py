@@ -60,8 +60,16 @@ class TinyNet(nn.Module):
 def test_summary_rows_and_totals():
     s = cnnlab.summary(TinyNet(), jnp.zeros((2, 8, 8, 3)))
     by_path = {r.path: r for r in s.rows}
-    assert list(by_path) == ["conv", "bn", "sep/depthwise", "sep/pointwise", "pool", "gap",
-                             "Dropout_0", "head"]
+    assert list(by_path) == [
+        "conv",
+        "bn",
+        "sep/depthwise",
+        "sep/pointwise",
+        "pool",
+        "gap",
+        "Dropout_0",
+        "head",
+    ]
     # hand counts
     assert by_path["conv"].trainable == 3 * 3 * 3 * 32 + 32
     assert by_path["conv"].macs == 3 * 3 * 3 * 32 * 8 * 8
@@ -78,8 +86,15 @@ def test_summary_rows_and_totals():
     assert s.macs == sum(r.macs for r in s.rows)
     assert s.macs_by_kind()["DepthwiseConv"] == 3 * 3 * 32 * 4 * 4
     text = str(s)
-    for needle in ("sep/pointwise", "PointwiseConv", "(2, 4, 4, 64)", "Trainable params:     4,010",
-                   "Non-trainable params: 64", f"MACs per example:     {s.macs:,}", "FLOPs"):
+    for needle in (
+        "sep/pointwise",
+        "PointwiseConv",
+        "(2, 4, 4, 64)",
+        "Trainable params:     4,010",
+        "Non-trainable params: 64",
+        f"MACs per example:     {s.macs:,}",
+        "FLOPs",
+    ):
         assert needle in text
 
 

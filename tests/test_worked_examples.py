@@ -69,7 +69,11 @@ def test_comparison_table_params_cost_and_channels(c_in, c_out, n, hw):
     assert pointwise.total_params == c_in * c_out
     assert depthwise.total_params == c_in * n * n
     # output channels: C_out, C_out, C_in (same as input)
-    assert [s.rows[-1].output_shape[-1] for s in (normal, pointwise, depthwise)] == [c_out, c_out, c_in]
+    assert [s.rows[-1].output_shape[-1] for s in (normal, pointwise, depthwise)] == [
+        c_out,
+        c_out,
+        c_in,
+    ]
     # cost formulas, SAME padding so H_out = W_out = hw
     assert normal.macs == n * n * c_in * c_out * hw * hw
     assert depthwise.macs == n * n * c_in * hw * hw

@@ -1,13 +1,12 @@
 """Argument normalisation shared by the conv layers: pairs, padding, output sizes, input checks."""
 
 from collections.abc import Sequence
-from typing import Union
 
 import jax.numpy as jnp
 
 # 'SAME' | 'VALID' | p | (p_h, p_w) | ((top, bottom), (left, right))
-PaddingLike = Union[str, int, Sequence[int], Sequence[tuple[int, int]]]
-IntPair = Union[int, Sequence[int]]
+PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
+IntPair = int | Sequence[int]
 
 
 def pair(value: IntPair, name: str = "value") -> tuple[int, int]:
@@ -21,8 +20,11 @@ def pair(value: IntPair, name: str = "value") -> tuple[int, int]:
 
 
 def explicit_padding(
-    padding: PaddingLike, in_hw: tuple[int, int], kernel_hw: tuple[int, int],
-    strides: tuple[int, int], dilation: tuple[int, int],
+    padding: PaddingLike,
+    in_hw: tuple[int, int],
+    kernel_hw: tuple[int, int],
+    strides: tuple[int, int],
+    dilation: tuple[int, int],
 ) -> tuple[tuple[int, int], tuple[int, int]]:
     """Resolve any padding spec to ((top, bottom), (left, right)) as TF/XLA do for 'SAME'."""
     if isinstance(padding, str):
@@ -30,7 +32,9 @@ def explicit_padding(
         if mode == "VALID":
             return ((0, 0), (0, 0))
         if mode != "SAME":
-            raise ValueError(f"padding must be 'SAME', 'VALID', an int or explicit pairs; got {padding!r}")
+            raise ValueError(
+                f"padding must be 'SAME', 'VALID', an int or explicit pairs; got {padding!r}"
+            )
         pads = []
         for n, k, s, d in zip(in_hw, kernel_hw, strides, dilation, strict=True):
             k_eff = (k - 1) * d + 1

@@ -20,7 +20,7 @@ default_kernel_init = nn.initializers.lecun_normal()
 
 
 class Conv(nn.Module):
-    """k x k convolution over NHWC inputs with an HWIO kernel of shape (kh, kw, C_in/groups, C_out)."""
+    """k x k convolution of NHWC inputs; HWIO kernel of shape (kh, kw, C_in/groups, C_out)."""
 
     features: int
     kernel_size: IntPair = 3
@@ -49,19 +49,27 @@ class Conv(nn.Module):
         self._check(c_in)
         kh, kw = pair(self.kernel_size, "kernel_size")
         kernel = self.param(
-            "kernel", self.kernel_init, (kh, kw, c_in // self.groups, self.features),
+            "kernel",
+            self.kernel_init,
+            (kh, kw, c_in // self.groups, self.features),
             self.param_dtype,
         )
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) \
-            if self.use_bias else None
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         if self.flip_kernel:
             kernel = kernel[::-1, ::-1]
         strides, dilation = pair(self.strides, "strides"), pair(self.dilation, "dilation")
         y = lax.conv_general_dilated(
-            x, kernel, window_strides=strides,
+            x,
+            kernel,
+            window_strides=strides,
             padding=explicit_padding(self.padding, x.shape[1:3], (kh, kw), strides, dilation),
-            rhs_dilation=dilation, dimension_numbers=DIMENSION_NUMBERS,
+            rhs_dilation=dilation,
+            dimension_numbers=DIMENSION_NUMBERS,
             feature_group_count=self.groups,
         )  # (B, H_out, W_out, features)
         return y + bias if bias is not None else y
@@ -79,12 +87,14 @@ class PointwiseConv(Conv):
 
     def _check(self, c_in: int) -> None:
         if pair(self.kernel_size) != (1, 1):
-            raise ValueError(f"PointwiseConv '{self.name}' is 1x1; got kernel_size={self.kernel_size}")
+            raise ValueError(
+                f"PointwiseConv '{self.name}' is 1x1; got kernel_size={self.kernel_size}"
+            )
         super()._check(c_in)
 
 
 class GroupedConv(Conv):
-    """Grouped convolution (ShuffleNet's grouped 1x1 by default): each group sees C_in/groups inputs."""
+    """Grouped conv (ShuffleNet's grouped 1x1 by default): each group sees C_in/groups inputs."""
 
     kernel_size: IntPair = 1
     groups: int = 3  # ShuffleNet's default g = 3

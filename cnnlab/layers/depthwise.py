@@ -53,9 +53,14 @@ def depthwise_shifted(x, kernel, strides, pads, dilation):
         for j in range(kw):
             r0, c0 = i * dilation[0], j * dilation[1]
             tap = lax.slice(
-                x, (0, r0, c0, 0),
-                (x.shape[0], r0 + (h_out - 1) * strides[0] + 1, c0 + (w_out - 1) * strides[1] + 1,
-                 c_out),
+                x,
+                (0, r0, c0, 0),
+                (
+                    x.shape[0],
+                    r0 + (h_out - 1) * strides[0] + 1,
+                    c0 + (w_out - 1) * strides[1] + 1,
+                    c_out,
+                ),
                 (1, strides[0], strides[1], 1),
             )  # (B, H_out, W_out, C·m)
             term = tap * kernel[i, j, 0]
@@ -64,7 +69,7 @@ def depthwise_shifted(x, kernel, strides, pads, dilation):
 
 
 class DepthwiseConv(nn.Module):
-    """k x k depthwise conv; output has C_in·depth_multiplier channels. Kernel (kh, kw, 1, C_in·m)."""
+    """k x k depthwise conv to C_in·depth_multiplier channels; kernel (kh, kw, 1, C_in·m)."""
 
     kernel_size: IntPair = 3
     strides: IntPair = 1
@@ -83,13 +88,17 @@ class DepthwiseConv(nn.Module):
         check_nhwc(self, x)
         if self.depth_multiplier < 1:
             raise ValueError(
-                f"DepthwiseConv '{self.name}': depth_multiplier must be >= 1; got {self.depth_multiplier}"
+                f"DepthwiseConv '{self.name}': depth_multiplier must be >= 1; "
+                f"got {self.depth_multiplier}"
             )
         c_out = x.shape[-1] * self.depth_multiplier
         kh, kw = pair(self.kernel_size, "kernel_size")
         kernel = self.param("kernel", self.kernel_init, (kh, kw, 1, c_out), self.param_dtype)
-        bias = self.param("bias", self.bias_init, (c_out,), self.param_dtype) \
-            if self.use_bias else None
+        bias = (
+            self.param("bias", self.bias_init, (c_out,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         strides, dilation = pair(self.strides, "strides"), pair(self.dilation, "dilation")
         pads = explicit_padding(self.padding, x.shape[1:3], (kh, kw), strides, dilation)
@@ -97,8 +106,13 @@ class DepthwiseConv(nn.Module):
             y = depthwise_shifted(x, kernel, strides, pads, dilation)
         else:
             y = lax.conv_general_dilated(
-                x, kernel, window_strides=strides, padding=pads, rhs_dilation=dilation,
-                dimension_numbers=DIMENSION_NUMBERS, feature_group_count=x.shape[-1],
+                x,
+                kernel,
+                window_strides=strides,
+                padding=pads,
+                rhs_dilation=dilation,
+                dimension_numbers=DIMENSION_NUMBERS,
+                feature_group_count=x.shape[-1],
             )
         return y + bias if bias is not None else y  # (B, H_out, W_out, C_in·m)
 

@@ -33,7 +33,10 @@ class AvgPool(MaxPool):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         check_nhwc(self, x)
         return nn.avg_pool(
-            x, pair(self.window), pair(self.strides or self.window), self.padding,
+            x,
+            pair(self.window),
+            pair(self.strides or self.window),
+            self.padding,
             count_include_pad=False,
         )
 

@@ -41,8 +41,15 @@ class SeparableConv(nn.Module):
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init)
         x = DepthwiseConv(
-            self.kernel_size, self.strides, self.padding, self.dilation, self.depth_multiplier,
-            use_bias=self.depthwise_bias, impl=self.impl, name="depthwise", **common,
+            self.kernel_size,
+            self.strides,
+            self.padding,
+            self.dilation,
+            self.depth_multiplier,
+            use_bias=self.depthwise_bias,
+            impl=self.impl,
+            name="depthwise",
+            **common,
         )(x)  # (B, H_out, W_out, C_in·m)
         return PointwiseConv(self.features, use_bias=self.use_bias, name="pointwise", **common)(x)
 
@@ -76,12 +83,24 @@ class SpatialSeparableConv(nn.Module):
         )
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=self.kernel_init)
         x = Conv(
-            self.mid_features or self.features, (k, 1), (sh, 1), (top_bottom, (0, 0)), (dh, 1),
-            use_bias=self.column_bias, name="column", **common,
+            self.mid_features or self.features,
+            (k, 1),
+            (sh, 1),
+            (top_bottom, (0, 0)),
+            (dh, 1),
+            use_bias=self.column_bias,
+            name="column",
+            **common,
         )(x)  # (B, H_out, W, mid)
         return Conv(
-            self.features, (1, k), (1, sw), ((0, 0), left_right), (1, dw),
-            use_bias=self.use_bias, name="row", **common,
+            self.features,
+            (1, k),
+            (1, sw),
+            ((0, 0), left_right),
+            (1, dw),
+            use_bias=self.use_bias,
+            name="row",
+            **common,
         )(x)  # (B, H_out, W_out, features)
 
 

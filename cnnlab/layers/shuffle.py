@@ -10,7 +10,7 @@ from cnnlab.layers._common import check_nhwc
 
 
 class ChannelShuffle(nn.Module):
-    """(B,H,W,g·n) -> reshape (g, n) -> transpose -> (B,H,W,n·g): output i·g + j <- input j·n + i."""
+    """(B,H,W,g·n) -> (g, n) -> transpose -> (B,H,W,n·g): output i·g + j <- input j·n + i."""
 
     groups: int
 
@@ -19,7 +19,8 @@ class ChannelShuffle(nn.Module):
         b, h, w, c = x.shape
         if self.groups < 1 or c % self.groups:
             raise ValueError(
-                f"ChannelShuffle '{self.name}': groups={self.groups} must divide the {c} input channels"
+                f"ChannelShuffle '{self.name}': groups={self.groups} must divide the "
+                f"{c} input channels"
             )
         x = x.reshape(b, h, w, self.groups, c // self.groups)
         return jnp.swapaxes(x, 3, 4).reshape(b, h, w, c)

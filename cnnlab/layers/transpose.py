@@ -52,7 +52,9 @@ class ConvTranspose(nn.Module):
 
     def _crops(self, in_hw):
         (kh, kw), (sh, sw), (dh, dw) = (
-            pair(self.kernel_size), pair(self.strides), pair(self.dilation)
+            pair(self.kernel_size),
+            pair(self.strides),
+            pair(self.dilation),
         )
         p = self.padding
         if isinstance(p, int):
@@ -71,8 +73,11 @@ class ConvTranspose(nn.Module):
         kernel = self.param(
             "kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype
         )
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) \
-            if self.use_bias else None
+        bias = (
+            self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            if self.use_bias
+            else None
+        )
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
         strides, dilation = pair(self.strides, "strides"), pair(self.dilation, "dilation")
         # The scatter above is a stride-1 correlation of the zero-inserted input with the mirrored
@@ -82,8 +87,13 @@ class ConvTranspose(nn.Module):
             k_eff = (k - 1) * d + 1
             pads.append((k_eff - 1 - lo, k_eff - 1 - hi))
         y = lax.conv_general_dilated(
-            x, kernel[::-1, ::-1], window_strides=(1, 1), padding=pads, lhs_dilation=strides,
-            rhs_dilation=dilation, dimension_numbers=DIMENSION_NUMBERS,
+            x,
+            kernel[::-1, ::-1],
+            window_strides=(1, 1),
+            padding=pads,
+            lhs_dilation=strides,
+            rhs_dilation=dilation,
+            dimension_numbers=DIMENSION_NUMBERS,
         )  # (B, H_out, W_out, features)
         return y + bias if bias is not None else y
 
