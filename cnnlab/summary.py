@@ -61,6 +61,11 @@ class Summary:
         """2 x MACs: a multiply-add is two floating-point operations."""
         return 2 * self.macs
 
+    @property
+    def conv_dense_macs(self) -> int:
+        """MACs of conv and dense layers only: the papers' and torchvision's convention."""
+        return sum(r.macs or 0 for r in self.rows if r.kind in CONV_DENSE_KINDS)
+
     def macs_by_kind(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for r in self.rows:
@@ -97,6 +102,7 @@ class Summary:
             f"Trainable params:     {self.trainable_params:,}",
             f"Non-trainable params: {self.non_trainable_params:,}",
             f"MACs per example:     {self.macs:,}  (= {self.flops:,} FLOPs, 2 per MAC)",
+            f"  conv + dense only:  {self.conv_dense_macs:,}  (the papers' convention)",
         ]
         if unknown:
             lines.append(f"MACs exclude layers of unknown cost: {', '.join(unknown)}")
@@ -209,6 +215,17 @@ def summary(model: nn.Module, example_input, *args, rngs=None, **kwargs) -> Summ
     non_trainable = sum(_count(t) for c, t in variables.items() if c != "params")
     return Summary(tuple(rows), trainable, non_trainable)
 
+
+# Layers whose MACs papers count ("FLOPs" of ResNet / EfficientNet, "mult-adds" of MobileNet).
+CONV_DENSE_KINDS = {
+    "Conv",
+    "PointwiseConv",
+    "GroupedConv",
+    "DepthwiseConv",
+    "ConvTranspose",
+    "Dense",
+    "DenseGeneral",
+}
 
 # Parameter-free modules with no arithmetic worth counting (reshapes, identity, dropout).
 _FREE = {"Dropout", "Identity", "Flatten", "ChannelShuffle"}

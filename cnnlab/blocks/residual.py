@@ -1,0 +1,71 @@
+"""Residual basic block and bottleneck, each with a plain twin (`skip=False`).
+
+He et al. 2015, "Deep Residual Learning for Image Recognition", arXiv:1512.03385 (figure 5):
+basic = 3x3 -> BN -> ReLU -> 3x3 -> BN, add, ReLU; bottleneck = 1x1 reduce -> 3x3 -> 1x1 restore
+(expansion 4), BN after each conv, ReLU after the add. The bottleneck strides in its 3x3 conv
+(torchvision's "ResNet v1.5"; same parameters as striding the first 1x1).
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnlab.blocks.shortcut import RESIDUAL_HINT, check_add, shortcut
+from cnnlab.layers import Conv, PointwiseConv
+
+# PyTorch's BatchNorm defaults (momentum 0.1 there is 0.9 here; eps 1e-5)
+BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+
+
+class BasicBlock(nn.Module):
+    """Two k x k convs; F(x) + shortcut(x) when `skip`, the plain F(x) otherwise."""
+
+    features: int
+    strides: int = 1
+    skip: bool = True
+    shortcut: str = "projection"  # when the shape changes: 'projection' (B), 'zero_pad' (A)
+    conv: Any = Conv  # any conv variant taking (features, kernel_size, strides)
+    norm: Any = BatchNorm
+    act: Callable = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        y = self.conv(self.features, 3, self.strides, use_bias=False, name="conv1")(x)
+        y = self.act(self.norm(use_running_average=not train, name="norm1")(y))
+        y = self.conv(self.features, 3, 1, use_bias=False, name="conv2")(y)
+        y = self.norm(use_running_average=not train, name="norm2")(y)  # (B, H/s, W/s, features)
+        if self.skip:
+            s = shortcut(self, x, y.shape, train)
+            check_add(self, s, y, RESIDUAL_HINT)
+            y = y + s
+        return self.act(y)
+
+
+class Bottleneck(nn.Module):
+    """1x1 reduce to `features` -> k x k -> 1x1 restore to 4·features; skip as in BasicBlock."""
+
+    features: int
+    strides: int = 1
+    skip: bool = True
+    shortcut: str = "projection"
+    expansion: int = 4
+    conv: Any = Conv
+    norm: Any = BatchNorm
+    act: Callable = nn.relu
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        y = PointwiseConv(self.features, use_bias=False, name="conv1")(x)
+        y = self.act(self.norm(use_running_average=not train, name="norm1")(y))
+        y = self.conv(self.features, 3, self.strides, use_bias=False, name="conv2")(y)
+        y = self.act(self.norm(use_running_average=not train, name="norm2")(y))
+        y = PointwiseConv(self.features * self.expansion, use_bias=False, name="conv3")(y)
+        y = self.norm(use_running_average=not train, name="norm3")(y)
+        if self.skip:
+            s = shortcut(self, x, y.shape, train)
+            check_add(self, s, y, RESIDUAL_HINT)
+            y = y + s
+        return self.act(y)
