@@ -9,7 +9,7 @@ from reference import assert_close
 import cnnlab
 from cnnlab import blocks as B
 
-IDENTITY = lambda x: x  # noqa: E731  (an activation that lets tests see the raw add)
+IDENTITY = lambda x: x  # an activation that lets tests see the raw add
 
 
 def params(block, x):
@@ -42,10 +42,10 @@ def test_bottleneck_counts():
     s = params(B.Bottleneck(64), x)  # ResNet-50 conv2_x first block: 64 -> 256 needs a projection
     convs = 64 * 64 + 9 * 64 * 64 + 64 * 256
     assert s.trainable_params == convs + bn(64) + bn(64) + bn(256) + 64 * 256 + bn(256)
-    out = [r for r in s.rows if r.path == "conv3"][0].output_shape
+    out = next(r for r in s.rows if r.path == "conv3").output_shape
     assert out == (1, 8, 8, 256)
     s = params(B.Bottleneck(64, strides=2), jnp.zeros((1, 8, 8, 256)))
-    assert [r for r in s.rows if r.path == "conv2"][0].output_shape == (1, 4, 4, 64)  # v1.5
+    assert next(r for r in s.rows if r.path == "conv2").output_shape == (1, 4, 4, 64)  # v1.5
 
 
 def test_skip_adds_exactly_the_identity(rng):
@@ -149,22 +149,22 @@ def test_mobilenet_v1_block_and_fire():
     # SqueezeNet fire2: 96 -> squeeze 16 -> expand 64 + 64 = 11,920 parameters (paper table 1)
     s = params(B.Fire(16, 64, 64), jnp.zeros((1, 55, 55, 96)))
     assert s.trainable_params == 11920
-    v, y = init_apply(B.Fire(16, 64, 64), jnp.ones((1, 5, 5, 96)))
+    _, y = init_apply(B.Fire(16, 64, 64), jnp.ones((1, 5, 5, 96)))
     assert y.shape == (1, 5, 5, 128) and float(y.min()) >= 0
 
 
 def test_shuffle_unit_shapes_and_groups():
     x = jnp.zeros((1, 8, 8, 240))
     s = params(B.ShuffleUnit(240, groups=3), x)
-    gconv1 = [r for r in s.rows if r.path == "gconv1"][0]
+    gconv1 = next(r for r in s.rows if r.path == "gconv1")
     assert gconv1.trainable == 240 // 3 * 60  # grouped 1x1: each group sees C/g inputs
-    v, y = init_apply(B.ShuffleUnit(240, groups=3), jnp.ones((1, 8, 8, 240)))
+    _, y = init_apply(B.ShuffleUnit(240, groups=3), jnp.ones((1, 8, 8, 240)))
     assert y.shape == (1, 8, 8, 240)
-    v, y = init_apply(B.ShuffleUnit(480, groups=3, strides=2), jnp.ones((1, 8, 8, 240)))
+    _, y = init_apply(B.ShuffleUnit(480, groups=3, strides=2), jnp.ones((1, 8, 8, 240)))
     assert y.shape == (1, 4, 4, 480)  # 240 pooled + 240 from the branch
-    v, y = init_apply(B.ShuffleUnit(480, groups=3, strides=2, skip=False), jnp.ones((1, 8, 8, 240)))
+    _, y = init_apply(B.ShuffleUnit(480, groups=3, strides=2, skip=False), jnp.ones((1, 8, 8, 240)))
     assert y.shape == (1, 4, 4, 480)
-    with pytest.raises(ValueError, match="ShuffleUnit .*stride-1 unit needs features = C_in"):
+    with pytest.raises(ValueError, match=r"ShuffleUnit .*stride-1 unit needs features = C_in"):
         B.ShuffleUnit(120, groups=3).init(jax.random.key(0), x)
 
 

@@ -27,3 +27,11 @@ __all__ = [
     "SpatialSeparableConv",
     "factorize_rank1",
 ]
+
+# Drop-in replacements for a k x k conv: each takes (features, kernel_size, strides, ...).
+CONV_VARIANTS = {
+    "standard": Conv,
+    "separable": SeparableConv,
+    "spatial_separable": SpatialSeparableConv,
+}
+__all__ += ["CONV_VARIANTS"]

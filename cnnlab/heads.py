@@ -1,0 +1,81 @@
+"""Side heads for deep supervision, attached to a model's named features by configuration.
+
+Lee et al. 2014, "Deeply-Supervised Nets", arXiv:1409.5185 (a classifier per hidden layer);
+Szegedy et al. 2014, "Going Deeper with Convolutions" (GoogLeNet), arXiv:1409.4842, section 5:
+auxiliary head = 5x5/3 average pool -> 1x1 conv (128, ReLU) -> FC 1024 (ReLU) -> dropout 0.7 ->
+linear. Side heads are training-time only: their variables live under top-level `side_<tap>`
+keys, so `strip_side_heads` removes them without touching the backbone.
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnlab.layers import AvgPool, GlobalAvgPool, PointwiseConv
+
+
+class LinearHead(nn.Module):
+    """Global average pool -> dense to `num_classes`."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if x.ndim == 4:
+            x = GlobalAvgPool(name="pool")(x)
+        return nn.Dense(self.num_classes, name="fc")(x)
+
+
+class GoogLeNetHead(nn.Module):
+    """GoogLeNet's auxiliary classifier; the pool window shrinks to fit small feature maps."""
+
+    num_classes: int
+    window: int = 5
+    strides: int = 3
+    conv_features: int = 128
+    hidden: int = 1024
+    dropout: float = 0.7
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if x.ndim != 4:
+            raise ValueError(f"GoogLeNetHead needs a (B, H, W, C) feature map; got {x.shape}")
+        window = min(self.window, x.shape[1], x.shape[2])
+        x = AvgPool(window, min(self.strides, window), name="pool")(x)
+        x = nn.relu(PointwiseConv(self.conv_features, name="conv")(x))
+        x = nn.relu(nn.Dense(self.hidden, name="fc1")(x.reshape(x.shape[0], -1)))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, name="fc2")(x)
+
+
+HEADS = {"linear": LinearHead, "googlenet": GoogLeNetHead}
+
+
+def add_side_heads(model: nn.Module, features: dict, train: bool) -> dict:
+    """Inside a model's compact `__call__`: run `model.side_head` on each of `model.side_taps`.
+
+    Adds `features['side_logits'] = {tap: logits}` when any tap is configured.
+    """
+    taps = tuple(model.side_taps)
+    if not taps:
+        return features
+    unknown = [t for t in taps if t not in features]
+    if unknown:
+        raise ValueError(
+            f"side_taps: no feature named {unknown} in {type(model).__name__}; "
+            f"available taps: {[k for k in features if k != 'side_logits']}"
+        )
+    if model.side_head not in HEADS:
+        raise ValueError(f"side_head must be one of {sorted(HEADS)}; got {model.side_head!r}")
+    head = HEADS[model.side_head]
+    features["side_logits"] = {
+        tap: head(model.num_classes, name=f"side_{tap}")(features[tap], train=train) for tap in taps
+    }
+    return features
+
+
+def strip_side_heads(variables: dict) -> dict:
+    """Drop every `side_*` subtree (all collections): the backbone's variables, for inference."""
+    return {
+        col: {k: v for k, v in tree.items() if not k.startswith("side_")}
+        for col, tree in variables.items()
+    }

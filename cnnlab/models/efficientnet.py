@@ -1,0 +1,73 @@
+"""EfficientNet-B0 and compound scaling to B1-B7.
+
+Tan & Le 2019, "EfficientNet", arXiv:1905.11946 (table 1: B0 stages of MBConv = inverted residual
++ squeeze-excite 0.25 + swish). Width rounds with `make_divisible`, depth with ceil; the head conv
+has 4x the last stage's channels. Parameter counts equal torchvision's `efficientnet_b*`
+(stochastic depth is not implemented: it changes no parameter).
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnlab.models.common import check_input, classify, conv_bn, run_stages
+from cnnlab.models.scaling import make_divisible, scale_depth
+
+# expansion, kernel, first stride, channels, repeats (paper table 1)
+B0_STAGES = (
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)
+# width, depth, resolution, dropout: the published B0-B7 coefficients
+COEFFICIENTS = {
+    "b0": (1.0, 1.0, 224, 0.2),
+    "b1": (1.0, 1.1, 240, 0.2),
+    "b2": (1.1, 1.2, 260, 0.3),
+    "b3": (1.2, 1.4, 300, 0.3),
+    "b4": (1.4, 1.8, 380, 0.4),
+    "b5": (1.6, 2.2, 456, 0.4),
+    "b6": (1.8, 2.6, 528, 0.5),
+    "b7": (2.0, 3.1, 600, 0.5),
+}
+
+
+class EfficientNet(nn.Module):
+    """3x3/2 conv 32 -> MBConv stages -> 1x1 conv -> pool -> dropout -> dense, scaled."""
+
+    width: float = 1.0
+    depth: float = 1.0
+    num_classes: int = 1000
+    dropout: float = 0.2
+    se_ratio: float = 0.25
+    skip: bool = True
+    side_taps: Sequence[str] = ()
+    side_head: str = "linear"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False):
+        check_input(self, x)
+        w = lambda c: make_divisible(c * self.width)
+        features = {}
+        x = features["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.swish)
+        stages = [
+            (w(c), scale_depth(n, self.depth), s, {"expansion": t, "kernel_size": k})
+            for t, k, s, c, n in B0_STAGES
+        ]
+        x = run_stages(
+            x,
+            train,
+            features,
+            stages,
+            "inverted",
+            skip=self.skip,
+            se_ratio=self.se_ratio,
+            act=nn.swish,
+        )
+        x = features["head_conv"] = conv_bn(x, train, 4 * x.shape[-1], 1, act=nn.swish, name="head")
+        return classify(self, x, features, train, self.dropout)

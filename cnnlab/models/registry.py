@@ -1,0 +1,61 @@
+"""Named models: `create(name, **overrides)`, `available()`, `spec(name)`.
+
+Each entry is a module class or `functools.partial` of one, the input shape it was published for,
+and the reference whose parameter count it reproduces (checked in tests/test_models.py).
+"""
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import flax.linen as nn
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Callable[..., nn.Module]
+    input_shape: tuple[int, int, int]  # (H, W, C) the reference uses
+    reference: str  # where its parameter count / MACs come from
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, build, input_shape, reference: str) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered")
+    _REGISTRY[name] = ModelSpec(name, build, tuple(input_shape), reference)
+
+
+def available() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name]
+
+
+def _module_class(build) -> type:
+    while isinstance(build, functools.partial):
+        build = build.func
+    return build
+
+
+def fields(name: str) -> list[str]:
+    """The fields `create(name, ...)` accepts as overrides."""
+    cls = _module_class(spec(name).build)
+    return sorted(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
+
+
+def create(name: str, **overrides) -> nn.Module:
+    """Build a registered model, e.g. `create('resnet20', skip=False, side_taps=('stage1',))`."""
+    s = spec(name)
+    allowed = fields(name)
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise ValueError(f"model {name!r} has no field {unknown}; allowed: {', '.join(allowed)}")
+    return s.build(**overrides)

@@ -1,0 +1,102 @@
+"""ResNets: the CIFAR family of depth 6n+2 and the ImageNet ResNet-18/34/50/101/152.
+
+He et al. 2015, "Deep Residual Learning for Image Recognition", arXiv:1512.03385.
+CIFAR (section 4.2): 3x3 conv 16 -> 3 stages of n blocks at 16/32/64 channels (32x32, 16x16,
+8x8) -> global pool -> 10-way dense; option A (zero-pad) shortcuts; plain twins by `skip=False`.
+ImageNet (table 1): 7x7/2 conv 64 -> 3x3/2 max pool -> 4 stages -> pool -> 1000-way dense, option
+B (projection) shortcuts; parameter counts equal torchvision's.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnlab import layers as L
+from cnnlab.blocks import BatchNorm
+from cnnlab.models.common import check_input, classify, conv_bn, conv_variant, run_stages
+
+CIFAR_BLOCK_DEPTH = {"basic": 6, "bottleneck": 9}  # layers per unit of n (2 or 3 convs x 3 stages)
+
+
+class CifarResNet(nn.Module):
+    """ResNet for 32x32 inputs: depth = 6n + 2 (basic) or 9n + 2 (bottleneck)."""
+
+    depth: int = 20
+    num_classes: int = 10
+    width: int = 16
+    block: str = "basic"
+    shortcut: str = "zero_pad"  # option A; 'projection' is option B
+    skip: bool = True
+    conv: str = "standard"  # k x k conv variant in every block
+    side_taps: Sequence[str] = ()
+    side_head: str = "linear"
+
+    def n_blocks(self) -> int:
+        per = CIFAR_BLOCK_DEPTH.get(self.block)
+        if per is None:
+            raise ValueError(
+                f"block must be one of {sorted(CIFAR_BLOCK_DEPTH)}; got {self.block!r}"
+            )
+        n, rest = divmod(self.depth - 2, per)
+        if rest or n < 1:
+            valid = ", ".join(str(per * k + 2) for k in (1, 2, 3, 5, 7, 9, 18))
+            raise ValueError(
+                f"depth={self.depth} is not {per}n+2 for block={self.block!r}; "
+                f"use one of {valid}, ..."
+            )
+        return n
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False):
+        check_input(self, x)
+        n, features = self.n_blocks(), {}
+        x = features["stem"] = conv_bn(x, train, self.width)
+        x = run_stages(
+            x,
+            train,
+            features,
+            [(self.width * 2**i, n, 1 if i == 0 else 2) for i in range(3)],
+            self.block,
+            skip=self.skip,
+            shortcut=self.shortcut,
+            conv=conv_variant(self.conv),
+        )
+        return classify(self, x, features, train)
+
+
+class ResNet(nn.Module):
+    """ImageNet ResNet: stem, four stages of `stage_sizes` blocks at width·(1, 2, 4, 8)."""
+
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    block: str = "basic"
+    num_classes: int = 1000
+    width: int = 64
+    shortcut: str = "projection"  # option B
+    skip: bool = True
+    conv: str = "standard"
+    side_taps: Sequence[str] = ()
+    side_head: str = "linear"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False):
+        check_input(self, x)
+        features = {}
+        x = L.Conv(self.width, 7, 2, padding=3, use_bias=False, name="stem_conv")(x)
+        x = nn.relu(BatchNorm(use_running_average=not train, name="stem_norm")(x))
+        x = L.MaxPool(3, 2, padding=((1, 1), (1, 1)), name="stem_pool")(x)  # (B, H/4, W/4, 64)
+        features["stem"] = x
+        stages = [
+            (self.width * 2**i, n, 1 if i == 0 else 2) for i, n in enumerate(self.stage_sizes)
+        ]
+        x = run_stages(
+            x,
+            train,
+            features,
+            stages,
+            self.block,
+            skip=self.skip,
+            shortcut=self.shortcut,
+            conv=conv_variant(self.conv),
+        )
+        return classify(self, x, features, train)
