@@ -264,3 +264,15 @@ def test_every_model_jits_runs_and_has_finite_gradients(name):
     leaves = jax.tree.leaves(grads)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
     assert sum(float(jnp.abs(g).sum()) > 0 for g in leaves) > len(leaves) // 2
+
+
+def test_resnet20_macs_by_hand():
+    """Every conv of a stage costs 9·C_in·C_out·H·W; the strided first convs halve H, W."""
+    hand = (
+        9 * 3 * 16 * 32 * 32  # stem
+        + 6 * 9 * 16 * 16 * 32 * 32  # stage 1: 6 convs at 32x32
+        + 9 * 16 * 32 * 16 * 16 + 5 * 9 * 32 * 32 * 16 * 16  # stage 2 at 16x16
+        + 9 * 32 * 64 * 8 * 8 + 5 * 9 * 64 * 64 * 8 * 8  # stage 3 at 8x8
+        + 64 * 10  # classifier
+    )  # fmt: skip
+    assert summary_of("resnet20").conv_dense_macs == hand == 40_551_040
