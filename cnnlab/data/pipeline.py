@@ -1,0 +1,102 @@
+"""grain input pipelines: seeded shuffling, per-process sharding, host-side augmentation.
+
+Training: MapDataset.source -> shard (process i of n) -> per-epoch shuffle(seed) -> random_map
+(pad-and-crop, flip) -> normalise -> batch(drop_remainder) -> iterator whose state saves with the
+checkpoint (grain.checkpoint). Evaluation: the split in order, padded to full batches with a
+`mask` so every example counts exactly once.
+"""
+
+import grain
+import numpy as np
+
+from cnnlab.data.sources import Dataset
+
+
+def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if image.shape[:2] == tuple(hw):
+        return image
+    from PIL import Image
+
+    squeeze = image.shape[-1] == 1
+    img = Image.fromarray(image[..., 0] if squeeze else image).resize(hw[::-1], Image.BILINEAR)
+    out = np.asarray(img)
+    return out[..., None] if squeeze else out
+
+
+class Preprocess:
+    """uint8 image -> float32 normalised (H, W, C), optionally augmented with `rng`."""
+
+    def __init__(self, ds: Dataset, image_size: int | None, augment: bool):
+        self.hw = (image_size, image_size) if image_size else ds.image_shape[:2]
+        self.mean = np.asarray(ds.spec.mean, np.float32)
+        self.std = np.asarray(ds.spec.std, np.float32)
+        self.pad = ds.spec.crop_pad if augment else 0
+        self.flip = ds.spec.flip and augment
+
+    def __call__(self, example: dict, rng: np.random.Generator | None = None) -> dict:
+        image = _resize(np.asarray(example["image"]), self.hw)
+        if self.pad and rng is not None:
+            p = self.pad
+            padded = np.pad(image, ((p, p), (p, p), (0, 0)))
+            dy, dx = rng.integers(0, 2 * p + 1, size=2)
+            image = padded[dy : dy + self.hw[0], dx : dx + self.hw[1]]
+        if self.flip and rng is not None and rng.random() < 0.5:
+            image = image[:, ::-1]
+        image = (image.astype(np.float32) / 255.0 - self.mean) / self.std
+        return {"image": image, "label": np.int32(example["label"])}
+
+
+def train_iterator(
+    ds: Dataset,
+    batch_size: int,
+    seed: int,
+    *,
+    image_size=None,
+    augment=True,
+    process_index: int = 0,
+    process_count: int = 1,
+):
+    """Endless iterator of {'image': (B,H,W,C) f32, 'label': (B,) i32}; B is per process."""
+    pre = Preprocess(ds, image_size, augment)
+    source = grain.MapDataset.source(ds.train)
+    if process_count > 1:
+        source = source[process_index::process_count]
+    if len(source) < batch_size:
+        raise ValueError(
+            f"batch_size={batch_size} per process exceeds the {len(source)} training examples "
+            f"of {ds.name!r} this process sees"
+        )
+    pipeline = (
+        source.seed(seed)
+        .repeat()  # a fresh permutation per epoch below
+        .shuffle()
+        .random_map(lambda ex, rng: pre(ex, rng))
+        .batch(batch_size, drop_remainder=True)
+    )
+    return iter(pipeline.to_iter_dataset())
+
+
+def eval_batches(
+    ds: Dataset,
+    batch_size: int,
+    *,
+    image_size=None,
+    split: str = "test",
+    process_index: int = 0,
+    process_count: int = 1,
+):
+    """The split in order, in fixed-size batches; padding rows have mask 0."""
+    pre = Preprocess(ds, image_size, augment=False)
+    source = ds.test if split == "test" else ds.train
+    indices = np.arange(len(source))[process_index::process_count]
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        examples = [pre(source[int(i)]) for i in chunk]
+        n = len(examples)
+        images = np.stack([e["image"] for e in examples])
+        labels = np.array([e["label"] for e in examples], np.int32)
+        if n < batch_size:
+            images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]))])
+            labels = np.concatenate([labels, np.zeros(batch_size - n, np.int32)])
+        mask = (np.arange(batch_size) < n).astype(np.float32)
+        yield {"image": images.astype(np.float32), "label": labels, "mask": mask}

@@ -1,0 +1,25 @@
+"""Training: pure jitted steps, deep-supervision losses, optax optimisers, orbax checkpoints."""
+
+from cnnlab.train.checkpoint import Checkpointer, CheckpointError
+from cnnlab.train.config import ConfigError, validate
+from cnnlab.train.loop import NonFiniteLoss, train
+from cnnlab.train.losses import SIDE_SCHEDULES, cross_entropy, side_weight
+from cnnlab.train.optim import make_optimizer
+from cnnlab.train.step import LossConfig, TrainState, eval_step, train_step
+
+__all__ = [
+    "SIDE_SCHEDULES",
+    "CheckpointError",
+    "Checkpointer",
+    "ConfigError",
+    "LossConfig",
+    "NonFiniteLoss",
+    "TrainState",
+    "cross_entropy",
+    "eval_step",
+    "make_optimizer",
+    "side_weight",
+    "train",
+    "train_step",
+    "validate",
+]

@@ -1,0 +1,53 @@
+"""Config validation: each mistake is one line naming the key and the allowed values."""
+
+import jax
+import jax.numpy as jnp
+
+from cnnlab import models
+from cnnlab.train.losses import SIDE_SCHEDULES
+from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work."""
+
+
+def _choice(key: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"config.{key}={value!r} is not allowed; use one of {list(allowed)}")
+
+
+def validate(c) -> None:
+    """Check a training config before any data or compile work."""
+    _choice("model.name", c.model.name, models.available())
+    kwargs = dict(c.model.kwargs)
+    unknown = sorted(set(kwargs) - set(models.fields(c.model.name)))
+    if unknown:
+        raise ConfigError(
+            f"config.model.kwargs has {unknown}, which model {c.model.name!r} does not take; "
+            f"allowed: {models.fields(c.model.name)}"
+        )
+    _choice("optim.optimizer", c.optim.optimizer, OPTIMIZERS)
+    _choice("optim.schedule", c.optim.schedule, SCHEDULES)
+    _choice("loss.side_schedule", c.loss.side_schedule, SIDE_SCHEDULES)
+    _choice("loss.side_head", c.loss.side_head, ("linear", "googlenet"))
+    _choice("train.compute_dtype", c.train.compute_dtype, ("float32", "bfloat16"))
+    for key in ("train.steps", "train.eval_every", "data.batch_size", "train.keep_checkpoints"):
+        group, name = key.split(".")
+        if int(c[group][name]) < 1:
+            raise ConfigError(f"config.{key}={c[group][name]} must be >= 1")
+    n = jax.device_count()
+    if c.data.batch_size % n:
+        raise ConfigError(
+            f"config.data.batch_size={c.data.batch_size} is not divisible by the {n} devices "
+            f"(jax.device_count()); use a multiple of {n}"
+        )
+
+
+def check_model(model, image_shape) -> None:
+    """Trace the model once (no compile) so depth rules and tap names fail here, clearly."""
+    x = jnp.zeros((1, *image_shape))
+    try:
+        jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    except ValueError as e:
+        raise ConfigError(f"config.model ({type(model).__name__}): {e}") from None

@@ -1,0 +1,118 @@
+"""The pure train and eval steps. Jit once in the loop: jax.jit(partial(train_step, cfg=cfg),
+donate_argnums=0). Loss = CE(final) + sum over taps of w_tap(step) · CE(side logits)."""
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from cnnlab.train.losses import cross_entropy, predictions, side_weight
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jnp.ndarray
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    apply_fn: Any = flax.struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    @classmethod
+    def create(cls, apply_fn, variables, tx):
+        params = variables["params"]
+        return cls(
+            jnp.zeros((), jnp.int32),
+            params,
+            variables.get("batch_stats", {}),
+            tx.init(params),
+            apply_fn,
+            tx,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Static (hashable) loss settings."""
+
+    total_steps: int = 1
+    label_smoothing: float = 0.0
+    side_weight: float = 0.3  # GoogLeNet's 0.3
+    side_schedule: str = "constant"
+    side_gamma: float = 0.0
+    side_drop_step: int = 0
+    compute_dtype: str = "float32"  # 'bfloat16': bf16 compute, f32 params and updates
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(
+        lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree
+    )
+
+
+def _losses(logits, features, labels, cfg, step):
+    """Total loss and per-head metrics (mean over the batch)."""
+    final = cross_entropy(logits, labels, cfg.label_smoothing).mean()
+    metrics = {"loss": final, "accuracy": jnp.mean(predictions(logits) == labels)}
+    total = final
+    for tap, side_logits in features.get("side_logits", {}).items():
+        side = cross_entropy(side_logits, labels, cfg.label_smoothing).mean()
+        w = side_weight(
+            cfg.side_schedule,
+            cfg.side_weight,
+            step,
+            cfg.total_steps,
+            side_loss=side,
+            gamma=cfg.side_gamma,
+            drop_step=cfg.side_drop_step,
+        )
+        total = total + w * side
+        metrics[f"side/{tap}/loss"] = side
+        metrics[f"side/{tap}/accuracy"] = jnp.mean(predictions(side_logits) == labels)
+        metrics[f"side/{tap}/weight"] = w
+    metrics["total_loss"] = total
+    return total, metrics
+
+
+def train_step(state: TrainState, batch: dict, rng, *, cfg: LossConfig):
+    """One SGD step in train mode (BatchNorm batch statistics, dropout). -> (state, metrics)."""
+    dtype = jnp.dtype(cfg.compute_dtype)
+
+    def loss_fn(params):
+        variables = {"params": _cast(params, dtype), "batch_stats": state.batch_stats}
+        (logits, features), updates = state.apply_fn(
+            variables,
+            batch["image"].astype(dtype),
+            train=True,
+            mutable=["batch_stats"],
+            rngs={"dropout": rng},
+        )
+        total, metrics = _losses(logits, features, batch["label"], cfg, state.step)
+        return total, (metrics, updates.get("batch_stats", {}))
+
+    (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=jax.tree.map(lambda n, o: n.astype(o.dtype), batch_stats, state.batch_stats),
+        opt_state=opt_state,
+    )
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, *, cfg: LossConfig):
+    """Sums over the batch's real rows (mask) with running BatchNorm statistics, per head."""
+    dtype = jnp.dtype(cfg.compute_dtype)
+    variables = {"params": _cast(state.params, dtype), "batch_stats": state.batch_stats}
+    logits, features = state.apply_fn(variables, batch["image"].astype(dtype), train=False)
+    mask, labels = batch["mask"], batch["label"]
+    heads = {"": logits, **{f"side/{t}/": v for t, v in features.get("side_logits", {}).items()}}
+    sums = {"count": mask.sum()}
+    for prefix, out in heads.items():
+        sums[f"{prefix}loss"] = (cross_entropy(out, labels) * mask).sum()
+        sums[f"{prefix}accuracy"] = ((predictions(out) == labels) * mask).sum()
+    return sums

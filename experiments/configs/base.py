@@ -1,0 +1,57 @@
+"""Base training config: CIFAR ResNet-20 on the embedded 8x8 digits, a few hundred SGD steps.
+
+    ./run python -m experiments.train --config=experiments/configs/base.py --workdir=runs/base
+
+About 1-2 minutes on 2 CPU cores; test accuracy ~0.9 or better. Override any key, e.g.
+--config.model.kwargs.depth=56 --config.model.kwargs.skip=False --config.loss.side_taps=stage1,
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "cnnlab_digits"  # embedded offline default; or synthetic, cifar10, mnist, ...
+    c.data.data_dir = ""  # '' = $CNNLAB_DATA_DIR or ~/.cache/cnnlab/tensorflow_datasets; gs:// ok
+    c.data.batch_size = 64  # global batch, divisible by the device count
+    c.data.image_size = 0  # 0 = the dataset's own size; else resize to image_size^2
+    c.data.augment = True  # pad-and-crop (+ flips where they preserve labels)
+    c.data.synthetic = ml_collections.ConfigDict(
+        {"num_examples": 1024, "image_shape": (32, 32, 3), "num_classes": 10, "seed": 0}
+    )
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "cifar_resnet"  # any name in cnnlab.models.available()
+    c.model.kwargs = ml_collections.ConfigDict({"depth": 20, "skip": True})  # model fields
+    c.model.binary = False  # two classes -> one sigmoid logit
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.optimizer = "sgd"  # 'sgd' (momentum) or 'adamw'
+    c.optim.lr = 0.1
+    c.optim.momentum = 0.9
+    c.optim.nesterov = False
+    c.optim.weight_decay = 1e-4  # on conv/dense kernels
+    c.optim.schedule = "step"  # 'step' (ResNet paper: /10 at 50% and 75%), 'cosine', 'constant'
+    c.optim.step_boundaries = (0.5, 0.75)
+    c.optim.warmup_steps = 0  # cosine only
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.label_smoothing = 0.0
+    c.loss.side_taps = ()  # named features to attach side heads to, e.g. ('stage1', 'stage2')
+    c.loss.side_head = "linear"  # 'linear' (pool -> dense) or 'googlenet'
+    c.loss.side_weight = 0.3  # GoogLeNet's weight
+    c.loss.side_schedule = "constant"  # 'constant', 'linear' (DSN decay), 'threshold', 'drop'
+    c.loss.side_gamma = 0.0  # threshold: a side term stops counting below this loss
+    c.loss.side_drop_step = 0  # drop: side terms stop counting at this step
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 300
+    c.train.eval_every = 100  # also the checkpoint interval
+    c.train.log_every = 10
+    c.train.keep_checkpoints = 3  # the last N, plus the best by best_metric
+    c.train.best_metric = "accuracy"
+    c.train.compute_dtype = "float32"  # 'bfloat16': mixed precision (f32 params)
+    return c
