@@ -68,9 +68,9 @@ def train_iterator(
         )
     pipeline = (
         source.seed(seed)
-        .repeat()  # a fresh permutation per epoch below
-        .shuffle()
+        .shuffle()  # a permutation of the epoch...
         .random_map(lambda ex, rng: pre(ex, rng))
+        .repeat()  # ...reseeded every epoch, as are the augmentations
         .batch(batch_size, drop_remainder=True)
     )
     return iter(pipeline.to_iter_dataset())

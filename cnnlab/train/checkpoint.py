@@ -40,7 +40,7 @@ class Checkpointer:
             ]
         )
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
-        self.directory = directory
+        self.directory, self.best_metric, self.best_mode = directory, best_metric, best_mode
         handlers = {
             "state": ocp.StandardCheckpointHandler(),
             "meta": ocp.JsonCheckpointHandler(),
@@ -52,9 +52,18 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        return self.manager.best_step()
+        """The kept step with the best eval metric (None if no step has metrics)."""
+        scored = [
+            (m[self.best_metric], s)
+            for s in self.manager.all_steps()
+            if self.best_metric in (m := self.restore_meta(s).get("metrics") or {})
+        ]
+        if not scored:
+            return None
+        return (min if self.best_mode == "min" else max)(scored)[1]
 
     def save(self, step: int, state, data_iter, meta: dict, metrics: dict | None = None):
+        meta = {**meta, "metrics": metrics}  # also in meta: orbax forgets them across restarts
         args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if data_iter is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iter)

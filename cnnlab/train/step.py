@@ -100,7 +100,7 @@ def train_step(state: TrainState, batch: dict, rng, *, cfg: LossConfig):
         batch_stats=jax.tree.map(lambda n, o: n.astype(o.dtype), batch_stats, state.batch_stats),
         opt_state=opt_state,
     )
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return new_state, metrics
 
 

@@ -1,0 +1,203 @@
+"""Training pieces in-process: losses, side-loss schedules, the steps, optimisers, checkpoints."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from ml_collections import ConfigDict
+
+from cnnlab import models, train
+from cnnlab.train.losses import cross_entropy, side_weight
+
+X = jax.random.normal(jax.random.key(0), (6, 8, 8, 1))
+Y = jnp.array([0, 1, 2, 3, 4, 5])
+
+
+def log_softmax_np(z):
+    z = np.asarray(z, np.float64)
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def test_cross_entropy_label_smoothing_and_binary():
+    logits = jax.random.normal(jax.random.key(1), (4, 5))
+    labels = jnp.array([0, 3, 1, 4])
+    lp = log_softmax_np(logits)
+    plain = -lp[np.arange(4), labels]
+    np.testing.assert_allclose(cross_entropy(logits, labels), plain, rtol=1e-5)
+    smooth = (1 - 0.1) * plain + 0.1 * (-lp.mean(-1))
+    np.testing.assert_allclose(cross_entropy(logits, labels, 0.1), smooth, rtol=1e-5)
+    z = jnp.array([[2.0], [-1.0]])
+    bce = [np.log1p(np.exp(-2.0)), np.log1p(np.exp(-1.0))]  # labels 1 and 0
+    np.testing.assert_allclose(cross_entropy(z, jnp.array([1, 0])), bce, rtol=1e-5)
+
+
+def test_side_weight_schedules():
+    assert float(side_weight("constant", 0.3, 500, 1000)) == pytest.approx(0.3)
+    assert [float(side_weight("linear", 0.3, s, 1000)) for s in (0, 500, 1000, 2000)] == (
+        pytest.approx([0.3, 0.15, 0.0, 0.0])
+    )
+    assert float(side_weight("threshold", 0.3, 0, 10, side_loss=0.5, gamma=0.4)) == pytest.approx(
+        0.3
+    )
+    assert float(side_weight("threshold", 0.3, 0, 10, side_loss=0.3, gamma=0.4)) == 0.0
+    assert float(side_weight("drop", 0.3, 99, 10, drop_step=100)) == pytest.approx(0.3)
+    assert float(side_weight("drop", 0.3, 100, 10, drop_step=100)) == 0.0
+    with pytest.raises(ValueError, match="side schedule must be one of"):
+        side_weight("cosine", 0.3, 0, 10)
+
+
+def make_state(model, tx=None):
+    v = model.init(jax.random.key(0), X)
+    return train.TrainState.create(model.apply, v, tx or optax.sgd(0.1))
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
+    model = models.create("cifar_resnet", depth=8, side_taps=("stage1", "stage2"))
+    state = make_state(model)
+    cfg = train.LossConfig(total_steps=4, side_weight=0.3, side_schedule=schedule)
+    new, m = jax.jit(functools.partial(train.train_step, cfg=cfg))(
+        state, {"image": X, "label": Y}, jax.random.key(2)
+    )
+    # independent recomputation in train mode, numpy cross-entropy
+    (logits, feats), _ = model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats},
+        X,
+        train=True,
+        mutable=["batch_stats"],
+    )
+    ce = lambda z: float(-log_softmax_np(z)[np.arange(6), np.asarray(Y)].mean())
+    w = 0.3 if schedule == "constant" else 0.3 * (1 - 0 / 4)
+    expected = ce(logits) + w * (
+        ce(feats["side_logits"]["stage1"]) + ce(feats["side_logits"]["stage2"])
+    )
+    assert float(m["total_loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(m["side/stage1/loss"]) == pytest.approx(
+        ce(feats["side_logits"]["stage1"]), rel=1e-5
+    )
+    assert int(new.step) == 1
+    assert not np.allclose(new.params["head"]["kernel"], state.params["head"]["kernel"])
+    assert not np.allclose(
+        new.batch_stats["stem_norm"]["mean"], state.batch_stats["stem_norm"]["mean"]
+    )
+
+
+def test_eval_step_uses_running_stats_and_ignores_padding():
+    model = models.create("cifar_resnet", depth=8, side_taps=("stage1",))
+    state = make_state(model)
+    cfg = train.LossConfig()
+    ev = jax.jit(functools.partial(train.eval_step, cfg=cfg))
+    mask = jnp.array([1, 1, 1, 1, 0, 0], jnp.float32)
+    full = ev(state, {"image": X, "label": Y, "mask": mask})
+    garbage = X.at[4:].set(100.0)  # padding rows must not matter
+    other = ev(state, {"image": garbage, "label": Y, "mask": mask})
+    assert float(full["count"]) == 4
+    for k in ("loss", "accuracy", "side/stage1/loss", "side/stage1/accuracy"):
+        assert float(full[k]) == pytest.approx(float(other[k]), rel=1e-6)
+
+
+def test_mixed_precision_keeps_f32_params():
+    model = models.create("cifar_resnet", depth=8)
+    state = make_state(model)
+    batch = {"image": X, "label": Y}
+    step = lambda dtype: jax.jit(
+        functools.partial(train.train_step, cfg=train.LossConfig(compute_dtype=dtype))
+    )(state, batch, jax.random.key(0))
+    (_, m32), (s16, m16) = step("float32"), step("bfloat16")
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(s16.params))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(s16.batch_stats))
+    assert float(m16["loss"]) == pytest.approx(float(m32["loss"]), rel=0.05)
+
+
+def optim_config(**kw):
+    c = ConfigDict(
+        dict(
+            optimizer="sgd",
+            lr=0.1,
+            momentum=0.9,
+            nesterov=False,
+            weight_decay=1e-4,
+            schedule="step",
+            step_boundaries=(0.5, 0.75),
+            warmup_steps=0,
+        )
+    )
+    c.update(kw)
+    return c
+
+
+def test_resnet_step_schedule_and_weight_decay_mask():
+    tx, sched = train.make_optimizer(optim_config(), 64000)
+    assert [float(sched(s)) for s in (0, 31999, 32000, 48000, 63999)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.001, 0.001]
+    )
+    _, cos = train.make_optimizer(optim_config(schedule="cosine", warmup_steps=10), 110)
+    assert float(cos(0)) == 0.0 and float(cos(10)) == pytest.approx(0.1)
+    assert float(cos(110)) == pytest.approx(0.0, abs=1e-6)
+    # decoupled decay only on kernels: with zero gradients, kernels shrink, biases do not
+    tx, _ = train.make_optimizer(
+        optim_config(optimizer="adamw", schedule="constant", weight_decay=0.5), 10
+    )
+    params = {"dense": {"kernel": jnp.ones(3), "bias": jnp.ones(3)}}
+    upd, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    assert float(upd["dense"]["kernel"][0]) < 0 and float(upd["dense"]["bias"][0]) == 0
+
+
+def test_checkpointer_keeps_last_n_and_best(tmp_path):
+    ckpt = train.Checkpointer(tmp_path / "c", keep=2, best_metric="accuracy")
+    state = {"w": jnp.arange(3.0)}
+    for step, acc in enumerate([0.9, 0.1, 0.2, 0.3, 0.4, 0.5], start=1):
+        ckpt.save(
+            step,
+            jax.tree.map(lambda x, s=step: x + s, state),
+            None,
+            {"s": step},
+            metrics={"accuracy": acc},
+        )
+    ckpt.close()
+    kept = sorted(int(p.name) for p in (tmp_path / "c").iterdir() if p.name.isdigit())
+    assert kept == [1, 5, 6]
+    ckpt = train.Checkpointer(tmp_path / "c", keep=2)
+    assert ckpt.best_step() == 1 and ckpt.latest_step() == 6
+    restored, meta = ckpt.restore(6, state)
+    np.testing.assert_array_equal(restored["w"], np.arange(3.0) + 6)
+    assert meta == {"s": 6, "metrics": {"accuracy": 0.5}}
+    with pytest.raises(train.CheckpointError, match=r"w: checkpoint \(3,\) vs config \(4,\)"):
+        ckpt.restore(6, {"w": jnp.zeros(4)})
+    ckpt.close()
+
+
+def test_config_validation_messages():
+    from experiments.configs import base
+
+    c = base.get_config()
+    train.validate(c)
+    for key, value, needle in [
+        ("model.name", "vgg", "config.model.name='vgg' is not allowed; use one of ['cifar_resnet'"),
+        ("optim.optimizer", "lbfgs", "config.optim.optimizer='lbfgs' is not allowed"),
+        ("loss.side_schedule", "cosine", "config.loss.side_schedule='cosine' is not allowed"),
+        ("train.compute_dtype", "float16", "config.train.compute_dtype='float16'"),
+    ]:
+        bad = base.get_config()
+        group, name = key.split(".")
+        bad[group][name] = value
+        with pytest.raises(train.ConfigError, match=needle.replace("[", r"\[")):
+            train.validate(bad)
+    bad = base.get_config()
+    bad.model.kwargs.widht = 3
+    with pytest.raises(train.ConfigError, match=r"kwargs has \['widht'\]"):
+        train.validate(bad)
+
+
+def test_batch_must_divide_device_count(monkeypatch):
+    from experiments.configs import base
+
+    c = base.get_config()
+    c.data.batch_size = 30
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    with pytest.raises(train.ConfigError, match="batch_size=30 is not divisible by the 8 devices"):
+        train.validate(c)
