@@ -51,7 +51,7 @@ def evaluate(eval_fn, state, ds, c) -> dict:
         out = jax.device_get(eval_fn(state, batch))
         sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
     count = sums.pop("count")
-    return {k: float(v) / count for k, v in sums.items()}
+    return {k: float(v) / float(count) for k, v in sums.items()}
 
 
 def input_shape(c, ds) -> tuple[int, int, int]:
