@@ -76,7 +76,8 @@ def test_sigkill_and_resume_reaches_identical_result(tmp_path):
 
 def test_rerun_of_finished_run_keeps_checkpoints_and_reports(tmp_path):
     data_dir = tmp_path / "data"
-    first = run(tmp_path / "w", data_dir, "--config.train.steps=4")
+    relative = os.path.relpath(tmp_path / "w", ROOT)  # as the README writes it: runs/base
+    first = run(relative, data_dir, "--config.train.steps=4")
     assert first.returncode == 0, first.stderr[-2000:]
     before = sorted(p.name for p in (tmp_path / "w" / "checkpoints").iterdir())
     again = run(tmp_path / "w", data_dir, "--config.train.steps=4")

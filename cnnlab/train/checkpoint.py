@@ -6,6 +6,8 @@ check every array's shape against the target first: a mismatch is a `CheckpointE
 paths, never orbax's silent pad/truncate.
 """
 
+from pathlib import Path
+
 import grain
 import jax
 import orbax.checkpoint as ocp
@@ -40,6 +42,7 @@ class Checkpointer:
             ]
         )
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
+        directory = Path(directory).absolute()  # orbax needs absolute paths
         self.directory, self.best_metric, self.best_mode = directory, best_metric, best_mode
         handlers = {
             "state": ocp.StandardCheckpointHandler(),

