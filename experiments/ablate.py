@@ -1,133 +1,122 @@
-"""Ablation runner: `python -m experiments.ablate [--config=FILE] [--workdir=DIR]`.
+"""Ablation runner: `python -m experiments.ablate [--config=FILE] [--workdir=DIR] [--shard=i/N]`.
 
-Today the default grid compares the convolution variants replacing one 3x3 layer (parameters,
-MACs and measured fwd+bwd speed); depth x skip x auxiliary-loss training grids arrive with the
-training engine. Results go to WORKDIR (default runs/<config name>), which is printed.
+Runs every cell of the config's grid as a real training run with its own orbax checkpoints under
+WORKDIR/cells/<cell>/, records diagnostics, then writes results.csv, results.md, PNG plots and
+report.md to WORKDIR (default runs/<config name>). Re-running skips finished cells and resumes
+interrupted ones; a failing cell is recorded with its reason and the grid goes on. Shards of one
+grid (--shard=i/N, e.g. on several hosts) write their cells; --report_only merges all cells found.
 """
 
-import csv
-import io
-import os
+import json
 import sys
+import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 from absl import app, flags, logging
 from ml_collections import config_flags
 from tqdm import tqdm
 
 import cnnlab
-from cnnlab import layers as L
+from cnnlab import ablation, data, train
 
-DEFAULT_CONFIG = str(Path(__file__).parent / "configs" / "conv_variants.py")
+DEFAULT_CONFIG = str(Path(__file__).parent / "configs" / "ablate_default.py")
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Grid config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config name>).")
+_SHARD = flags.DEFINE_string("shard", "0/1", "Run only cells i, i+N, ... of the grid (i/N).")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only (re)build the report from cells.")
+
+FAILURES = (train.ConfigError, data.DataError, train.NonFiniteLoss, train.CheckpointError)
 
 
-def variants(c):
-    """Name -> layer mapping C_in to C_out channels at the same spatial size."""
-    k, out = c.kernel, c.out_channels
-    return {
-        "standard": L.Conv(out, k),
-        "pointwise": L.PointwiseConv(out),
-        "depthwise": L.DepthwiseConv(k),  # keeps C_in channels
-        "separable": L.SeparableConv(out, k),
-        "spatial_separable": L.SpatialSeparableConv(out, k),
-        "grouped_g4": L.Conv(out, k, groups=4),
-        "dilated_d2": L.Conv(out, k, dilation=2),
-    }
+class Diagnostics:
+    """Train hook: per-layer gradient norms at chosen steps, saved as they are taken."""
+
+    def __init__(self, path: Path, steps, loss_cfg):
+        self.path, self.steps, self.cfg = path, set(steps), loss_cfg
+        self.norms = json.loads(path.read_text()) if path.exists() else {}
+
+    def __call__(self, step, state, batch):
+        if step in self.steps and str(step) not in self.norms:
+            self.norms[str(step)] = ablation.layer_grad_norms(state, batch, self.cfg)
+            ablation.write_json_atomic(self.path, self.norms)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def run_conv_variants(c, workdir: Path) -> str:
-    from benchmarks.timing import markdown_table, time_interleaved
-
-    table = variants(c)
-    unknown = sorted(set(c.variants) - set(table))
-    if unknown:
-        raise ValueError(f"config.variants: unknown {unknown}; allowed: {sorted(table)}")
-    x = jax.random.normal(jax.random.key(0), (c.batch, c.size, c.size, c.in_channels))
-    rows, steps = [], {}
-    for name in tqdm(c.variants, desc="building variants", unit="variant"):
-        layer = table[name]
-        s = cnnlab.summary(layer, x[:1])
-        v = layer.init(jax.random.key(1), x)
-        step = jax.jit(jax.grad(lambda v, x, layer=layer: jnp.sum(layer.apply(v, x) ** 2)))
-        steps[name] = lambda step=step, v=v: step(v, x)
-        rows.append(
-            {
-                "variant": name,
-                "out_channels": s.rows[-1].output_shape[-1],
-                "params": s.total_params,
-                "macs": s.macs,
-            }
-        )
-    print(f"timing {len(steps)} variants, {c.repeats} interleaved repeats ...", file=sys.stderr)
-    times = time_interleaved(steps, c.repeats)
-    base = next(r for r in rows if r["variant"] == c.variants[0])
-    for r in rows:
-        r["fwd_bwd_ms"] = round(1e3 * times[r["variant"]], 3)
-        r["mac_ratio"] = round(base["macs"] / r["macs"], 2)
-        r["speedup"] = round(times[base["variant"]] / times[r["variant"]], 2)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(workdir / "results.csv", buf.getvalue())
-    md = (
-        f"# Conv variants: {c.in_channels} -> {c.out_channels} channels, {c.kernel}x{c.kernel}, "
-        f"{c.size}x{c.size}, batch {c.batch}, backend {jax.default_backend()}\n\n"
-        f"MACs per example (analytic); time = median fwd+bwd of {c.repeats} interleaved runs; "
-        f"ratios are relative to `{base['variant']}`.\n\n"
-        + markdown_table(
-            [
-                "variant",
-                "out ch",
-                "params",
-                "MACs",
-                f"MAC ratio vs {base['variant']}",
-                "fwd+bwd ms",
-                "measured speed-up",
-            ],
-            [
-                [
-                    r["variant"],
-                    str(r["out_channels"]),
-                    f"{r['params']:,}",
-                    f"{r['macs']:,}",
-                    f"{r['mac_ratio']}x",
-                    f"{r['fwd_bwd_ms']}",
-                    f"{r['speedup']}x",
-                ]
-                for r in rows
-            ],
-        )
-        + "\n"
+def run_cell(c, overrides: dict, cell_dir: Path) -> dict:
+    cfg = ablation.apply(c, overrides)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    result = {"name": ablation.cell_name(overrides), "overrides": overrides, "status": "failed"}
+    diag = Diagnostics(cell_dir / "grad_norms.json", c.grad_norm_steps, train.loop.loss_config(cfg))
+    try:
+        res = train.train(cfg, cell_dir / "run", progress=False, hook=diag)
+    except FAILURES as e:
+        result["reason"] = str(e).split(". ")[0]
+        return result
+    x = next(iter(data.eval_batches(res.dataset, 64)))["image"]
+    s = cnnlab.summary(res.model, x[:1])
+    curves = [json.loads(line) for line in (cell_dir / "run" / "metrics.jsonl").open()]
+    result.update(
+        status="done",
+        metrics=res.metrics,
+        params=s.total_params,
+        macs=s.conv_dense_macs,
+        first_step_s=res.first_step_s,
+        step_s=res.step_s,
+        grad_norms=diag.norms,
+        sparsity=ablation.activation_sparsity(res.model, res.state, x),
+        curves=curves,
     )
-    write_atomic(workdir / "results.md", md)
-    return md
+    return result
 
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)  # hide JAX's backend probing chatter
+    logging.set_verbosity(logging.WARNING)
+    jax.config.update("jax_threefry_partitionable", False)  # 7x faster init compile on CPU
     c = _CONFIG.value
-    workdir = Path(_WORKDIR.value or Path("runs") / c.name)
+    workdir = Path(_WORKDIR.value or Path("runs") / c.name).absolute()
     if workdir.exists() and not workdir.is_dir():
-        sys.exit(f"--workdir={workdir} exists and is not a directory; pass another path")
+        sys.exit(f"error: --workdir={workdir} exists and is not a directory; pass another path")
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"workdir: {workdir.resolve()}")
+    # identical cells across seeds reuse compiled code, also across processes and re-runs
+    jax.config.update("jax_compilation_cache_dir", str(workdir / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    print(f"workdir: {workdir}")
     try:
-        print(run_conv_variants(c, workdir))
+        cells = ablation.shard(ablation.expand(c.grid), _SHARD.value)
+        if not _REPORT_ONLY.value:
+            for overrides in cells:  # fail fast on grid keys the config does not have
+                train.validate(ablation.apply(c, overrides))
     except ValueError as e:
         sys.exit(f"error: {e}")
-    print(f"wrote {workdir / 'results.md'} and {workdir / 'results.csv'}")
+    if not _REPORT_ONLY.value:
+        bar = tqdm(cells, desc="grid", unit="cell", dynamic_ncols=True)
+        for overrides in bar:
+            name = ablation.cell_name(overrides)
+            bar.set_postfix_str(name)
+            cell_dir = workdir / "cells" / name
+            done = cell_dir / "result.json"
+            if done.exists() and json.loads(done.read_text())["status"] == "done":
+                tqdm.write(f"skip (finished): {name}")
+                continue
+            t0 = time.perf_counter()
+            result = run_cell(c, overrides, cell_dir)
+            ablation.write_json_atomic(done, result)
+            acc = result.get("metrics", {}).get("accuracy")
+            tqdm.write(
+                f"{result['status']}: {name} in {time.perf_counter() - t0:.0f}s"
+                + (
+                    f", test accuracy {acc:.4f}"
+                    if acc is not None
+                    else f" ({result.get('reason')})"
+                )
+            )
+    try:
+        out = ablation.write_report(workdir, f"Ablation: {c.name}")
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote results.csv, results.md, report.md and {len(out['plots'])} plots to {workdir}")
+    print((workdir / "report.md").read_text().split("## Plots")[0])
 
 
 if __name__ == "__main__":

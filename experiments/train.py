@@ -21,7 +21,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     jax.config.update("jax_threefry_partitionable", False)  # 7x faster init compile on CPU
     try:
-        metrics = train.train(_CONFIG.value, _WORKDIR.value)
+        metrics = train.train(_CONFIG.value, _WORKDIR.value).metrics
     except (train.ConfigError, data.DataError, train.CheckpointError, train.NonFiniteLoss) as e:
         sys.exit(f"error: {e}")
     print("final test metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())))

@@ -14,10 +14,10 @@ def run(*args, cwd=ROOT):
     )
 
 
-def test_ablate_conv_variants_writes_results(tmp_path):
+def test_conv_variants_benchmark_writes_results(tmp_path):
     out = run(
         "-m",
-        "experiments.ablate",
+        "benchmarks.conv_variants",
         f"--workdir={tmp_path}",
         "--config.batch=2",
         "--config.size=8",
@@ -36,7 +36,9 @@ def test_ablate_conv_variants_writes_results(tmp_path):
 
 
 def test_ablate_bad_config_is_one_line_error(tmp_path):
-    out = run("-m", "experiments.ablate", f"--workdir={tmp_path}", "--config.variants=('nope',)")
+    out = run(
+        "-m", "benchmarks.conv_variants", f"--workdir={tmp_path}", "--config.variants=('nope',)"
+    )
     assert out.returncode != 0
     assert "config.variants: unknown ['nope']; allowed:" in out.stderr
     assert "Traceback" not in out.stderr

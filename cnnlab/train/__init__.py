@@ -2,7 +2,7 @@
 
 from cnnlab.train.checkpoint import Checkpointer, CheckpointError
 from cnnlab.train.config import ConfigError, validate
-from cnnlab.train.loop import NonFiniteLoss, train
+from cnnlab.train.loop import NonFiniteLoss, TrainResult, train
 from cnnlab.train.losses import SIDE_SCHEDULES, cross_entropy, side_weight
 from cnnlab.train.optim import make_optimizer
 from cnnlab.train.step import LossConfig, TrainState, eval_step, train_step
@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "LossConfig",
     "NonFiniteLoss",
+    "TrainResult",
     "TrainState",
     "cross_entropy",
     "eval_step",

@@ -1,5 +1,6 @@
 """The training loop: data, model, state, resume, jitted steps, eval, checkpoints, logs."""
 
+import dataclasses
 import functools
 import json
 import math
@@ -16,6 +17,18 @@ from cnnlab.train.config import check_model, validate
 from cnnlab.train.optim import make_optimizer
 from cnnlab.train.step import LossConfig, TrainState, eval_step, train_step
 from cnnlab.train.writer import MetricWriter
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run produced: final test metrics, the trained state, and timings."""
+
+    metrics: dict
+    state: TrainState
+    model: object
+    dataset: data.Dataset
+    first_step_s: float | None  # wall time of the first step run here (compile included)
+    step_s: float | None  # mean wall time of the later steps
 
 
 class NonFiniteLoss(RuntimeError):
@@ -65,8 +78,11 @@ def initial_state(c, model, ds, tx):
     return TrainState.create(model.apply, variables, tx)
 
 
-def train(c, workdir, *, progress: bool = True) -> dict:
-    """Train per config `c` in `workdir`, resuming from its latest checkpoint. -> final metrics."""
+def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
+    """Train per config `c` in `workdir`, resuming from its latest checkpoint.
+
+    `hook(step, state, batch)`, if given, runs before every step (e.g. diagnostics).
+    """
     validate(c)
     workdir = Path(workdir).absolute()  # orbax needs absolute paths
     workdir.mkdir(parents=True, exist_ok=True)
@@ -103,12 +119,16 @@ def train(c, workdir, *, progress: bool = True) -> dict:
         desc=f"train {c.model.name}",
     )
     meta = {"config": json.loads(c.to_json_best_effort()), "dataset": ds.name}
-    final, seen, t0 = {}, 0, time.perf_counter()
+    final, seen, t0, times = {}, 0, time.perf_counter(), []
     try:
         for step in range(start, c.train.steps):
             batch = next(it)
+            if hook is not None:
+                hook(step, state, batch)
+            t_step = time.perf_counter()
             state, metrics = step_fn(state, batch, jax.random.fold_in(base_rng, step))
-            loss = float(metrics["total_loss"])
+            loss = float(metrics["total_loss"])  # waits for the step: times are real
+            times.append(time.perf_counter() - t_step)
             if not math.isfinite(loss):
                 raise NonFiniteLoss(
                     f"non-finite loss ({loss}) at step {step + 1}; stopped. The last good "
@@ -135,7 +155,15 @@ def train(c, workdir, *, progress: bool = True) -> dict:
         bar.close()
         writer.close()
         ckpt.close()
-    return final
+    later = times[1:]
+    return TrainResult(
+        final,
+        state,
+        model,
+        ds,
+        times[0] if times else None,
+        sum(later) / len(later) if later else None,
+    )
 
 
-__all__ = ["CheckpointError", "NonFiniteLoss", "train"]
+__all__ = ["CheckpointError", "NonFiniteLoss", "TrainResult", "train"]

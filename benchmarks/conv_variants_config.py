@@ -1,6 +1,6 @@
 """Conv-variant cost grid: every conv variant replacing one 3x3 layer, measured side by side.
 
-    ./run python -m experiments.ablate --config=experiments/configs/conv_variants.py
+    ./run python -m benchmarks.conv_variants
 
 Writes results.csv / results.md to the workdir: parameters, MACs (analytic, per example), and
 median forward+backward time per variant with its speed-up over the standard conv. On a 2-core CPU
@@ -19,7 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.out_channels = 64
     c.kernel = 3
     c.repeats = 5  # interleaved timing repeats; the median is reported
-    # Variants to compare; each is a key of experiments.ablate.VARIANTS.
+    # Variants to compare; each is a key of benchmarks.conv_variants.variants().
     c.variants = (
         "standard",
         "pointwise",
