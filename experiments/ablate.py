@@ -30,15 +30,15 @@ FAILURES = (train.ConfigError, data.DataError, train.NonFiniteLoss, train.Checkp
 
 
 class Diagnostics:
-    """Train hook: per-layer gradient norms at chosen steps, saved as they are taken."""
+    """Train hook: per-layer gradient norms of chosen steps (step 0: at initialisation)."""
 
-    def __init__(self, path: Path, steps, loss_cfg):
-        self.path, self.steps, self.cfg = path, set(steps), loss_cfg
+    def __init__(self, path: Path, steps):
+        self.path, self.steps = path, set(steps)
         self.norms = json.loads(path.read_text()) if path.exists() else {}
 
-    def __call__(self, step, state, batch):
-        if step in self.steps and str(step) not in self.norms:
-            self.norms[str(step)] = ablation.layer_grad_norms(state, batch, self.cfg)
+    def __call__(self, step, state, metrics):
+        if step in self.steps and str(step) not in self.norms:  # gradients of step `step`
+            self.norms[str(step)] = ablation.layer_grad_norms(state, metrics)
             ablation.write_json_atomic(self.path, self.norms)
 
 
@@ -46,7 +46,7 @@ def run_cell(c, overrides: dict, cell_dir: Path) -> dict:
     cfg = ablation.apply(c, overrides)
     cell_dir.mkdir(parents=True, exist_ok=True)
     result = {"name": ablation.cell_name(overrides), "overrides": overrides, "status": "failed"}
-    diag = Diagnostics(cell_dir / "grad_norms.json", c.grad_norm_steps, train.loop.loss_config(cfg))
+    diag = Diagnostics(cell_dir / "grad_norms.json", c.grad_norm_steps)
     try:
         res = train.train(cfg, cell_dir / "run", progress=False, hook=diag)
     except FAILURES as e:

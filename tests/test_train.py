@@ -80,6 +80,12 @@ def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
         ce(feats["side_logits"]["stage1"]), rel=1e-5
     )
     assert int(new.step) == 1
+    # per-layer gradient norms in forward order, side heads excluded: ResNet-8 = 7 convs + head
+    from cnnlab.train.step import kernels_in_order
+
+    paths = [p for p, _ in kernels_in_order(state.params)]
+    assert paths[0] == "stem_conv" and paths[-1] == "head" and len(paths) == 8
+    assert m["layer_grad_norms"].shape == (8,) and bool((m["layer_grad_norms"] > 0).all())
     assert not np.allclose(new.params["head"]["kernel"], state.params["head"]["kernel"])
     assert not np.allclose(
         new.batch_stats["stem_norm"]["mean"], state.batch_stats["stem_norm"]["mean"]

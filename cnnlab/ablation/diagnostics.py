@@ -9,40 +9,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from cnnlab.train.step import _losses
-
-
-def kernels_in_order(tree, prefix=()):
-    """(path, array) for every 'kernel' leaf, in module creation (forward) order; no side heads."""
-    for key, value in tree.items():
-        if key.startswith("side_"):
-            continue
-        if isinstance(value, dict):
-            yield from kernels_in_order(value, (*prefix, key))
-        elif key == "kernel":
-            yield "/".join(prefix), value
+from cnnlab.train.step import kernels_in_order
 
 
-@functools.partial(jax.jit, static_argnames="cfg")
-def _grads(state, batch, rng, cfg):
-    def loss_fn(params):
-        (logits, features), _ = state.apply_fn(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": rng},
-        )
-        return _losses(logits, features, batch["label"], cfg, state.step)[0]
-
-    return jax.grad(loss_fn)(state.params)
-
-
-def layer_grad_norms(state, batch, cfg) -> list[tuple[str, float]]:
-    grads = jax.device_get(_grads(state, batch, jax.random.key(0), cfg))
-    return [(path, float(np.linalg.norm(g))) for path, g in kernels_in_order(grads)]
+def layer_grad_norms(state, metrics) -> list[tuple[str, float]]:
+    """(kernel path, gradient norm) in forward order, from a train step's metrics."""
+    paths = [path for path, _ in kernels_in_order(state.params)]
+    norms = jax.device_get(metrics["layer_grad_norms"])
+    return [(p, float(n)) for p, n in zip(paths, norms, strict=True)]
 
 
 def activation_sparsity(model, state, images) -> dict[str, float]:

@@ -81,7 +81,7 @@ def initial_state(c, model, ds, tx):
 def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
     """Train per config `c` in `workdir`, resuming from its latest checkpoint.
 
-    `hook(step, state, batch)`, if given, runs before every step (e.g. diagnostics).
+    `hook(step, state, metrics)`, if given, runs after every step (e.g. diagnostics).
     """
     validate(c)
     workdir = Path(workdir).absolute()  # orbax needs absolute paths
@@ -123,12 +123,12 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
     try:
         for step in range(start, c.train.steps):
             batch = next(it)
-            if hook is not None:
-                hook(step, state, batch)
             t_step = time.perf_counter()
             state, metrics = step_fn(state, batch, jax.random.fold_in(base_rng, step))
             loss = float(metrics["total_loss"])  # waits for the step: times are real
             times.append(time.perf_counter() - t_step)
+            if hook is not None:
+                hook(step, state, metrics)
             if not math.isfinite(loss):
                 raise NonFiniteLoss(
                     f"non-finite loss ({loss}) at step {step + 1}; stopped. The last good "
@@ -137,7 +137,7 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
                 )
             seen += len(batch["label"])
             if (step + 1) % c.train.log_every == 0 or step + 1 == c.train.steps:
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                m = {k: float(v) for k, v in jax.device_get(metrics).items() if np.ndim(v) == 0}
                 m["lr"] = float(schedule(step))
                 writer.write(step + 1, "train", m)
                 rate = seen / (time.perf_counter() - t0)

@@ -101,7 +101,25 @@ def train_step(state: TrainState, batch: dict, rng, *, cfg: LossConfig):
         opt_state=opt_state,
     )
     metrics["grad_norm"] = optax.tree.norm(grads)
+    # per conv/dense kernel in forward order (no side heads): the vanishing-gradient picture
+    metrics["layer_grad_norms"] = jnp.stack(
+        [jnp.linalg.norm(g) for _, g in kernels_in_order(grads)]
+    )
     return new_state, metrics
+
+
+def kernels_in_order(tree, prefix=()):
+    """(path, array) for every 'kernel' leaf in module creation (forward) order, no side heads.
+
+    Flax keeps parameters in creation order; jax's tree utilities would sort the keys.
+    """
+    for key, value in tree.items():
+        if key.startswith("side_"):
+            continue
+        if isinstance(value, dict):
+            yield from kernels_in_order(value, (*prefix, key))
+        elif key == "kernel":
+            yield "/".join(prefix), value
 
 
 def eval_step(state: TrainState, batch: dict, *, cfg: LossConfig):
