@@ -268,6 +268,23 @@ def findings(rows: list[dict], results: list[dict]) -> list[str]:
                 f"{'also degrades' if verdict['True'] else 'does not'}: the effect is "
                 f"{'reproduced' if seen else 'not reproduced'} in this grid."
             )
+    if len(depths) >= 1 and any("skip" in r for r in rows):
+        gaps = []
+        for d in depths:
+            res, plain = (
+                _pick(rows, depth=d, skip="True", **no_aux),
+                _pick(rows, depth=d, skip="False", **no_aux),
+            )
+            if res and plain:
+                gaps.append(
+                    f"depth {d}: {res[0]['test_acc_mean'] - plain[0]['test_acc_mean']:+.4f}"
+                )
+        if gaps:
+            out.append(
+                "Skip connection effect (residual minus plain test accuracy): "
+                + "; ".join(gaps)
+                + "."
+            )
     if any("side_taps" in r for r in rows):
         diffs = []
         for r in rows:
@@ -293,11 +310,12 @@ def findings(rows: list[dict], results: list[dict]) -> list[str]:
             if ov.get("loss.side_taps") not in ((), [], None):
                 continue
             norms = [n for _, n in r["grad_norms"][min(r["grad_norms"], key=int)]]
-            ratio = norms[0] / norms[-2] if len(norms) > 1 and norms[-2] else math.nan
+            spread = max(norms) / min(norms) if min(norms) > 0 else math.inf
             out.append(
-                f"At initialisation, depth {depths[-1]} skip={ov.get('model.kwargs.skip')}: "
-                f"the first conv's gradient norm is {ratio:.3g}x that of the last conv "
-                f"(min {min(norms):.3g}, max {max(norms):.3g} over {len(norms)} kernels)."
+                f"Per-layer gradient norms at initialisation, depth {depths[-1]} "
+                f"skip={ov.get('model.kwargs.skip')}: {min(norms):.3g} to {max(norms):.3g} "
+                f"({spread:.3g}x spread over {len(norms)} kernels; largest at layer "
+                f"{norms.index(max(norms))} of {len(norms)}, counted from the input)."
             )
             sp = r.get("sparsity") or {}
             if len(sp) >= 3:
