@@ -34,11 +34,20 @@ def test_expand_and_names():
 
 def test_apply_sets_dotted_keys_and_rejects_unknown():
     c = ablate_default.get_config()
+    c.lock()  # as config_flags hands it over
     d = ablation.apply(c, {"model.kwargs.depth": 56, "loss.side_taps": ("stage1",), "seed": 3})
     assert (d.model.kwargs.depth, tuple(d.loss.side_taps), d.seed) == (56, ("stage1",), 3)
     assert c.model.kwargs.depth == 20  # the base is untouched
-    with pytest.raises(ValueError, match=r"grid key 'model\.kwargs\.dept'"):
-        ablation.apply(c, {"model.kwargs.dept": 1})
+    with pytest.raises(ValueError, match=r"grid key 'model\.kwarg\.depth'"):
+        ablation.apply(c, {"model.kwarg.depth": 1})
+    # model fields not in the base config's kwargs are allowed; validate checks them
+    e = ablation.apply(c, {"model.kwargs.conv": "separable"})
+    assert e.model.kwargs.conv == "separable"
+    from cnnlab import train
+
+    train.validate(e)
+    with pytest.raises(train.ConfigError, match=r"kwargs has \['dept'\]"):
+        train.validate(ablation.apply(c, {"model.kwargs.dept": 1}))
 
 
 def fake(depth, skip, seed, acc, taps=(), status="done"):

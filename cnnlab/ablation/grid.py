@@ -27,7 +27,8 @@ def cell_name(overrides: dict) -> str:
 
 
 def apply(config, overrides: dict):
-    """A copy of `config` with dotted keys set; unknown keys are a clear error."""
+    """A copy of `config` with dotted keys set; unknown keys are a clear error, except under
+    `model.kwargs`, which takes any field of the model (checked by `train.validate`)."""
     c = copy.deepcopy(config)
     for key, value in overrides.items():
         node, *path, leaf = [c, *key.split(".")]
@@ -35,9 +36,11 @@ def apply(config, overrides: dict):
             if part not in node:
                 raise ValueError(f"grid key {key!r}: config has no {part!r}")
             node = node[part]
-        if leaf not in node:
+        if leaf not in node and path[-1:] != [
+            "kwargs"
+        ]:  # kwargs: any model field (validated later)
             raise ValueError(f"grid key {key!r}: config has no {leaf!r}")
-        with node.ignore_type():
+        with node.ignore_type(), node.unlocked():  # config_flags locks configs
             node[leaf] = value
     return c
 
