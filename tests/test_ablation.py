@@ -113,3 +113,11 @@ def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path):
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0
     assert again.stdout.count("skip (finished)") == 2
+
+
+def test_side_head_columns_exclude_the_side_taps_axis():
+    from cnnlab.ablation.report import _side_acc_keys
+
+    row = {"side_taps": "stage1+stage2", "side_stage2_acc": 0.7, "side_stage1_acc": 0.5}
+    assert _side_acc_keys(row) == ["side_stage1_acc", "side_stage2_acc"]
+    assert _side_acc_keys({"side_taps": "none", "test_acc_mean": 0.9}) == []

@@ -115,6 +115,35 @@ def _curve(result, split="train", key="loss"):
     return [(m["step"], m[key]) for m in result.get("curves", []) if m["split"] == split]
 
 
+def _config_label(result) -> str:
+    """'depth=56, skip=False, side_taps=none': a cell's overrides without the seed."""
+    return ", ".join(
+        f"{k.rsplit('.', 1)[-1]}={label(v)}" for k, v in result["overrides"].items() if k != SEED
+    )
+
+
+def _side_acc_keys(row) -> list[str]:
+    """'side_<tap>_acc' columns with a value (not the 'side_taps' axis), in tap order."""
+    return sorted(
+        k
+        for k in row
+        if k.startswith("side_")
+        and k.endswith("_acc")
+        and row[k] is not None
+        and not math.isnan(row[k])
+    )
+
+
+def _finish(fig, ax, path: Path, made: list[str], legend_size: int = 7) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    made.append(path.name)
+
+
 def plots(results: list[dict], rows: list[dict], workdir: Path) -> list[str]:
     import matplotlib
 
@@ -140,22 +169,12 @@ def plots(results: list[dict], rows: list[dict], workdir: Path) -> list[str]:
                 label=f"skip={skip}, side={taps}",
             )
         ax.set(xlabel="depth", ylabel="final test accuracy", title="Accuracy vs depth")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(workdir / "accuracy_vs_depth.png", dpi=110)
-        plt.close(fig)
-        made.append("accuracy_vs_depth.png")
+        _finish(fig, ax, workdir / "accuracy_vs_depth.png", made, 7)
     if done:  # training loss curves, mean over seeds
         fig, ax = plt.subplots(figsize=(7, 4))
         groups = defaultdict(list)
         for r in done:
-            groups[
-                ", ".join(
-                    f"{k.rsplit('.', 1)[-1]}={label(v)}"
-                    for k, v in r["overrides"].items()
-                    if k != SEED
-                )
-            ].append(r)
+            groups[_config_label(r)].append(r)
         for name, rs in sorted(groups.items()):
             curves = [_curve(r) for r in rs]
             steps = [s for s, _ in curves[0]]
@@ -164,41 +183,29 @@ def plots(results: list[dict], rows: list[dict], workdir: Path) -> list[str]:
             ]
             ax.plot(steps, mean, label=name)
         ax.set(xlabel="step", ylabel="train loss (final head)", yscale="log", title="Training loss")
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(workdir / "loss_curves.png", dpi=110)
-        plt.close(fig)
-        made.append("loss_curves.png")
+        _finish(fig, ax, workdir / "loss_curves.png", made, 6)
     with_grads = [r for r in done if r.get("grad_norms")]
     if with_grads:  # gradient norm per layer at initialisation, deepest nets, plain vs residual
         depth = max(int(r["overrides"].get("model.kwargs.depth", 0)) for r in with_grads)
         fig, ax = plt.subplots(figsize=(7, 4))
         for r in with_grads:
-            if int(r["overrides"].get("model.kwargs.depth", 0)) != depth or r["overrides"].get(
-                SEED, 0
-            ) not in (0, None):
+            ov = r["overrides"]
+            if int(ov.get("model.kwargs.depth", 0)) != depth or ov.get(SEED, 0) not in (0, None):
                 continue
             norms = r["grad_norms"][min(r["grad_norms"], key=int)]
-            name = ", ".join(
-                f"{k.rsplit('.', 1)[-1]}={label(v)}" for k, v in r["overrides"].items() if k != SEED
-            )
-            ax.plot(range(len(norms)), [n for _, n in norms], label=name)
+            ax.plot(range(len(norms)), [n for _, n in norms], label=_config_label(r))
         ax.set(
             xlabel="layer index (input -> output)",
             ylabel="gradient norm at init",
             yscale="log",
             title=f"Per-layer gradient norms, depth {depth}",
         )
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(workdir / "grad_norms.png", dpi=110)
-        plt.close(fig)
-        made.append("grad_norms.png")
-    side_rows = [r for r in rows if any(k.startswith("side_") for k in r)]
+        _finish(fig, ax, workdir / "grad_norms.png", made, 6)
+    side_rows = [r for r in rows if _side_acc_keys(r)]  # configs that had side heads
     if side_rows:  # side-head accuracy vs tap depth
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in side_rows:
-            taps = sorted(k for k in r if k.startswith("side_") and k.endswith("_acc"))
+            taps = _side_acc_keys(r)
             xs = [t[len("side_") : -len("_acc")] for t in taps] + ["final"]
             ax.plot(
                 xs,
@@ -207,11 +214,7 @@ def plots(results: list[dict], rows: list[dict], workdir: Path) -> list[str]:
                 label=f"depth={r.get('depth')}, skip={r.get('skip')}",
             )
         ax.set(xlabel="head (tap)", ylabel="test accuracy", title="Side-head accuracy by tap")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(workdir / "side_heads.png", dpi=110)
-        plt.close(fig)
-        made.append("side_heads.png")
+        _finish(fig, ax, workdir / "side_heads.png", made, 7)
     return made
 
 
