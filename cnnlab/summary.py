@@ -228,6 +228,6 @@ CONV_DENSE_KINDS = {
 }
 
 # Parameter-free modules with no arithmetic worth counting (reshapes, identity, dropout).
-_FREE = {"Dropout", "Identity", "Flatten", "ChannelShuffle"}
+_FREE = {"Dropout", "Identity", "Flatten"}
 
 __all__ = ["Row", "Summary", "layer_macs", "summary"]

@@ -7,6 +7,7 @@ Deep-learning "convolution" is cross-correlation: the kernel is not mirrored. `f
 mirrors it in both spatial axes, giving true (textbook) convolution.
 """
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -77,7 +78,7 @@ class Conv(nn.Module):
     def macs(self, in_shape, out_shape) -> int:
         """K_h·K_w·(C_in/groups)·C_out·H_out·W_out per example."""
         kh, kw = pair(self.kernel_size)
-        return kh * kw * (in_shape[-1] // self.groups) * _prod(out_shape[1:])
+        return kh * kw * (in_shape[-1] // self.groups) * math.prod(out_shape[1:])
 
 
 class PointwiseConv(Conv):
@@ -98,10 +99,3 @@ class GroupedConv(Conv):
 
     kernel_size: IntPair = 1
     groups: int = 3  # ShuffleNet's default g = 3
-
-
-def _prod(shape) -> int:
-    out = 1
-    for n in shape:
-        out *= int(n)
-    return out

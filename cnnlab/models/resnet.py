@@ -13,7 +13,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnlab import layers as L
-from cnnlab.blocks import BatchNorm
 from cnnlab.models.common import check_input, classify, conv_bn, conv_variant, run_stages
 
 CIFAR_BLOCK_DEPTH = {"basic": 6, "bottleneck": 9}  # layers per unit of n (2 or 3 convs x 3 stages)
@@ -82,8 +81,7 @@ class ResNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
         features = {}
-        x = L.Conv(self.width, 7, 2, padding=3, use_bias=False, name="stem_conv")(x)
-        x = nn.relu(BatchNorm(use_running_average=not train, name="stem_norm")(x))
+        x = conv_bn(x, train, self.width, 7, 2, padding=3)
         x = L.MaxPool(3, 2, padding=((1, 1), (1, 1)), name="stem_pool")(x)  # (B, H/4, W/4, 64)
         features["stem"] = x
         stages = [
