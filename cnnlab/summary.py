@@ -33,10 +33,11 @@ class Row:
     trainable: int
     non_trainable: int
     macs: int | None  # None: a layer kind whose cost cnnlab does not know
+    frozen: int = 0  # parameters ('params' collection) frozen for fine-tuning
 
     @property
     def params(self) -> int:
-        return self.trainable + self.non_trainable
+        return self.trainable + self.non_trainable + self.frozen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,11 +46,12 @@ class Summary:
 
     rows: tuple[Row, ...]
     trainable_params: int
-    non_trainable_params: int
+    non_trainable_params: int  # BatchNorm running statistics and other non-'params' state
+    frozen_params: int = 0  # 'params' frozen for fine-tuning (Keras counts them non-trainable)
 
     @property
     def total_params(self) -> int:
-        return self.trainable_params + self.non_trainable_params
+        return self.trainable_params + self.non_trainable_params + self.frozen_params
 
     @property
     def macs(self) -> int:
@@ -73,13 +75,17 @@ class Summary:
         return out
 
     def __str__(self) -> str:
+        show_frozen = self.frozen_params > 0
         head = ("Layer (path)", "Kind", "Output shape", "Trainable", "Non-trainable", "MACs")
+        if show_frozen:
+            head = (*head[:4], "Frozen", *head[4:])
         body = [
             (
                 r.path,
                 r.kind,
                 str(r.output_shape),
                 f"{r.trainable:,}",
+                *((f"{r.frozen:,}",) if show_frozen else ()),
                 f"{r.non_trainable:,}",
                 "?" if r.macs is None else f"{r.macs:,}",
             )
@@ -100,6 +106,7 @@ class Summary:
             rule,
             f"Total params:         {self.total_params:,}",
             f"Trainable params:     {self.trainable_params:,}",
+            *([f"Frozen params:        {self.frozen_params:,}"] if show_frozen else []),
             f"Non-trainable params: {self.non_trainable_params:,}",
             f"MACs per example:     {self.macs:,}  (= {self.flops:,} FLOPs, 2 per MAC)",
             f"  conv + dense only:  {self.conv_dense_macs:,}  (the papers' convention)",
@@ -145,6 +152,14 @@ def _count(tree) -> int:
     return sum(_prod(x.shape) for x in jax.tree.leaves(tree))
 
 
+def _count_frozen(tree, frozen: frozenset[str], prefix: str = "") -> int:
+    return sum(
+        _prod(x.shape)
+        for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if prefix + "/".join(str(k.key) for k in p) in frozen
+    )
+
+
 def _subtree(variables, path: tuple[str, ...]):
     """Variables owned directly by `path` (not by its children), per collection."""
     own: dict[str, Any] = {}
@@ -159,11 +174,15 @@ def _subtree(variables, path: tuple[str, ...]):
     return own
 
 
-def summary(model: nn.Module, example_input, *args, rngs=None, **kwargs) -> Summary:
+def summary(
+    model: nn.Module, example_input, *args, rngs=None, frozen=frozenset(), **kwargs
+) -> Summary:
     """Trace `model.init(rngs, example_input, *args, **kwargs)` abstractly and tabulate its layers.
 
     Nothing is computed: shapes come from `jax.eval_shape`. Extra args/kwargs go to the model call
     (e.g. `train=False`). Each leaf module (and each module owning variables directly) is a row.
+    `frozen`: '/'-joined parameter paths frozen for fine-tuning (`cnnlab.finetune`), counted
+    apart from the trainable ones.
     """
     calls: list[tuple[tuple[str, ...], nn.Module, Any, Any]] = []
 
@@ -200,20 +219,29 @@ def summary(model: nn.Module, example_input, *args, rngs=None, **kwargs) -> Summ
         macs = layer_macs(module, in_shape, out_shape) if is_leaf and in_shape else None
         if macs is None and is_leaf and not own:
             macs = 0 if type(module).__name__ in _FREE else None
-        trainable = _count(own.get("params", {}))
+        prefix = "".join(f"{name}/" for name in path)
+        n_frozen = _count_frozen(own.get("params", {}), frozen, prefix)
         rows.append(
             Row(
                 path="/".join(path) or type(model).__name__,
                 kind=type(module).__name__,
                 output_shape=out_shape,
-                trainable=trainable,
+                trainable=_count(own.get("params", {})) - n_frozen,
                 non_trainable=sum(_count(t) for c, t in own.items() if c != "params"),
                 macs=macs,
+                frozen=n_frozen,
             )
         )
-    trainable = _count(variables.get("params", {}))
+    n_frozen = _count_frozen(variables.get("params", {}), frozen)
+    unknown = set(frozen) - {
+        "/".join(str(k.key) for k in p)
+        for p, _ in jax.tree_util.tree_flatten_with_path(variables.get("params", {}))[0]
+    }
+    if unknown:
+        raise ValueError(f"frozen names parameters this model does not have: {sorted(unknown)[:3]}")
+    trainable = _count(variables.get("params", {})) - n_frozen
     non_trainable = sum(_count(t) for c, t in variables.items() if c != "params")
-    return Summary(tuple(rows), trainable, non_trainable)
+    return Summary(tuple(rows), trainable, non_trainable, n_frozen)
 
 
 # Layers whose MACs papers count ("FLOPs" of ResNet / EfficientNet, "mult-adds" of MobileNet).

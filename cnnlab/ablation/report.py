@@ -21,7 +21,7 @@ def _config_key(r) -> tuple:
     return tuple((k, label(v)) for k, v in r["overrides"].items() if k != SEED)
 
 
-def _ms(values) -> tuple[float, float]:
+def mean_std(values) -> tuple[float, float]:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return math.nan, math.nan
@@ -36,8 +36,8 @@ def aggregate(results: list[dict]) -> list[dict]:
     rows = []
     for key, rs in groups.items():
         done = [r for r in rs if r["status"] == "done"]
-        acc = _ms([r["metrics"]["accuracy"] for r in done])
-        loss = _ms([r["metrics"]["loss"] for r in done])
+        acc = mean_std([r["metrics"]["accuracy"] for r in done])
+        loss = mean_std([r["metrics"]["loss"] for r in done])
         row = {k.rsplit(".", 1)[-1]: v for k, v in key}
         side = sorted(
             {
@@ -56,11 +56,11 @@ def aggregate(results: list[dict]) -> list[dict]:
             test_loss_std=loss[1],
             params=done[0]["params"] if done else None,
             macs=done[0]["macs"] if done else None,
-            step_ms=_ms([1e3 * r["step_s"] for r in done if r.get("step_s")])[0],
-            first_step_s=_ms([r["first_step_s"] for r in done if r.get("first_step_s")])[0],
+            step_ms=mean_std([1e3 * r["step_s"] for r in done if r.get("step_s")])[0],
+            first_step_s=mean_std([r["first_step_s"] for r in done if r.get("first_step_s")])[0],
         )
         for s in side:
-            row[s.replace("/accuracy", "_acc").replace("side/", "side_")] = _ms(
+            row[s.replace("/accuracy", "_acc").replace("side/", "side_")] = mean_std(
                 [r["metrics"].get(s) for r in done]
             )[0]
         rows.append(row)
@@ -232,7 +232,7 @@ def _final_train_loss(results, overrides_match) -> float:
             curve = _curve(r)
             if curve:
                 vals.append(statistics.fmean(v for _, v in curve[-3:]))
-    return _ms(vals)[0]
+    return mean_std(vals)[0]
 
 
 def findings(rows: list[dict], results: list[dict]) -> list[str]:

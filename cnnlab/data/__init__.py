@@ -2,6 +2,7 @@
 
 from cnnlab.data.pipeline import Preprocess, eval_batches, train_iterator
 from cnnlab.data.sources import SPECS, DataError, Dataset, default_data_dir, load
+from cnnlab.data.subset import Subset, subset
 from cnnlab.data.synthetic import SyntheticSource
 
 __all__ = [
@@ -9,9 +10,11 @@ __all__ = [
     "DataError",
     "Dataset",
     "Preprocess",
+    "Subset",
     "SyntheticSource",
     "default_data_dir",
     "eval_batches",
     "load",
+    "subset",
     "train_iterator",
 ]

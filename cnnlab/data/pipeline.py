@@ -9,7 +9,7 @@ checkpoint (grain.checkpoint). Evaluation: the split in order, padded to full ba
 import grain
 import numpy as np
 
-from cnnlab.data.sources import Dataset
+from cnnlab.data.sources import DataError, Dataset
 
 
 def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -62,9 +62,10 @@ def train_iterator(
     if process_count > 1:
         source = source[process_index::process_count]
     if len(source) < batch_size:
-        raise ValueError(
-            f"batch_size={batch_size} per process exceeds the {len(source)} training examples "
-            f"of {ds.name!r} this process sees"
+        raise DataError(
+            f"config.data.batch_size={batch_size} (per process) exceeds the {len(source)} "
+            f"training examples of {ds.name!r} this process sees; lower it or use more data "
+            f"(config.data.train_per_class)"
         )
     pipeline = (
         source.seed(seed)
@@ -87,7 +88,7 @@ def eval_batches(
 ):
     """The split in order, in fixed-size batches; padding rows have mask 0."""
     pre = Preprocess(ds, image_size, augment=False)
-    source = ds.test if split == "test" else ds.train
+    source = {"test": ds.test, "val": ds.val, "train": ds.train}[split]
     indices = np.arange(len(source))[process_index::process_count]
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]

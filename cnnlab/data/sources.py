@@ -50,6 +50,7 @@ class Dataset:
     num_classes: int
     image_shape: tuple[int, int, int]
     spec: DatasetSpec
+    val: Any = None  # a validation split (held out of train by `data.subset`), if any
 
 
 def default_data_dir() -> str:

@@ -32,6 +32,9 @@ def validate(c) -> None:
     _choice("loss.side_schedule", c.loss.side_schedule, SIDE_SCHEDULES)
     _choice("loss.side_head", c.loss.side_head, ("linear", "googlenet"))
     _choice("train.compute_dtype", c.train.compute_dtype, ("float32", "bfloat16"))
+    _choice("train.best_mode", c.train.get("best_mode", "max"), ("max", "min"))
+    if int(c.train.get("patience", 0)) < 0:
+        raise ConfigError(f"config.train.patience={c.train.patience} must be >= 0 (0 = off)")
     for key in ("train.steps", "train.eval_every", "data.batch_size", "train.keep_checkpoints"):
         group, name = key.split(".")
         if int(c[group][name]) < 1:

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from cnnlab import data, models
 from cnnlab.train.checkpoint import Checkpointer, CheckpointError
-from cnnlab.train.config import check_model, validate
+from cnnlab.train.config import ConfigError, check_model, validate
 from cnnlab.train.optim import make_optimizer
 from cnnlab.train.step import LossConfig, TrainState, eval_step, train_step
 from cnnlab.train.writer import MetricWriter
@@ -29,6 +29,7 @@ class TrainResult:
     dataset: data.Dataset
     first_step_s: float | None  # wall time of the first step run here (compile included)
     step_s: float | None  # mean wall time of the later steps
+    early_stopping: dict = dataclasses.field(default_factory=dict)  # best, best_step, stopped
 
 
 class NonFiniteLoss(RuntimeError):
@@ -58,9 +59,10 @@ def loss_config(c) -> LossConfig:
     )
 
 
-def evaluate(eval_fn, state, ds, c) -> dict:
+def evaluate(eval_fn, state, ds, c, split: str = "test") -> dict:
     sums = None
-    for batch in data.eval_batches(ds, c.data.batch_size, image_size=c.data.image_size or None):
+    size = c.data.image_size or None
+    for batch in data.eval_batches(ds, c.data.batch_size, image_size=size, split=split):
         out = jax.device_get(eval_fn(state, batch))
         sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
     count = sums.pop("count")
@@ -78,19 +80,65 @@ def initial_state(c, model, ds, tx):
     return TrainState.create(model.apply, variables, tx)
 
 
+def load_data(c) -> data.Dataset:
+    """The config's dataset, restricted to data.classes with few-shot/val splits if asked."""
+    ds = data.load(c.data.name, c.data.data_dir or None, dict(c.data.synthetic))
+    return data.subset(
+        ds, c.data.classes, c.data.train_per_class, c.data.val_per_class, seed=c.seed
+    )
+
+
 def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
     """Train per config `c` in `workdir`, resuming from its latest checkpoint.
 
     `hook(step, state, metrics)`, if given, runs after every step (e.g. diagnostics).
     """
     validate(c)
-    workdir = Path(workdir).absolute()  # orbax needs absolute paths
-    workdir.mkdir(parents=True, exist_ok=True)
-    ds = data.load(c.data.name, c.data.data_dir or None, dict(c.data.synthetic))
+    ds = load_data(c)
     model = build_model(c, ds)
     check_model(model, input_shape(c, ds))
     tx, schedule = make_optimizer(c.optim, c.train.steps)
     state = initial_state(c, model, ds, tx)
+    return fit(c, workdir, ds, model, state, c.train.steps, schedule, progress=progress, hook=hook)
+
+
+def _early_stop(history: dict, val_loss: float, step: int, patience: int, min_delta: float):
+    """Update {'best', 'best_step', 'bad_evals', 'stopped'} after an eval (Keras EarlyStopping)."""
+    if history.get("best") is None or val_loss < history["best"] - min_delta:
+        history.update(best=val_loss, best_step=step, bad_evals=0)
+    else:
+        history["bad_evals"] += 1
+    history["stopped"] = bool(patience) and history["bad_evals"] >= patience
+    return history
+
+
+def fit(
+    c,
+    workdir,
+    ds: data.Dataset,
+    model,
+    state: TrainState,
+    steps: int,
+    schedule,
+    *,
+    progress: bool = True,
+    hook=None,
+    desc: str | None = None,
+) -> TrainResult:
+    """Run `steps` train steps from `state` (or from workdir's latest checkpoint) with evals.
+
+    Every `train.eval_every` steps: test metrics, plus `val_*` metrics when `ds` has a validation
+    split, and a checkpoint. With `train.patience` > 0, training stops after that many evals
+    without a `train.min_delta` drop in val loss and the best-val-loss state is restored.
+    """
+    workdir = Path(workdir).absolute()  # orbax needs absolute paths
+    workdir.mkdir(parents=True, exist_ok=True)
+    patience = int(c.train.get("patience", 0))
+    if patience and ds.val is None:
+        raise ConfigError(
+            "config.train.patience > 0 (early stopping) needs a validation split; set "
+            "config.data.val_per_class (examples per class held out of train)"
+        )
     it = data.train_iterator(
         ds,
         c.data.batch_size,
@@ -100,28 +148,35 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    ckpt = Checkpointer(workdir / "checkpoints", c.train.keep_checkpoints, c.train.best_metric)
-    start = ckpt.latest_step() or 0
+    ckpt = Checkpointer(
+        workdir / "checkpoints",
+        c.train.keep_checkpoints,
+        c.train.best_metric,
+        c.train.get("best_mode", "max"),
+    )
+    start, history = ckpt.latest_step() or 0, {}
     if start:
-        state, _ = ckpt.restore(start, state, it)
-    cfg = loss_config(c)
+        state, saved = ckpt.restore(start, state, it)
+        history = saved.get("early_stopping") or {}
+    cfg = dataclasses.replace(loss_config(c), total_steps=steps)
     step_fn = jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg))
     writer = MetricWriter(workdir, jax.process_index())
     (workdir / "config.json").write_text(c.to_json_best_effort(indent=2))
     base_rng = jax.random.key(c.seed + 1)
+    end = start if history.get("stopped") else steps
     bar = tqdm(
-        total=c.train.steps,
+        total=steps,
         initial=start,
         disable=not progress,
         unit="step",
         dynamic_ncols=True,
-        desc=f"train {c.model.name}",
+        desc=desc or f"train {c.model.name}",
     )
     meta = {"config": json.loads(c.to_json_best_effort()), "dataset": ds.name}
     final, seen, t0, times = {}, 0, time.perf_counter(), []
     try:
-        for step in range(start, c.train.steps):
+        for step in range(start, end):
             batch = next(it)
             t_step = time.perf_counter()
             state, metrics = step_fn(state, batch, jax.random.fold_in(base_rng, step))
@@ -136,7 +191,7 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
                     f"lower config.optim.lr or check the data"
                 )
             seen += len(batch["label"])
-            if (step + 1) % c.train.log_every == 0 or step + 1 == c.train.steps:
+            if (step + 1) % c.train.log_every == 0 or step + 1 == steps:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items() if np.ndim(v) == 0}
                 m["lr"] = float(schedule(step))
                 writer.write(step + 1, "train", m)
@@ -145,12 +200,26 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
                     loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.3f}", img_s=f"{rate:.0f}"
                 )
             bar.update(1)
-            if (step + 1) % c.train.eval_every == 0 or step + 1 == c.train.steps:
+            if (step + 1) % c.train.eval_every == 0 or step + 1 == steps:
                 final = evaluate(eval_fn, state, ds, c)
                 writer.write(step + 1, "test", final)
-                ckpt.save(step + 1, state, it, meta, metrics=final)
-        if not final:  # already finished: report the saved run's metrics
-            final = evaluate(eval_fn, state, ds, c)
+                if ds.val is not None:
+                    val = evaluate(eval_fn, state, ds, c, split="val")
+                    writer.write(step + 1, "val", val)
+                    final.update({f"val_{k}": v for k, v in val.items()})
+                    _early_stop(history, val["loss"], step + 1, patience, float(c.train.min_delta))
+                ckpt.save(step + 1, state, it, {**meta, "early_stopping": history}, final)
+                if history.get("stopped"):
+                    break
+        ckpt.manager.wait_until_finished()
+        best = history.get("best_step")
+        if patience and best and best != int(state.step):  # restore the best-val-loss weights
+            state, saved = ckpt.restore(best, state)
+            final = saved["metrics"]
+        elif not final:  # already finished: report the saved run's metrics
+            final = ckpt.restore_meta(int(state.step)).get("metrics") or evaluate(
+                eval_fn, state, ds, c
+            )
     finally:
         bar.close()
         writer.close()
@@ -163,6 +232,7 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
         ds,
         times[0] if times else None,
         sum(later) / len(later) if later else None,
+        early_stopping=history,
     )
 
 

@@ -16,20 +16,21 @@ def _decay_mask(params):
     return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
 
 
-def make_schedule(c, total_steps: int):
+def make_schedule(c, total_steps: int, lr: float | None = None):
+    lr = c.lr if lr is None else lr
     if c.schedule == "constant":
-        return optax.constant_schedule(c.lr)
+        return optax.constant_schedule(lr)
     if c.schedule == "step":
         bounds = {int(b * total_steps): 0.1 for b in c.step_boundaries}
-        return optax.piecewise_constant_schedule(c.lr, bounds)
+        return optax.piecewise_constant_schedule(lr, bounds)
     if c.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, c.lr, c.warmup_steps, total_steps)
+        return optax.warmup_cosine_decay_schedule(0.0, lr, c.warmup_steps, total_steps)
     raise ValueError(f"config.optim.schedule must be one of {SCHEDULES}; got {c.schedule!r}")
 
 
-def make_optimizer(c, total_steps: int):
-    """-> (optax transformation, schedule) from config.optim."""
-    schedule = make_schedule(c, total_steps)
+def make_optimizer(c, total_steps: int, lr: float | None = None):
+    """-> (optax transformation, schedule) from config.optim (peak lr `lr` if given)."""
+    schedule = make_schedule(c, total_steps, lr)
     if c.optimizer == "sgd":
         tx = optax.chain(
             optax.add_decayed_weights(c.weight_decay, mask=_decay_mask),

@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.batch_size = 64  # global batch, divisible by the device count
     c.data.image_size = 0  # 0 = the dataset's own size; else resize to image_size^2
     c.data.augment = True  # pad-and-crop (+ flips where they preserve labels)
+    c.data.classes = ()  # keep only these labels, relabelled 0..k-1 in this order; () = all
+    c.data.train_per_class = 0  # few-shot: this many training examples per class (0 = all)
+    c.data.val_per_class = 0  # held out of train per class as a validation split (0 = none)
     c.data.synthetic = ml_collections.ConfigDict(
         {"num_examples": 1024, "image_shape": (32, 32, 3), "num_classes": 10, "seed": 0}
     )
@@ -52,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.eval_every = 100  # also the checkpoint interval
     c.train.log_every = 10
     c.train.keep_checkpoints = 3  # the last N, plus the best by best_metric
-    c.train.best_metric = "accuracy"
+    c.train.best_metric = "accuracy"  # kept besides the last N; 'val_loss' with a val split
+    c.train.best_mode = "max"  # 'max' for accuracies, 'min' for losses
+    c.train.patience = 0  # early stopping: evals without a val-loss drop of min_delta (0 = off)
+    c.train.min_delta = 0.0
     c.train.compute_dtype = "float32"  # 'bfloat16': mixed precision (f32 params)
     return c

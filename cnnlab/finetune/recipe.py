@@ -1,0 +1,136 @@
+"""The two-phase fine-tuning recipe (Keras transfer-learning guide; Yosinski et al. 2014,
+"How transferable are features in deep neural networks?", arXiv:1411.1792).
+
+Phase 1 trains a new head on a frozen pre-trained backbone; phase 2 unfreezes the backbone's last
+N units and continues with learning rates 10-100x lower, per group (head, backbone). Each phase is
+an ordinary `fit` in WORKDIR/<phase>: checkpoints, resume, early stopping on validation loss.
+"""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from cnnlab.finetune.freeze import FrozenApply, group_optimizer
+from cnnlab.finetune.restore import load_backbone
+from cnnlab.finetune.select import UNITS, call_order, frozen_norms, param_labels, select_frozen
+from cnnlab.summary import summary
+from cnnlab.train.config import ConfigError, check_model, validate
+from cnnlab.train.loop import TrainResult, build_model, fit, input_shape, load_data
+from cnnlab.train.step import TrainState
+
+PHASES = ("phase1", "phase2")
+BN_MODES = ("frozen", "update")
+
+
+@dataclasses.dataclass
+class PhaseResult:
+    name: str
+    metrics: dict  # test (and val_*) metrics of the phase's final (best-val-loss) state
+    trainable: int  # parameters trained in this phase
+    frozen: int
+    early_stopping: dict
+
+
+def validate_finetune(c) -> None:
+    """One-line errors for the fine-tuning keys (the rest is checked by train.validate)."""
+    if c.finetune.bn not in BN_MODES:
+        raise ConfigError(
+            f"config.finetune.bn={c.finetune.bn!r} is not allowed; use one of {list(BN_MODES)}"
+        )
+    for name in PHASES:
+        p = c[name]
+        if p.unit not in UNITS:
+            raise ConfigError(f"config.{name}.unit={p.unit!r} is not allowed; use one of {UNITS}")
+        if p.steps < 0 or p.lr <= 0 or p.backbone_lr < 0:
+            raise ConfigError(
+                f"config.{name}: steps={p.steps} must be >= 0, lr={p.lr} > 0, "
+                f"backbone_lr={p.backbone_lr} >= 0"
+            )
+    if not any(c[name].steps for name in PHASES):
+        raise ConfigError("config.phase1.steps and config.phase2.steps are both 0: nothing to do")
+
+
+def phase_state(c, name: str, model, variables, order):
+    """Train state for one phase: frozen set, per-group optimiser, frozen-BN apply."""
+    p, new = c[name], tuple(c.finetune.new)
+    try:
+        frozen = select_frozen(
+            variables["params"],
+            order,
+            unfreeze_last=p.unfreeze_last,
+            unit=p.unit,
+            unfreeze=tuple(p.unfreeze),
+            freeze=tuple(p.freeze),
+            new=new,
+        )
+    except ValueError as e:
+        raise ConfigError(f"config.{name}: {e}") from None
+    labels = param_labels(variables["params"], frozen, new)
+    if set(jax.tree.leaves(labels)) == {"frozen"}:
+        raise ConfigError(f"config.{name} freezes every parameter: nothing would train")
+    if p.backbone_lr == 0 and "backbone" in jax.tree.leaves(labels):
+        raise ConfigError(
+            f"config.{name}.backbone_lr=0 but unfreeze_last={p.unfreeze_last} unfreezes backbone "
+            f"parameters; give them a learning rate (10-100x below config.{name}.lr is usual)"
+        )
+    tx, schedules = group_optimizer(
+        c.optim, p.steps, labels, {"head": p.lr, "backbone": p.backbone_lr}
+    )
+    norms = frozen_norms(variables, frozen) if c.finetune.bn == "frozen" else frozenset()
+    state = TrainState.create(FrozenApply(model.apply, frozen, norms), variables, tx)
+    return state, frozen, schedules
+
+
+def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], TrainResult]:
+    """Load the backbone from config.finetune.source and run the phases in WORKDIR/<phase>.
+
+    Re-running resumes (a finished phase is not repeated). -> (per-phase results, last fit).
+    """
+    validate(c)
+    validate_finetune(c)
+    workdir = Path(workdir).absolute()
+    ds = load_data(c)
+    model = build_model(c, ds)
+    shape = input_shape(c, ds)
+    check_model(model, shape)
+    x = np.zeros((1, *shape), np.float32)
+    variables = jax.jit(model.init)(jax.random.key(c.seed), x)
+    variables = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
+    info = {}
+    if c.finetune.source:
+        variables, info = load_backbone(
+            c.finetune.source, variables, step=c.finetune.source_step, new=tuple(c.finetune.new)
+        )
+    order = call_order(model, x)
+    results, last = [], None
+    for name in PHASES:
+        p = c[name]
+        if not p.steps:
+            continue
+        state, frozen, schedules = phase_state(c, name, model, variables, order)
+        table = summary(model, x, train=False, frozen=frozen)
+        (workdir / name).mkdir(parents=True, exist_ok=True)
+        (workdir / name / "summary.txt").write_text(str(table) + "\n")
+        last = fit(
+            c,
+            workdir / name,
+            ds,
+            model,
+            state,
+            p.steps,
+            schedules.get("head") or next(iter(schedules.values())),
+            progress=progress,
+            desc=f"{name} ({table.trainable_params:,} trainable)",
+        )
+        variables = {"params": last.state.params, "batch_stats": last.state.batch_stats}
+        results.append(
+            PhaseResult(
+                name, last.metrics, table.trainable_params, table.frozen_params, last.early_stopping
+            )
+        )
+    record = {"source": info, "phases": [dataclasses.asdict(r) for r in results]}
+    (workdir / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return results, last

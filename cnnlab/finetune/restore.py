@@ -1,0 +1,138 @@
+"""Load a pre-trained backbone (params + BatchNorm statistics) from another run's checkpoint.
+
+A partial orbax restore (`PyTreeRestore(partial_restore=True)`) reads only the backbone arrays of
+the source run's train state; the new head ('head', 'side_*'), optimiser state and step are not
+read. Every backbone array is checked against the checkpoint's metadata first: a missing, extra
+or differently shaped array is a `CheckpointError` naming the paths.
+"""
+
+from pathlib import Path
+
+import flax.traverse_util as tu
+import jax
+import orbax.checkpoint as ocp
+
+from cnnlab.finetune.select import NEW, is_new, paths
+from cnnlab.train.checkpoint import CheckpointError
+
+COLLECTIONS = ("params", "batch_stats")
+
+
+def checkpoint_dir(source) -> Path:
+    """A run's workdir (holding checkpoints/) or its checkpoints directory itself."""
+    source = Path(source).expanduser().absolute()  # orbax needs absolute paths
+    return source / "checkpoints" if (source / "checkpoints").is_dir() else source
+
+
+def _manager(directory: Path) -> ocp.CheckpointManager:
+    handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+def pick_step(manager, directory: Path, step: int = 0) -> int:
+    """`step` if > 0; else the source run's best kept step by its own best metric, else latest."""
+    steps = manager.all_steps()
+    if not steps:
+        raise CheckpointError(
+            f"no checkpoints in {directory}; set config.finetune.source to the --workdir of a "
+            f"pre-training run (python -m experiments.train ...)"
+        )
+    if step:
+        if step not in steps:
+            raise CheckpointError(
+                f"config.finetune.source_step={step} is not in {directory}; kept steps: {steps}"
+            )
+        return step
+    scored = []
+    for s in steps:
+        meta = manager.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        train = (meta.get("config") or {}).get("train", {})
+        metric, mode = train.get("best_metric", "accuracy"), train.get("best_mode", "max")
+        if metric in (meta.get("metrics") or {}):
+            value = meta["metrics"][metric]
+            scored.append((value if mode == "max" else -value, s))
+    return max(scored)[1] if scored else max(steps)
+
+
+def _backbone(variables, new) -> dict:
+    """{collection: {path: array}} of the pre-trained part (not the new head)."""
+    out = {}
+    for col in COLLECTIONS:
+        flat = tu.flatten_dict(variables.get(col, {}), sep="/")
+        out[col] = {p: v for p, v in flat.items() if not is_new(p, new)}
+    return out
+
+
+def _abstract(x) -> jax.ShapeDtypeStruct:
+    """Shape, dtype and placement of a target array (orbax restores onto that sharding)."""
+    sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+
+def load_backbone(source, variables, *, step: int = 0, new=NEW):
+    """`variables` with every backbone array replaced by the source checkpoint's.
+
+    -> (variables, info) where info = {'source', 'step', 'loaded': n arrays, 'new': [paths]}.
+    """
+    directory = checkpoint_dir(source)
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"config.finetune.source={str(source)!r} does not exist; give the --workdir of a "
+            f"pre-training run"
+        )
+    manager = _manager(directory)
+    try:
+        step = pick_step(manager, directory, step)
+        saved = manager.item_metadata(step)["state"]
+        want = _backbone(variables, new)
+        have = {col: tu.flatten_dict(dict(saved.get(col) or {}), sep="/") for col in COLLECTIONS}
+        have = {col: {p: m for p, m in have[col].items() if not is_new(p, new)} for col in have}
+        problems, counts = [], {"shape": 0, "missing": 0, "extra": 0}
+        for col in COLLECTIONS:
+            for p in sorted(set(want[col]) | set(have[col])):
+                if p not in have[col]:
+                    counts["missing"] += 1
+                    problems.append(f"{col}/{p} missing in checkpoint")
+                elif p not in want[col]:
+                    counts["extra"] += 1
+                    problems.append(f"{col}/{p} not in this model")
+                elif tuple(have[col][p].shape) != tuple(want[col][p].shape):
+                    counts["shape"] += 1
+                    problems.append(
+                        f"{col}/{p}: checkpoint {tuple(have[col][p].shape)} vs model "
+                        f"{tuple(want[col][p].shape)}"
+                    )
+        if problems:
+            raise CheckpointError(
+                f"the backbone in {directory}/{step} does not fit this model "
+                f"({counts['shape']} shape mismatches, {counts['missing']} missing, "
+                f"{counts['extra']} extra): " + "; ".join(problems[:6]) + ". Use the source "
+                f"run's model config (model.name and model.kwargs in its config.json); only "
+                f"modules matching {list(new)} are re-initialised"
+            )
+        abstract = {
+            col: tu.unflatten_dict({p: _abstract(v) for p, v in want[col].items()}, sep="/")
+            for col in COLLECTIONS
+            if want[col]
+        }
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=abstract,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                    partial_restore=True,
+                )
+            ),
+        )["state"]
+    finally:
+        manager.close()
+    out = dict(variables)
+    for col, tree in restored.items():
+        flat = tu.flatten_dict(variables[col], sep="/")
+        flat.update(tu.flatten_dict(tree, sep="/"))
+        out[col] = tu.unflatten_dict(flat, sep="/")
+    fresh = [p for col in COLLECTIONS for p in paths(variables.get(col, {})) if is_new(p, new)]
+    loaded = sum(len(v) for v in want.values())
+    return out, {"source": str(directory), "step": step, "loaded": loaded, "new": fresh}
