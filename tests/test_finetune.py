@@ -156,6 +156,32 @@ def test_frozen_parameters_are_bit_identical_after_training(resnet8, bn):
     assert float(metrics["grad_norm"]) > 0
 
 
+def compiled_flops(fn, *args) -> float:
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+
+def test_frozen_layers_cost_no_backward_pass(resnet8):
+    """XLA's own FLOP count: with the backbone frozen a train step costs one forward pass."""
+    model, variables, order = resnet8
+    forward = compiled_flops(lambda v, x: model.apply(v, x, train=False), variables, X)
+
+    def step_flops(frozen):
+        labels = finetune.param_labels(variables["params"], frozen)
+        tx, _ = finetune.group_optimizer(optim_config(), 1, labels, {"head": 0.1, "backbone": 0.1})
+        apply = finetune.FrozenApply(model.apply, frozen, finetune.frozen_norms(variables, frozen))
+        state = train.TrainState.create(apply, variables, tx)
+        step = lambda s, b, r: train.train_step(s, b, r, cfg=train.LossConfig())
+        return compiled_flops(step, state, {"image": X, "label": Y}, jax.random.key(0))
+
+    head_only = step_flops(finetune.select_frozen(variables["params"], order))
+    last_block = step_flops(finetune.select_frozen(variables["params"], order, unfreeze_last=1))
+    everything = step_flops(frozenset())
+    assert head_only < 1.05 * forward  # (measured: 1.000x)
+    assert head_only < last_block < 0.6 * everything  # (measured: 1.37x and 3.07x forward)
+    assert everything > 2.5 * forward
+
+
 def test_frozen_batchnorm_in_train_mode_uses_running_statistics(resnet8):
     model, variables, order = resnet8
     stats = jax.tree.map(lambda s: s + 0.5, variables["batch_stats"])  # not the init values
@@ -260,6 +286,41 @@ def test_early_stopping_counts_evals_without_improvement():
     assert not h["stopped"]  # patience 0: never stops
 
 
+def test_early_stopping_restores_best_and_survives_a_restart(tmp_path):
+    c = base.get_config()
+    c.data.data_dir = str(tmp_path / "data")
+    c.data.train_per_class, c.data.val_per_class, c.data.batch_size = 8, 4, 16
+    c.model.kwargs.depth = 8
+    c.optim.schedule = "constant"
+    c.train.steps, c.train.eval_every, c.train.log_every = 40, 2, 2
+    c.train.patience, c.train.min_delta = 1, 10.0  # no eval can improve by 10: stop at the 2nd
+
+    class Interrupt(Exception):
+        pass
+
+    def crash(step, state, metrics):
+        if step == 2:  # after the step-2 checkpoint: a restart must keep the counter
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train.train(c, tmp_path / "w", progress=False, hook=crash)
+    result = train.train(c, tmp_path / "w", progress=False)
+    assert result.early_stopping == {"best": pytest.approx(result.metrics["val_loss"]),
+                                     "best_step": 2, "bad_evals": 1, "stopped": True}  # fmt: skip
+    assert int(result.state.step) == 2  # the best weights, restored
+    assert saved_params_step(tmp_path / "w") == 4  # it stopped at the second eval
+    again = train.train(c, tmp_path / "w", progress=False)
+    assert again.metrics == result.metrics and int(again.state.step) == 2
+
+
+def saved_params_step(run):
+    mngr = ocp.CheckpointManager(Path(run) / "checkpoints")
+    try:
+        return mngr.latest_step()
+    finally:
+        mngr.close()
+
+
 # --- the recipe end to end --------------------------------------------------------------------
 
 
@@ -298,7 +359,8 @@ def test_two_phase_recipe_and_report(tmp_path):
         moved = not np.array_equal(ph2[p], src[p])
         assert moved == p.startswith("stage3_block1/"), p
     results = json.loads((tmp_path / "w/results.json").read_text())
-    assert set(results["summary"]) == {"phase1", "finetune", "scratch"}
+    assert set(results["summary"]) == {"probe", "phase1", "finetune", "scratch"}
+    assert 0 < results["summary"]["probe"]["accuracy"][0] <= 1
     row = results["seeds"]["0"]
     last_block = sum(ph2[p].size for p in ph2 if p.startswith(("stage3_block1/", "head/")))
     assert row["trainable"] == {"phase1": 64 * 5 + 5, "phase2": last_block}
@@ -359,3 +421,16 @@ def test_cli_mismatched_source_is_a_one_line_error_and_keeps_files(tmp_path, sou
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the backbone in") and "missing in checkpoint" in last
     assert sorted((p, p.stat().st_mtime) for p in workdir.rglob("*")) == before
+
+
+def test_readme_frozen_summary_is_what_summary_prints():
+    """The README's transfer-learning summary: ResNet-20, 5 classes, 8x8x1, backbone frozen."""
+    model = models.create("cifar_resnet", depth=20, num_classes=5)
+    x = jnp.zeros((1, 8, 8, 1))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    frozen = finetune.select_frozen(variables["params"], finetune.call_order(model, x))
+    s = summary(model, x, train=False, frozen=frozen)
+    totals = "\n".join(line for line in str(s).splitlines() if "params:" in line)
+    readme = (ROOT / "README.md").read_text()
+    assert totals in readme
+    assert f"{s.trainable_params:,}" == "325" and s.frozen_params == 268_784

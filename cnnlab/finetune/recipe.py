@@ -44,6 +44,11 @@ def validate_finetune(c) -> None:
         p = c[name]
         if p.unit not in UNITS:
             raise ConfigError(f"config.{name}.unit={p.unit!r} is not allowed; use one of {UNITS}")
+        if p.backbone_lr == 0 and p.unfreeze_last != 0:
+            raise ConfigError(
+                f"config.{name}.backbone_lr=0 but unfreeze_last={p.unfreeze_last} unfreezes "
+                f"backbone units; give them a learning rate (10-100x below config.{name}.lr)"
+            )
         if p.steps < 0 or p.lr <= 0 or p.backbone_lr < 0:
             raise ConfigError(
                 f"config.{name}: steps={p.steps} must be >= 0, lr={p.lr} > 0, "
@@ -71,10 +76,10 @@ def phase_state(c, name: str, model, variables, order):
     labels = param_labels(variables["params"], frozen, new)
     if set(jax.tree.leaves(labels)) == {"frozen"}:
         raise ConfigError(f"config.{name} freezes every parameter: nothing would train")
-    if p.backbone_lr == 0 and "backbone" in jax.tree.leaves(labels):
+    if p.backbone_lr == 0 and "backbone" in jax.tree.leaves(labels):  # via unfreeze patterns
         raise ConfigError(
-            f"config.{name}.backbone_lr=0 but unfreeze_last={p.unfreeze_last} unfreezes backbone "
-            f"parameters; give them a learning rate (10-100x below config.{name}.lr is usual)"
+            f"config.{name}.backbone_lr=0 but config.{name}.unfreeze={tuple(p.unfreeze)} "
+            f"unfreezes backbone parameters; give them a learning rate"
         )
     tx, schedules = group_optimizer(
         c.optim, p.steps, labels, {"head": p.lr, "backbone": p.backbone_lr}

@@ -1,12 +1,14 @@
 """Report of a fine-tuning study: results.json, curves.png and report.md (mean ± std over seeds)."""
 
 import json
+import math
 from pathlib import Path
 
 from cnnlab.ablation.grid import write_json_atomic
 from cnnlab.ablation.report import mean_std
 
 ARMS = (
+    ("probe", "linear probe (scikit-learn logistic regression on frozen features)"),
     ("phase1", "fine-tune, phase 1 (new head, frozen backbone)"),
     ("finetune", "fine-tune, phases 1 + 2 (last blocks unfrozen)"),
     ("scratch", "from scratch (same data, same step budget)"),
@@ -61,6 +63,7 @@ def _plot(c, workdir: Path, seeds) -> str:
         for ax in axes:
             ax.axvline(c.phase1.steps, color="gray", ls=":", lw=1)
     axes[0].set(xlabel="step", ylabel="validation loss", title="validation loss (early stopping)")
+    axes[0].set_yscale("log")  # from-scratch losses start orders of magnitude higher
     axes[1].set(xlabel="step", ylabel="test accuracy", title="test accuracy")
     for ax in axes:
         ax.legend(fontsize=8)
@@ -80,6 +83,7 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
             "phase1": phases["phase1"].metrics if "phase1" in phases else None,
             "finetune": r["finetune"][-1].metrics,
             "scratch": r["scratch"].metrics if "scratch" in r else None,
+            "probe": {"accuracy": r["probe"]} if "probe" in r else None,
             "trainable": {p.name: p.trainable for p in r["finetune"]},
             "frozen": {p.name: p.frozen for p in r["finetune"]},
             "stopped": {p.name: p.early_stopping for p in r["finetune"]},
@@ -93,7 +97,7 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
     summary = {
         arm: {
             "accuracy": mean_std([m["accuracy"] for m in values[arm]]),
-            "loss": mean_std([m["loss"] for m in values[arm]]),
+            "loss": mean_std([m.get("loss", math.nan) for m in values[arm]]),
             "n": len(values[arm]),
         }
         for arm, _ in ARMS
@@ -138,13 +142,12 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
     for arm, title in ARMS:
         if arm in summary:
             (a, sa), (lo, sl) = summary[arm]["accuracy"], summary[arm]["loss"]
-            lines.append(
-                f"| {title} | {a:.3f} ± {sa:.3f} | {lo:.3f} ± {sl:.3f} | {summary[arm]['n']} |"
-            )
+            loss = "-" if math.isnan(lo) else f"{lo:.3f} ± {sl:.3f}"
+            lines.append(f"| {title} | {a:.3f} ± {sa:.3f} | {loss} | {summary[arm]['n']} |")
     lines += [
         "",
         "| seed | " + " | ".join(a for a, _ in ARMS) + " | trainable / frozen params |",
-        "|---|---|---|---|---|",
+        "|---" * (len(ARMS) + 2) + "|",
     ]
     for seed, row in per_seed.items():
         accs = [f"{row[a]['accuracy']:.3f}" if row[a] else "-" for a, _ in ARMS]
@@ -167,6 +170,14 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
             f"Fine-tuning the pre-trained backbone gives {verdict} test accuracy than training "
             f"from scratch on the same labelled images and step budget: "
             f"{100 * gap:+.1f} points on average, better on {wins} of {len(per_seed)} seeds.",
+        ]
+    if "phase1" in summary and "probe" in summary:
+        lines += [
+            "",
+            f"Phase 1 (the new head trained by SGD on frozen features) reaches "
+            f"{summary['phase1']['accuracy'][0]:.3f}; a logistic regression on the same frozen "
+            f"features and images reaches {summary['probe']['accuracy'][0]:.3f}: what the "
+            f"pre-trained features alone are worth on this task.",
         ]
     lines += ["", f"![validation loss and test accuracy]({plot})", ""]
     path = workdir / "report.md"

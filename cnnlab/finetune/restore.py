@@ -9,6 +9,7 @@ or differently shaped array is a `CheckpointError` naming the paths.
 from pathlib import Path
 
 import flax.traverse_util as tu
+import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -25,8 +26,14 @@ def checkpoint_dir(source) -> Path:
 
 
 def _manager(directory: Path) -> ocp.CheckpointManager:
-    handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    """Reads only (nothing here calls save); every item's handler is registered so that orbax
+    does not warn about the data-iterator item it is not asked for."""
+    handlers = {
+        "state": ocp.PyTreeCheckpointHandler(),
+        "meta": ocp.JsonCheckpointHandler(),
+        "data": grain.checkpoint.CheckpointHandler(),
+    }
+    options = ocp.CheckpointManagerOptions(create=False)
     return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 

@@ -8,10 +8,15 @@ WORKDIR/report.md, results.json, curves.png
 
 from pathlib import Path
 
+import jax
+import numpy as np
+
+from cnnlab import data
 from cnnlab.finetune.recipe import PHASES, finetune
 from cnnlab.finetune.report import write_report
+from cnnlab.finetune.restore import load_backbone
 from cnnlab.train.config import ConfigError
-from cnnlab.train.loop import train
+from cnnlab.train.loop import build_model, input_shape, load_data, train
 
 
 def budget(c) -> int:
@@ -25,6 +30,35 @@ def scratch_config(c, seed: int):
     s.train.steps = budget(c)
     s.optim.lr = c.study.scratch_lr
     return s
+
+
+def linear_probe(c) -> float:
+    """Test accuracy of a scikit-learn logistic regression on the frozen backbone's pooled
+    features of the same training images: an independent reference for phase 1."""
+    from sklearn.linear_model import LogisticRegression
+
+    ds = load_data(c)
+    model = build_model(c, ds)
+    x = np.zeros((1, *input_shape(c, ds)), np.float32)
+    variables, _ = load_backbone(
+        c.finetune.source,
+        jax.jit(model.init)(jax.random.key(c.seed), x),
+        step=c.finetune.source_step,
+        new=tuple(c.finetune.new),
+    )
+    features = jax.jit(lambda v, im: model.apply(v, im, train=False)[1]["pre_logits"])
+
+    def split(name):
+        xs, ys = [], []
+        size = c.data.image_size or None
+        for b in data.eval_batches(ds, c.data.batch_size, image_size=size, split=name):
+            keep = b["mask"] > 0
+            xs.append(np.asarray(features(variables, b["image"]))[keep])
+            ys.append(b["label"][keep])
+        return np.concatenate(xs), np.concatenate(ys)
+
+    probe = LogisticRegression(max_iter=5000).fit(*split("train"))
+    return float(probe.score(*split("test")))
 
 
 def run_study(c, workdir, *, progress: bool = True) -> Path:
@@ -43,7 +77,7 @@ def run_study(c, workdir, *, progress: bool = True) -> Path:
         cs = c.copy_and_resolve_references()
         cs.seed = int(seed)
         phases, _ = finetune(cs, workdir / f"seed{seed}" / "finetune", progress=progress)
-        runs[int(seed)] = {"finetune": phases}
+        runs[int(seed)] = {"finetune": phases, "probe": linear_probe(cs)}
         if c.study.scratch:
             result = train(
                 scratch_config(c, int(seed)), workdir / f"seed{seed}" / "scratch", progress=progress

@@ -35,6 +35,11 @@ def validate(c) -> None:
     _choice("train.best_mode", c.train.get("best_mode", "max"), ("max", "min"))
     if int(c.train.get("patience", 0)) < 0:
         raise ConfigError(f"config.train.patience={c.train.patience} must be >= 0 (0 = off)")
+    if int(c.train.get("patience", 0)) and not int(c.data.get("val_per_class", 0)):
+        raise ConfigError(
+            "config.train.patience > 0 (early stopping) needs a validation split; set "
+            "config.data.val_per_class (examples per class held out of train)"
+        )
     for key in ("train.steps", "train.eval_every", "data.batch_size", "train.keep_checkpoints"):
         group, name = key.split(".")
         if int(c[group][name]) < 1:

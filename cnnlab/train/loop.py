@@ -148,12 +148,10 @@ def fit(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    ckpt = Checkpointer(
-        workdir / "checkpoints",
-        c.train.keep_checkpoints,
-        c.train.best_metric,
-        c.train.get("best_mode", "max"),
-    )
+    best = (c.train.best_metric, c.train.get("best_mode", "max"))
+    if patience:  # the best-val-loss checkpoint must survive: training ends by restoring it
+        best = ("val_loss", "min")
+    ckpt = Checkpointer(workdir / "checkpoints", c.train.keep_checkpoints, *best)
     start, history = ckpt.latest_step() or 0, {}
     if start:
         state, saved = ckpt.restore(start, state, it)
