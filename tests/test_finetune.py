@@ -387,6 +387,8 @@ def saved_params(run):
 
 
 def test_recipe_config_errors(tmp_path):
+    with pytest.raises(train.ConfigError, match=r"config has no \['finetune', 'phase1'"):
+        finetune.run_study(base.get_config(), tmp_path / "z")
     with pytest.raises(train.ConfigError, match=r"config.phase2: unfreeze_last=9 but"):
         finetune.finetune(tiny(tmp_path, **{"phase2.unfreeze_last": 9}), tmp_path / "a")
     with pytest.raises(train.ConfigError, match=r"config\.finetune\.bn='off' is not allowed"):

@@ -36,6 +36,12 @@ class PhaseResult:
 
 def validate_finetune(c) -> None:
     """One-line errors for the fine-tuning keys (the rest is checked by train.validate)."""
+    missing = [k for k in ("finetune", *PHASES, "study") if k not in c]
+    if missing:
+        raise ConfigError(
+            f"config has no {missing}: a fine-tuning config builds on "
+            f"experiments/configs/finetune.py (its get_config() adds these keys)"
+        )
     if c.finetune.bn not in BN_MODES:
         raise ConfigError(
             f"config.finetune.bn={c.finetune.bn!r} is not allowed; use one of {list(BN_MODES)}"

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from cnnlab import data
-from cnnlab.finetune.recipe import PHASES, finetune
+from cnnlab.finetune.recipe import PHASES, finetune, validate_finetune
 from cnnlab.finetune.report import write_report
 from cnnlab.finetune.restore import load_backbone
 from cnnlab.train.config import ConfigError
@@ -65,6 +65,7 @@ def run_study(c, workdir, *, progress: bool = True) -> Path:
     """Pre-train if needed, fine-tune (and train from scratch) per seed, write the report."""
     workdir = Path(workdir).absolute()
     c = c.copy_and_resolve_references()
+    validate_finetune(c)
     if not c.finetune.source:
         if "pretrain" not in c:
             raise ConfigError(
