@@ -25,8 +25,11 @@ def main(argv):
         report = finetune.run_study(_CONFIG.value, _WORKDIR.value)
     except (train.ConfigError, data.DataError, train.CheckpointError, train.NonFiniteLoss) as e:
         sys.exit(f"error: {e}")
+    text = report.read_text()
+    print("\n".join(line for line in text.splitlines() if line.startswith("| ") and "±" in line))
+    if "## Finding" in text:
+        print(text.split("## Finding")[1].strip().splitlines()[0])
     print(f"report: {report}")
-    print(report.read_text().split("## Finding")[-1].strip().split("\n")[0])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ same step budget (3 seeds).
     ./run python -m experiments.finetune --config=experiments/configs/finetune_digits.py \
         --workdir=runs/finetune_digits
 
-Writes WORKDIR/report.md, results.json and curves.png.
+Writes WORKDIR/report.md, results.json and curves.png. Measured (about 5.5 min on 2 CPU cores),
+test accuracy mean over seeds 0-2: linear probe 0.787, phase 1 (head only) 0.721, phases 1 + 2
+0.818, from scratch 0.931 -- on this data the features of digits 0-4 transfer poorly.
 """
 
 import ml_collections
