@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 import cnnlab
 from cnnlab import ablation, data, train
+from experiments import runtime
 
 DEFAULT_CONFIG = str(Path(__file__).parent / "configs" / "ablate_default.py")
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Grid config file.")
@@ -72,15 +73,13 @@ def run_cell(c, overrides: dict, cell_dir: Path) -> dict:
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    jax.config.update("jax_threefry_partitionable", False)  # 7x faster init compile on CPU
     c = _CONFIG.value
     workdir = Path(_WORKDIR.value or Path("runs") / c.name).absolute()
     if workdir.exists() and not workdir.is_dir():
         sys.exit(f"error: --workdir={workdir} exists and is not a directory; pass another path")
     workdir.mkdir(parents=True, exist_ok=True)
     # identical cells across seeds reuse compiled code, also across processes and re-runs
-    jax.config.update("jax_compilation_cache_dir", str(workdir / "jax_cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    runtime.start(default_cache=str(workdir / "jax_cache"))
     print(f"workdir: {workdir}")
     try:
         cells = ablation.shard(ablation.expand(c.grid), _SHARD.value)
@@ -90,7 +89,9 @@ def main(argv):
     except ValueError as e:
         sys.exit(f"error: {e}")
     if not _REPORT_ONLY.value:
-        bar = tqdm(cells, desc="grid", unit="cell", dynamic_ncols=True)
+        bar = tqdm(
+            cells, desc="grid", unit="cell", dynamic_ncols=True, disable=jax.process_index() > 0
+        )
         for overrides in bar:
             name = ablation.cell_name(overrides)
             bar.set_postfix_str(name)
@@ -111,6 +112,8 @@ def main(argv):
                     else f" ({result.get('reason')})"
                 )
             )
+    if jax.process_index() > 0:  # process 0 writes the report (every process ran every cell)
+        return
     try:
         out = ablation.write_report(workdir, f"Ablation: {c.name}")
     except ValueError as e:

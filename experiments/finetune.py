@@ -6,11 +6,11 @@ scratch for comparison (config.study.scratch) and writes DIR/report.md. Re-runni
 
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cnnlab import data, finetune, train
+from experiments import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where runs, checkpoints and the report go.")
@@ -20,7 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    jax.config.update("jax_threefry_partitionable", False)  # 7x faster init compile on CPU
+    runtime.start()  # jax.distributed when configured; compilation cache ~/.cache/cnnlab/jax
     try:
         report = finetune.run_study(_CONFIG.value, _WORKDIR.value)
     except (train.ConfigError, data.DataError, train.CheckpointError, train.NonFiniteLoss) as e:

@@ -5,11 +5,11 @@ Re-running the same command resumes from the latest checkpoint in DIR.
 
 import sys
 
-import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from cnnlab import data, train
+from experiments import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and logs go.")
@@ -19,7 +19,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    jax.config.update("jax_threefry_partitionable", False)  # 7x faster init compile on CPU
+    runtime.start()  # jax.distributed when configured; compilation cache ~/.cache/cnnlab/jax
     try:
         metrics = train.train(_CONFIG.value, _WORKDIR.value).metrics
     except (train.ConfigError, data.DataError, train.CheckpointError, train.NonFiniteLoss) as e:

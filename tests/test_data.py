@@ -80,6 +80,12 @@ def test_pipeline_is_deterministic_sharded_and_resumable(tiny):
         values = np.concatenate([next(it)["image"][:, 0, 0, 0] for _ in range(2)])
         shards.append(set(np.round(values * 0.25 * 255 + 0.5 * 255).astype(int)))
     assert shards[0].isdisjoint(shards[1]) and len(shards[0] | shards[1]) == 20
+    # the global batch is the same whatever the process count: process 0's rows, then 1's
+    whole = data.train_iterator(ds, 10, seed=3)
+    parts = [data.train_iterator(ds, 5, seed=3, process_index=i, process_count=2) for i in (0, 1)]
+    for _ in range(3):  # across an epoch boundary, with augmentation
+        glued = np.concatenate([next(p)["image"] for p in parts])
+        np.testing.assert_array_equal(glued, next(whole)["image"])
     it = data.train_iterator(ds, 4, seed=3)
     next(it)
     state = it.get_state()

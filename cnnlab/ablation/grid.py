@@ -56,6 +56,8 @@ def shard(cells: list, spec: str) -> list:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    """Write then rename; the temporary name is per process, so that every process of a
+    multi-host run may write the same (identical) file into a shared directory."""
+    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=float))
     os.replace(tmp, path)

@@ -45,5 +45,12 @@ class CnnlabDigits(tfds.core.GeneratorBasedBuilder):
 
 
 def prepare(data_dir: str) -> None:
-    """Write the dataset into data_dir (a no-op when it is already there)."""
-    CnnlabDigits(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    """Write the dataset into data_dir (a no-op when it is already there).
+
+    Safe when several processes share data_dir: TFDS writes into an incomplete.* directory and
+    renames it; a process that loses the race finds the dataset there and uses it.
+    """
+    try:
+        CnnlabDigits(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    except FileExistsError:
+        pass  # another process renamed its finished copy into place first

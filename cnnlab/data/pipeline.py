@@ -1,9 +1,9 @@
 """grain input pipelines: seeded shuffling, per-process sharding, host-side augmentation.
 
-Training: MapDataset.source -> shard (process i of n) -> per-epoch shuffle(seed) -> random_map
-(pad-and-crop, flip) -> normalise -> batch(drop_remainder) -> iterator whose state saves with the
-checkpoint (grain.checkpoint). Evaluation: the split in order, padded to full batches with a
-`mask` so every example counts exactly once.
+Training: MapDataset.source -> per-epoch shuffle(seed) -> random_map (pad-and-crop, flip) ->
+normalise -> batch(drop_remainder) -> every n-th batch for process i of n -> iterator whose state
+saves with the checkpoint (grain.checkpoint). Evaluation: the split in order, padded to full
+batches with a `mask` so every example counts exactly once.
 """
 
 import grain
@@ -56,15 +56,18 @@ def train_iterator(
     process_index: int = 0,
     process_count: int = 1,
 ):
-    """Endless iterator of {'image': (B,H,W,C) f32, 'label': (B,) i32}; B is per process."""
+    """Endless iterator of {'image': (B,H,W,C) f32, 'label': (B,) i32}; B is per process.
+
+    Every process walks the same seeded global order and takes every process_count-th batch
+    of B, so the global batch (process 0's rows, then process 1's, ...) holds the same examples
+    and augmentations whatever the number of processes. Each process reads only its own rows.
+    """
     pre = Preprocess(ds, image_size, augment)
     source = grain.MapDataset.source(ds.train)
-    if process_count > 1:
-        source = source[process_index::process_count]
-    if len(source) < batch_size:
+    if len(source) < batch_size * process_count:
         raise DataError(
-            f"config.data.batch_size={batch_size} (per process) exceeds the {len(source)} "
-            f"training examples of {ds.name!r} this process sees; lower it or use more data "
+            f"config.data.batch_size={batch_size * process_count} exceeds the {len(source)} "
+            f"training examples of {ds.name!r}; lower it or use more data "
             f"(config.data.train_per_class)"
         )
     pipeline = (
@@ -74,6 +77,8 @@ def train_iterator(
         .repeat()  # ...reseeded every epoch, as are the augmentations
         .batch(batch_size, drop_remainder=True)
     )
+    if process_count > 1:  # global batch g = local batches g*n ... g*n + n-1
+        pipeline = pipeline[process_index::process_count]
     return iter(pipeline.to_iter_dataset())
 
 
@@ -86,18 +91,24 @@ def eval_batches(
     process_index: int = 0,
     process_count: int = 1,
 ):
-    """The split in order, in fixed-size batches; padding rows have mask 0."""
+    """The split in order, in fixed-size batches; padding rows have mask 0.
+
+    With several processes each yields its slice, and all yield the same number of batches (the
+    last ones may be all padding): every process must take part in every global batch.
+    """
     pre = Preprocess(ds, image_size, augment=False)
     source = {"test": ds.test, "val": ds.val, "train": ds.train}[split]
     indices = np.arange(len(source))[process_index::process_count]
-    for start in range(0, len(indices), batch_size):
+    per_process = -(-len(source) // process_count)
+    blank = pre(source[0])
+    for start in range(0, per_process, batch_size):
         chunk = indices[start : start + batch_size]
         examples = [pre(source[int(i)]) for i in chunk]
         n = len(examples)
-        images = np.stack([e["image"] for e in examples])
-        labels = np.array([e["label"] for e in examples], np.int32)
-        if n < batch_size:
-            images = np.concatenate([images, np.zeros((batch_size - n, *images.shape[1:]))])
-            labels = np.concatenate([labels, np.zeros(batch_size - n, np.int32)])
+        images = np.zeros((batch_size, *np.shape(blank["image"])), np.float32)
+        labels = np.zeros(batch_size, np.int32)
+        if n:
+            images[:n] = np.stack([e["image"] for e in examples])
+            labels[:n] = [e["label"] for e in examples]
         mask = (np.arange(batch_size) < n).astype(np.float32)
-        yield {"image": images.astype(np.float32), "label": labels, "mask": mask}
+        yield {"image": images, "label": labels, "mask": mask}

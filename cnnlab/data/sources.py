@@ -64,7 +64,10 @@ def _prepared(name: str, data_dir: str) -> list[str]:
     from etils import epath
 
     root = epath.Path(data_dir) / name
-    return [str(p.parent) for p in root.glob("*/dataset_info.json")] if root.exists() else []
+    if not root.exists():
+        return []
+    found = [p.parent for p in root.glob("*/dataset_info.json")]
+    return [str(d) for d in found if not d.name.startswith("incomplete")]  # TFDS's in-progress
 
 
 def how_to_prepare(name: str, data_dir: str) -> str:

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from cnnlab import data, models
+from cnnlab import data, distributed, models
 from cnnlab.train.checkpoint import Checkpointer, CheckpointError
 from cnnlab.train.config import ConfigError, check_model, validate
 from cnnlab.train.optim import make_optimizer
@@ -60,10 +60,19 @@ def loss_config(c) -> LossConfig:
 
 
 def evaluate(eval_fn, state, ds, c, split: str = "test") -> dict:
+    """Mean loss/accuracy per head over a split, every process taking its slice."""
     sums = None
-    size = c.data.image_size or None
-    for batch in data.eval_batches(ds, c.data.batch_size, image_size=size, split=split):
-        out = jax.device_get(eval_fn(state, batch))
+    mesh = distributed.data_mesh()
+    batches = data.eval_batches(
+        ds,
+        distributed.local_batch_size(c.data.batch_size),
+        image_size=c.data.image_size or None,
+        split=split,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    for batch in batches:
+        out = jax.device_get(eval_fn(state, distributed.global_batch(batch, mesh)))
         sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
     count = sums.pop("count")
     return {k: float(v) / float(count) for k, v in sums.items()}
@@ -75,6 +84,7 @@ def input_shape(c, ds) -> tuple[int, int, int]:
 
 
 def initial_state(c, model, ds, tx):
+    """Freshly initialised train state (`fit` places it on the devices)."""
     x = np.zeros((1, *input_shape(c, ds)), np.float32)
     variables = jax.jit(model.init)(jax.random.key(c.seed), x)
     return TrainState.create(model.apply, variables, tx)
@@ -139,9 +149,11 @@ def fit(
             "config.train.patience > 0 (early stopping) needs a validation split; set "
             "config.data.val_per_class (examples per class held out of train)"
         )
+    mesh = distributed.data_mesh()  # params replicated, batches split over all devices
+    state = distributed.replicate(state, mesh)
     it = data.train_iterator(
         ds,
-        c.data.batch_size,
+        distributed.local_batch_size(c.data.batch_size),
         c.seed,
         image_size=c.data.image_size or None,
         augment=c.data.augment,
@@ -157,16 +169,20 @@ def fit(
         state, saved = ckpt.restore(start, state, it)
         history = saved.get("early_stopping") or {}
     cfg = dataclasses.replace(loss_config(c), total_steps=steps)
-    step_fn = jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)
-    eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg))
+    repl = distributed.replicated(mesh)
+    step_fn = jax.jit(
+        functools.partial(train_step, cfg=cfg), donate_argnums=0, out_shardings=(repl, repl)
+    )
+    eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
     writer = MetricWriter(workdir, jax.process_index())
-    (workdir / "config.json").write_text(c.to_json_best_effort(indent=2))
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(c.to_json_best_effort(indent=2))
     base_rng = jax.random.key(c.seed + 1)
     end = start if history.get("stopped") else steps
     bar = tqdm(
         total=steps,
         initial=start,
-        disable=not progress,
+        disable=not progress or jax.process_index() > 0,
         unit="step",
         dynamic_ncols=True,
         desc=desc or f"train {c.model.name}",
@@ -175,7 +191,7 @@ def fit(
     final, seen, t0, times = {}, 0, time.perf_counter(), []
     try:
         for step in range(start, end):
-            batch = next(it)
+            batch = distributed.global_batch(next(it), mesh)
             t_step = time.perf_counter()
             state, metrics = step_fn(state, batch, jax.random.fold_in(base_rng, step))
             loss = float(metrics["total_loss"])  # waits for the step: times are real
