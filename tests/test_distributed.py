@@ -81,6 +81,8 @@ def test_eight_devices_match_one_device(tmp_path):
     eight = run_train(tmp_path / "eight", env(tmp_path, 8))
     finish(eight)
     assert_same_run(tmp_path / "one", tmp_path / "eight")
+    # the persistent compilation cache is on by default ($CNNLAB_CACHE_DIR/jax here)
+    assert len(list((tmp_path / "cache" / "jax").iterdir())) >= 2
 
 
 def free_port() -> int:
