@@ -25,6 +25,8 @@ def main(argv):
         report = finetune.run_study(_CONFIG.value, _WORKDIR.value)
     except (train.ConfigError, data.DataError, train.CheckpointError, train.NonFiniteLoss) as e:
         sys.exit(f"error: {e}")
+    if not report.exists():  # processes > 0 of a multi-host run: process 0 writes it
+        return
     text = report.read_text()
     print("\n".join(line for line in text.splitlines() if line.startswith("| ") and "±" in line))
     if "## Finding" in text:

@@ -124,7 +124,8 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
         state, frozen, schedules = phase_state(c, name, model, variables, order)
         table = summary(model, x, train=False, frozen=frozen)
         (workdir / name).mkdir(parents=True, exist_ok=True)
-        (workdir / name / "summary.txt").write_text(str(table) + "\n")
+        if jax.process_index() == 0:
+            (workdir / name / "summary.txt").write_text(str(table) + "\n")
         last = fit(
             c,
             workdir / name,
@@ -143,5 +144,6 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
             )
         )
     record = {"source": info, "phases": [dataclasses.asdict(r) for r in results]}
-    (workdir / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if jax.process_index() == 0:
+        (workdir / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     return results, last

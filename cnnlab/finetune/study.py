@@ -84,4 +84,6 @@ def run_study(c, workdir, *, progress: bool = True) -> Path:
                 scratch_config(c, int(seed)), workdir / f"seed{seed}" / "scratch", progress=progress
             )
             runs[int(seed)]["scratch"] = result
+    if jax.process_index() > 0:  # process 0 writes the report
+        return workdir / "report.md"
     return write_report(c, workdir, runs)
