@@ -44,6 +44,7 @@ class Diagnostics:
 
 
 def run_cell(c, overrides: dict, cell_dir: Path) -> dict:
+    t0 = time.perf_counter()
     cfg = ablation.apply(c, overrides)
     cell_dir.mkdir(parents=True, exist_ok=True)
     result = {"name": ablation.cell_name(overrides), "overrides": overrides, "status": "failed"}
@@ -67,6 +68,11 @@ def run_cell(c, overrides: dict, cell_dir: Path) -> dict:
         sparsity=ablation.activation_sparsity(res.model, res.state, x),
         curves=curves,
     )
+    # where the cell's wall time went; 'other' = model build, data open, diagnostics, summary
+    timing = {k: round(v, 3) for k, v in res.timing.items()}
+    timing["wall_s"] = round(time.perf_counter() - t0, 3)
+    timing["other_s"] = round(timing["wall_s"] - sum(res.timing.values()), 3)
+    result["timing"] = timing
     return result
 
 

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,10 +104,15 @@ def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path):
         assert len(r["grad_norms"]["0"]) == 8  # 7 convs + the classifier of a ResNet-8
         assert set(r["sparsity"]) >= {"stem", "stage1_block1", "stage3_block1"}
         assert r["step_s"] > 0 and r["first_step_s"] > r["step_s"]
+        t = r["timing"]  # the wall time split: every part measured, the rest is 'other'
+        assert t["compile_s"] > 0 and t["compute_s"] > 0 and t["data_s"] > 0 and t["eval_s"] > 0
+        parts = sum(t[k] for k in t if k != "wall_s")
+        assert parts == pytest.approx(t["wall_s"], abs=0.01) and t["other_s"] >= 0
     rows = list(csv.DictReader((tmp_path / "w" / "results.csv").open()))
     assert len(rows) == 4 and {r["failed"] for r in rows} == {"0", "1"}
     report = (tmp_path / "w" / "report.md").read_text()
     assert "## Findings" in report and "cell(s) failed" in report
+    assert re.search(r"- Time: 2 cells took \d+ s: compile \d+ s \(\d+%\), data", report)
     for png in ("accuracy_vs_depth.png", "loss_curves.png", "grad_norms.png"):
         assert (tmp_path / "w" / png).stat().st_size > 1000
     # re-running skips finished cells (failed ones are retried)

@@ -1,9 +1,12 @@
 """The README's main command and the benchmarks run end to end (tiny shapes, no timing checks)."""
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +59,44 @@ def test_ruff_lint_and_format_are_clean():
             [sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True
         )
         assert out.returncode == 0, f"ruff {' '.join(args)}:\n{out.stdout}{out.stderr}"
+
+
+def test_vs_torch_benchmark_smoke(tmp_path):
+    out = run(
+        "-m", "benchmarks.vs_torch", f"--workdir={tmp_path}", "--torch_python=",
+        "--workloads=conv_standard,conv_separable", "--rounds=1", "--steps=1",
+        "--compile_depths=8",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    layers = results["workloads"]
+    assert layers["conv_standard"]["params"] == 3 * 3 * 64 * 64 + 64 * 10 + 10
+    assert layers["conv_separable"]["params"] == 3 * 3 * 64 + 64 * 64 + 64 * 10 + 10
+    # the theoretical speed-up: 9·C·C / (9·C + C·C) MACs per position
+    assert layers["conv_standard"]["layer_macs"] == 9 * 64 * 64 * 32 * 32
+    assert "| separable | 7.9 |" in (tmp_path / "results.md").read_text()
+    assert set(results["compile_vs_depth"]) == {"8"} and results["matmul_peak_gflops"] > 0
+
+
+TORCH = ROOT / ".venv-torch" / "bin" / "python"
+
+
+@pytest.mark.skipif(not TORCH.exists(), reason="no PyTorch env (bash benchmarks/setup_torch.sh)")
+def test_torch_side_builds_the_same_architectures():
+    """Parameter counts of the PyTorch twins equal cnnlab's, workload by workload."""
+    from benchmarks.vs_torch import WORKLOADS
+
+    expected = {  # cnnlab's counts (tests/test_models.py checks them against the papers)
+        "resnet20": 269_722, "resnet56": 853_018, "mobilenet_v2_224": 3_504_872,
+        "conv_depthwise": 3 * 3 * 64 + 64 * 10 + 10,
+        "conv_spatial_separable": 3 * 64 * 64 * 2 + 64 * 10 + 10,
+    }  # fmt: skip
+    requests = [{"op": "build", "workload": {**WORKLOADS[k], "in_channels": 64 if
+                 k.startswith("conv_") else 3}} for k in expected]  # fmt: skip
+    out = subprocess.run(
+        [str(TORCH), str(ROOT / "benchmarks" / "torch_worker.py")],
+        input="\n".join(json.dumps(r) for r in requests) + "\n",
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    counts = [json.loads(line)["params"] for line in out.stdout.splitlines()]
+    assert counts == list(expected.values()), out.stderr[-2000:]

@@ -11,6 +11,8 @@ from pathlib import Path
 from cnnlab.ablation.grid import label
 
 SEED = "seed"
+# a cell's wall time, split (seconds, mean over seeds): see TrainResult.timing
+TIMING = ("wall", "compile", "data", "compute", "eval", "checkpoint", "other")
 
 
 def load_results(workdir: Path) -> list[dict]:
@@ -58,6 +60,10 @@ def aggregate(results: list[dict]) -> list[dict]:
             macs=done[0]["macs"] if done else None,
             step_ms=mean_std([1e3 * r["step_s"] for r in done if r.get("step_s")])[0],
             first_step_s=mean_std([r["first_step_s"] for r in done if r.get("first_step_s")])[0],
+            **{
+                f"{k}_s": mean_std([r["timing"][f"{k}_s"] for r in done if "timing" in r])[0]
+                for k in TIMING
+            },
         )
         for s in side:
             row[s.replace("/accuracy", "_acc").replace("side/", "side_")] = mean_std(
@@ -81,7 +87,8 @@ def write_tables(rows: list[dict], workdir: Path) -> None:
     w.writerows(rows)
     (workdir / "results.csv").write_text(buf.getvalue())
     axes = [f for f in fields if f not in _METRIC_FIELDS and not f.startswith("side_")]
-    head = [*axes, "test acc (mean ± std)", "test loss", "params", "MACs", "step ms", "seeds"]
+    head = [*axes, "test acc (mean ± std)", "test loss", "params", "MACs", "step ms"]
+    head += [f"{k} s" for k in TIMING] + ["seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         acc = f"{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f}"
@@ -91,6 +98,7 @@ def write_tables(rows: list[dict], workdir: Path) -> None:
             _fmt(r["params"]),
             _fmt(r["macs"]),
             _fmt(r["step_ms"]),
+            *(_fmt(r.get(f"{k}_s")) for k in TIMING),
             f"{r['seeds'] - r['failed']}/{r['seeds']}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -108,6 +116,7 @@ _METRIC_FIELDS = {
     "macs",
     "step_ms",
     "first_step_s",
+    *(f"{k}_s" for k in ("compile", "data", "compute", "eval", "checkpoint", "other", "wall")),
 }
 
 
@@ -339,6 +348,18 @@ def findings(rows: list[dict], results: list[dict]) -> list[str]:
     return out
 
 
+def time_split(results: list[dict]) -> list[str]:
+    """One line: where the cells' wall time went, summed over the cells run."""
+    timed = [r["timing"] for r in results if r.get("status") == "done" and "timing" in r]
+    if not timed:
+        return []
+    total = {k: sum(t[f"{k}_s"] for t in timed) for k in TIMING}
+    parts = ", ".join(
+        f"{k} {total[k]:.0f} s ({100 * total[k] / total['wall']:.0f}%)" for k in TIMING[1:]
+    )
+    return [f"- Time: {len(timed)} cells took {total['wall']:.0f} s: {parts}."]
+
+
 def write_report(workdir: Path, title: str = "Ablation report") -> dict:
     """(Re)build every output from the cell results found under workdir/cells."""
     workdir = Path(workdir)
@@ -357,6 +378,7 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
         "## Findings",
         "",
         *[f"- {f}" for f in findings(rows, results)],
+        *time_split(results),
         "",
         "## Plots",
         "",

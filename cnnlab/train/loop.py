@@ -30,6 +30,9 @@ class TrainResult:
     first_step_s: float | None  # wall time of the first step run here (compile included)
     step_s: float | None  # mean wall time of the later steps
     early_stopping: dict = dataclasses.field(default_factory=dict)  # best, best_step, stopped
+    # seconds spent here: compiling the train step, waiting for data, computing steps,
+    # evaluating (eval compiles included), saving checkpoints
+    timing: dict = dataclasses.field(default_factory=dict)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -189,13 +192,22 @@ def fit(
     )
     meta = {"config": json.loads(c.to_json_best_effort()), "dataset": ds.name}
     final, seen, t0, times = {}, 0, time.perf_counter(), []
+    timing = dict.fromkeys(("compile_s", "data_s", "compute_s", "eval_s", "checkpoint_s"), 0.0)
     try:
         for step in range(start, end):
+            t_data = time.perf_counter()
             batch = distributed.global_batch(next(it), mesh)
+            rng = jax.random.fold_in(base_rng, step)
+            timing["data_s"] += time.perf_counter() - t_data
+            if step == start:  # compile ahead of time, so that compile and compute are apart
+                t_compile = time.perf_counter()
+                step_fn = step_fn.lower(state, batch, rng).compile()
+                timing["compile_s"] = time.perf_counter() - t_compile
             t_step = time.perf_counter()
-            state, metrics = step_fn(state, batch, jax.random.fold_in(base_rng, step))
+            state, metrics = step_fn(state, batch, rng)
             loss = float(metrics["total_loss"])  # waits for the step: times are real
             times.append(time.perf_counter() - t_step)
+            timing["compute_s"] += times[-1]
             if hook is not None:
                 hook(step, state, metrics)
             if not math.isfinite(loss):
@@ -215,6 +227,7 @@ def fit(
                 )
             bar.update(1)
             if (step + 1) % c.train.eval_every == 0 or step + 1 == steps:
+                t_eval = time.perf_counter()
                 final = evaluate(eval_fn, state, ds, c)
                 writer.write(step + 1, "test", final)
                 if ds.val is not None:
@@ -222,10 +235,15 @@ def fit(
                     writer.write(step + 1, "val", val)
                     final.update({f"val_{k}": v for k, v in val.items()})
                     _early_stop(history, val["loss"], step + 1, patience, float(c.train.min_delta))
+                t_save = time.perf_counter()
+                timing["eval_s"] += t_save - t_eval
                 ckpt.save(step + 1, state, it, {**meta, "early_stopping": history}, final)
+                timing["checkpoint_s"] += time.perf_counter() - t_save
                 if history.get("stopped"):
                     break
+        t_save = time.perf_counter()
         ckpt.manager.wait_until_finished()
+        timing["checkpoint_s"] += time.perf_counter() - t_save
         best = history.get("best_step")
         if patience and best and best != int(state.step):  # restore the best-val-loss weights
             state, saved = ckpt.restore(best, state)
@@ -244,9 +262,10 @@ def fit(
         state,
         model,
         ds,
-        times[0] if times else None,
+        timing["compile_s"] + times[0] if times else None,
         sum(later) / len(later) if later else None,
         early_stopping=history,
+        timing=timing,
     )
 
 
