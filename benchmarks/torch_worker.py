@@ -101,7 +101,7 @@ class MobileNetV2(nn.Module):
 
 
 class Layer(nn.Module):
-    """One conv layer of a kind + global pool + linear head (so there is a loss to train)."""
+    """One conv layer of a kind + ReLU + global pool + linear head (so there is a loss to train)."""
 
     def __init__(self, kind, c, num_classes=10):
         super().__init__()
@@ -120,7 +120,7 @@ class Layer(nn.Module):
         self.head = nn.Linear(c, num_classes)
 
     def forward(self, x):
-        return self.head(self.body(x).mean((2, 3)))
+        return self.head(torch.relu(self.body(x)).mean((2, 3)))
 
 
 def build(w):

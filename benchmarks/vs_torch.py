@@ -57,7 +57,11 @@ _COMPILE_DEPTHS = flags.DEFINE_list("compile_depths", list(map(str, COMPILE_DEPT
 
 
 class LayerNet(nn.Module):
-    """One conv layer of a kind + global pool + dense head: a loss to train a single layer."""
+    """One conv layer of a kind + ReLU + global pool + dense head: a loss to train one layer.
+
+    The ReLU makes the layer's output gradient vary over space, as it does inside a network
+    (straight into a mean pool, XLA folds the pool into the layer and materialises its taps).
+    """
 
     layer: str
     channels: int
@@ -72,7 +76,7 @@ class LayerNet(nn.Module):
             "separable": lambda: L.SeparableConv(c, 3, use_bias=False),
             "spatial_separable": lambda: L.SpatialSeparableConv(c, 3, use_bias=False),
         }[self.layer]()
-        return nn.Dense(self.num_classes)(body(x).mean((1, 2))), {}
+        return nn.Dense(self.num_classes)(nn.relu(body(x)).mean((1, 2))), {}
 
 
 def in_channels(w: dict) -> int:

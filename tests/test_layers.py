@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import lax
 from reference import assert_close, conv2d, conv_transpose2d, depthwise2d, same_pads
 
 from cnnlab import layers as L
@@ -89,18 +90,18 @@ def test_pointwise_and_grouped(rng):
         L.Conv(8, groups=4).init(jax.random.key(0), x)
 
 
+DEPTHWISE_CASES = [
+    (3, 1, 1, "SAME", 1),
+    (3, 2, 1, "SAME", 2),
+    (3, 1, 2, "VALID", 1),
+    (5, 2, 1, 1, 3),
+    (3, 2, 2, ((2, 0), (1, 2)), 1),
+    (4, 3, 1, "SAME", 1),
+]
+
+
 @pytest.mark.parametrize("impl", ["xla", "shifted"])
-@pytest.mark.parametrize(
-    "k,s,d,padding,m",
-    [
-        (3, 1, 1, "SAME", 1),
-        (3, 2, 1, "SAME", 2),
-        (3, 1, 2, "VALID", 1),
-        (5, 2, 1, 1, 3),
-        (3, 2, 2, ((2, 0), (1, 2)), 1),
-        (4, 3, 1, "SAME", 1),
-    ],
-)
+@pytest.mark.parametrize("k,s,d,padding,m", DEPTHWISE_CASES)
 def test_depthwise_matches_numpy(rng, impl, k, s, d, padding, m):
     x = rng.normal(size=(2, 9, 10, 3)).astype(np.float32)
     layer = L.DepthwiseConv(k, s, padding, d, depth_multiplier=m, impl=impl)
@@ -110,9 +111,32 @@ def test_depthwise_matches_numpy(rng, impl, k, s, d, padding, m):
     assert_close(y, ref + np.asarray(v["params"]["bias"]))
 
 
-def test_depthwise_impls_agree_in_value_and_gradient(rng):
-    x = jnp.asarray(rng.normal(size=(2, 8, 8, 4)), jnp.float32)
-    a, b = (L.DepthwiseConv(3, 2, depth_multiplier=2, impl=i) for i in ("xla", "shifted"))
+@pytest.mark.parametrize("stride", [1, 2])
+def test_pointwise_matmul_path_equals_xla_conv_in_value_and_gradient(rng, stride):
+    """An unpadded 1x1 conv runs as a matmul; it must equal lax.conv_general_dilated exactly-ish."""
+    x = jnp.asarray(rng.normal(size=(2, 7, 9, 5)), jnp.float32)
+    layer = L.PointwiseConv(6, strides=stride)
+    v = layer.init(jax.random.key(0), x)
+
+    def direct(v, x):
+        y = lax.conv_general_dilated(x, v["params"]["kernel"], (stride, stride), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))  # fmt: skip
+        return y + v["params"]["bias"]
+
+    loss = lambda f: jax.value_and_grad(lambda v, x: jnp.sum(jnp.sin(f(v, x))), (0, 1))
+    (la, ga), (lb, gb) = loss(layer.apply)(v, x), loss(direct)(v, x)
+    assert layer.apply(v, x).shape == (2, -(-7 // stride), -(-9 // stride), 6)
+    assert_close(la, np.asarray(lb))
+    jax.tree.map(lambda p, q: assert_close(p, np.asarray(q)), ga, gb)
+
+
+@pytest.mark.parametrize("k,s,d,padding,m", DEPTHWISE_CASES)
+def test_depthwise_impls_agree_in_value_and_gradient(rng, k, s, d, padding, m):
+    """'shifted' has a hand-written kernel gradient (a loop over images); XLA's is the reference."""
+    x = jnp.asarray(rng.normal(size=(3, 9, 10, 4)), jnp.float32)
+    a, b = (
+        L.DepthwiseConv(k, s, padding, d, depth_multiplier=m, impl=i) for i in ("xla", "shifted")
+    )
     v = a.init(jax.random.key(0), x)
 
     def loss(layer):

@@ -20,6 +20,14 @@ DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 default_kernel_init = nn.initializers.lecun_normal()
 
 
+def pointwise_dot(x, kernel, strides):
+    """An unpadded 1x1 conv as a matmul over channels: same result as the conv, and on XLA:CPU
+    15-35% faster forward + backward than its 1x1 conv (benchmarks/README.md)."""
+    if strides != (1, 1):
+        x = x[:, :: strides[0], :: strides[1]]
+    return lax.dot_general(x, kernel[0, 0], (((3,), (0,)), ((), ())))
+
+
 class Conv(nn.Module):
     """k x k convolution of NHWC inputs; HWIO kernel of shape (kh, kw, C_in/groups, C_out)."""
 
@@ -64,15 +72,19 @@ class Conv(nn.Module):
         if self.flip_kernel:
             kernel = kernel[::-1, ::-1]
         strides, dilation = pair(self.strides, "strides"), pair(self.dilation, "dilation")
-        y = lax.conv_general_dilated(
-            x,
-            kernel,
-            window_strides=strides,
-            padding=explicit_padding(self.padding, x.shape[1:3], (kh, kw), strides, dilation),
-            rhs_dilation=dilation,
-            dimension_numbers=DIMENSION_NUMBERS,
-            feature_group_count=self.groups,
-        )  # (B, H_out, W_out, features)
+        pads = explicit_padding(self.padding, x.shape[1:3], (kh, kw), strides, dilation)
+        if (kh, kw) == (1, 1) and self.groups == 1 and not any(map(any, pads)):
+            y = pointwise_dot(x, kernel, strides)
+        else:
+            y = lax.conv_general_dilated(
+                x,
+                kernel,
+                window_strides=strides,
+                padding=pads,
+                rhs_dilation=dilation,
+                dimension_numbers=DIMENSION_NUMBERS,
+                feature_group_count=self.groups,
+            )  # (B, H_out, W_out, features)
         return y + bias if bias is not None else y
 
     def macs(self, in_shape, out_shape) -> int:

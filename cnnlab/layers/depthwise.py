@@ -10,6 +10,7 @@ Two numerically equal implementations:
 `impl='auto'` picks 'shifted' on CPU and 'xla' elsewhere.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -39,8 +40,23 @@ def resolve_impl(impl: str) -> str:
     return impl
 
 
-def depthwise_shifted(x, kernel, strides, pads, dilation):
-    """Depthwise conv as k·k shifted multiply-adds. x: (B,H,W,C), kernel: (kh,kw,1,C·m)."""
+def _taps(x, kh, kw, strides, dilation, h_out, w_out):
+    """The k·k strided windows of padded x (..., H, W, C) that tap (i, j) multiplies."""
+    lead = x.ndim - 3
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dilation[0], j * dilation[1]
+            start = (0,) * lead + (r0, c0, 0)
+            limit = (
+                *x.shape[:lead],
+                r0 + (h_out - 1) * strides[0] + 1,
+                c0 + (w_out - 1) * strides[1] + 1,
+                x.shape[-1],
+            )
+            yield lax.slice(x, start, limit, (1,) * lead + (strides[0], strides[1], 1))
+
+
+def _shifted_forward(x, kernel, strides, pads, dilation):
     kh, kw, _, c_out = kernel.shape
     multiplier = c_out // x.shape[-1]
     if multiplier > 1:  # output channel c·m + j reads input channel c, as with feature_group_count
@@ -48,24 +64,57 @@ def depthwise_shifted(x, kernel, strides, pads, dilation):
     x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     h_out = conv_output_size(x.shape[1], kh, strides[0], dilation[0], (0, 0))
     w_out = conv_output_size(x.shape[2], kw, strides[1], dilation[1], (0, 0))
+    taps = _taps(x, kh, kw, strides, dilation, h_out, w_out)
     y = None
-    for i in range(kh):
-        for j in range(kw):
-            r0, c0 = i * dilation[0], j * dilation[1]
-            tap = lax.slice(
-                x,
-                (0, r0, c0, 0),
-                (
-                    x.shape[0],
-                    r0 + (h_out - 1) * strides[0] + 1,
-                    c0 + (w_out - 1) * strides[1] + 1,
-                    c_out,
-                ),
-                (1, strides[0], strides[1], 1),
-            )  # (B, H_out, W_out, C·m)
-            term = tap * kernel[i, j, 0]
-            y = term if y is None else y + term
+    for tap, w in zip(taps, kernel.reshape(-1, c_out), strict=True):
+        y = tap * w if y is None else y + tap * w  # (B, H_out, W_out, C·m)
     return y
+
+
+def _kernel_grad(x, dy, kernel_shape, strides, pads, dilation):
+    """d loss / d kernel: per tap, sum over (b, h, w) of window * dy.
+
+    Summing a (B, H, W, C) product over its leading axes is a slow strided reduction on XLA:CPU;
+    accumulating one image at a time in a loop is elementwise multiply-adds into a (k·k, H, W, C)
+    buffer, with a single small reduction at the end (benchmarks/vs_torch.py, depthwise layer).
+    """
+    kh, kw, _, c_out = kernel_shape
+    multiplier = c_out // x.shape[-1]
+    if multiplier > 1:
+        x = jnp.repeat(x, multiplier, axis=-1)
+    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    h_out, w_out = dy.shape[1:3]
+
+    def add_image(b, acc):
+        xb = lax.dynamic_index_in_dim(x, b, keepdims=False)
+        db = lax.dynamic_index_in_dim(dy, b, keepdims=False)
+        taps = _taps(xb, kh, kw, strides, dilation, h_out, w_out)
+        return acc + jnp.stack([tap * db for tap in taps])
+
+    acc = jnp.zeros((kh * kw, h_out, w_out, c_out), jnp.promote_types(x.dtype, dy.dtype))
+    acc = lax.fori_loop(0, x.shape[0], add_image, acc)
+    return acc.sum((1, 2)).reshape(kernel_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def depthwise_shifted(x, kernel, strides, pads, dilation):
+    """Depthwise conv as k·k shifted multiply-adds. x: (B,H,W,C), kernel: (kh,kw,1,C·m)."""
+    return _shifted_forward(x, kernel, strides, pads, dilation)
+
+
+def _fwd(x, kernel, strides, pads, dilation):
+    return _shifted_forward(x, kernel, strides, pads, dilation), (x, kernel)
+
+
+def _bwd(strides, pads, dilation, res, dy):
+    x, kernel = res
+    _, x_vjp = jax.vjp(lambda x: _shifted_forward(x, kernel, strides, pads, dilation), x)
+    (dx,) = x_vjp(dy)
+    dk = _kernel_grad(x, dy, kernel.shape, strides, pads, dilation).astype(kernel.dtype)
+    return dx, dk
+
+
+depthwise_shifted.defvjp(_fwd, _bwd)
 
 
 class DepthwiseConv(nn.Module):
