@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +103,20 @@ def test_torch_side_builds_the_same_architectures():
     )  # fmt: skip
     counts = [json.loads(line)["params"] for line in out.stdout.splitlines()]
     assert counts == list(expected.values()), out.stderr[-2000:]
+
+
+def test_scan_blocks_benchmark_compares_the_same_computation():
+    """Scanned blocks with the unrolled blocks' parameters stacked give the same output."""
+    from benchmarks.scan_blocks import Scanned, Unrolled, main
+
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
+    vu = Unrolled(3).init(jax.random.key(1), x)
+    stacked = {
+        col: {"blocks": {"block": jax.tree.map(lambda *a: jnp.stack(a), *tree.values())}}
+        for col, tree in vu.items()
+    }
+    yu = Unrolled(3).apply(vu, x, mutable=["batch_stats"])[0]
+    ys = Scanned(3).apply(stacked, x, mutable=["batch_stats"])[0]
+    np.testing.assert_allclose(np.asarray(ys), np.asarray(yu), rtol=1e-5, atol=1e-5)
+    report = main(["--blocks=2", "--batch=2", "--size=8", "--repeats=1"])
+    assert "| 2 |" in report and "compile s scanned" in report
