@@ -97,21 +97,19 @@ def main(argv=None) -> str:
                 f"{t['scanned'] / t['unrolled']:.2f}x",
             ]
         )
+    header = [
+        "blocks",
+        "compile s unrolled",
+        "compile s scanned",
+        "compile speed-up",
+        "step ms unrolled",
+        "step ms scanned",
+        "scanned / unrolled step",
+    ]
     report = (
         f"backend={jax.default_backend()}  x=({a.batch}, {a.size}, {a.size}, {a.channels})  "
         f"train step of n BasicBlocks; step times are medians of {a.repeats} interleaved runs\n\n"
-        + markdown_table(
-            [
-                "blocks",
-                "compile s unrolled",
-                "compile s scanned",
-                "compile speed-up",
-                "step ms unrolled",
-                "step ms scanned",
-                "scanned / unrolled step",
-            ],
-            rows,
-        )  # fmt: skip
+        + markdown_table(header, rows)
     )
     print(report)
     return report
