@@ -82,17 +82,18 @@ def _kernel_grad(x, dy, kernel_shape, strides, pads, dilation):
     multiplier = c_out // x.shape[-1]
     if multiplier > 1:
         x = jnp.repeat(x, multiplier, axis=-1)
-    x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     h_out, w_out = dy.shape[1:3]
+    dtype = jnp.promote_types(x.dtype, dy.dtype)
 
-    def add_image(b, acc):
-        xb = lax.dynamic_index_in_dim(x, b, keepdims=False)
+    def image(b):  # (k·k, H_out, W_out, C·m): every tap's window of image b times dy[b]
+        xb = jnp.pad(lax.dynamic_index_in_dim(x, b, keepdims=False), (pads[0], pads[1], (0, 0)))
         db = lax.dynamic_index_in_dim(dy, b, keepdims=False)
         taps = _taps(xb, kh, kw, strides, dilation, h_out, w_out)
-        return acc + jnp.stack([tap * db for tap in taps])
+        return jnp.stack([tap * db for tap in taps]).astype(dtype)
 
-    acc = jnp.zeros((kh * kw, h_out, w_out, c_out), jnp.promote_types(x.dtype, dy.dtype))
-    acc = lax.fori_loop(0, x.shape[0], add_image, acc)
+    # Padding per image inside the loop and starting from image 0 (not a zeros buffer) keeps the
+    # padded batch and the zero fill from being materialised.
+    acc = lax.fori_loop(1, x.shape[0], lambda b, acc: acc + image(b), image(0))
     return acc.sum((1, 2)).reshape(kernel_shape)
 
 
