@@ -198,3 +198,29 @@ def test_blocks_train_mode_jit_and_finite_grads(rng, block):
     if "batch_stats" in v:  # train mode updates the running statistics
         before, after = jax.tree.leaves(v["batch_stats"]), jax.tree.leaves(updates["batch_stats"])
         assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_materialized_block_output_keeps_values_and_gradients(rng, monkeypatch):
+    """The CPU optimization barrier on a residual block's output changes speed, not numbers."""
+    from cnnlab.blocks import residual
+
+    x = jnp.asarray(rng.standard_normal((2, 8, 8, 8)), jnp.float32)
+    net = B.BasicBlock(16, strides=2)
+    variables = net.init(jax.random.key(0), x)
+
+    def loss_and_grads(v, x):
+        def loss(params, x):
+            y, _ = net.apply({**v, "params": params}, x, train=True, mutable=["batch_stats"])
+            return jnp.sum(jnp.tanh(y) ** 2)
+
+        return jax.value_and_grad(loss, argnums=(0, 1))(v["params"], x)
+
+    hlo = jax.jit(loss_and_grads).lower(variables, x).as_text()
+    assert ("opt-barrier" in hlo or "optimization_barrier" in hlo) == (
+        jax.default_backend() == "cpu"
+    )
+    with_barrier = jax.jit(loss_and_grads)(variables, x)
+    monkeypatch.setattr(residual, "materialize", lambda y: y)
+    without = jax.jit(loss_and_grads)(variables, x)
+    for a, b in zip(jax.tree.leaves(with_barrier), jax.tree.leaves(without), strict=True):
+        assert_close(a, b, tol=1e-5)

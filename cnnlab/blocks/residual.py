@@ -13,7 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.blocks.shortcut import RESIDUAL_HINT, check_add, shortcut
+from cnnlab.blocks.shortcut import RESIDUAL_HINT, check_add, materialize, shortcut
 from cnnlab.layers import Conv, PointwiseConv
 
 # PyTorch's BatchNorm defaults (momentum 0.1 there is 0.9 here; eps 1e-5)
@@ -41,7 +41,7 @@ class BasicBlock(nn.Module):
             s = shortcut(self, x, y.shape, train)
             check_add(self, s, y, RESIDUAL_HINT)
             y = y + s
-        return self.act(y)
+        return materialize(self.act(y))  # see materialize: keeps XLA:CPU from recomputing
 
 
 class Bottleneck(nn.Module):
@@ -68,4 +68,4 @@ class Bottleneck(nn.Module):
             s = shortcut(self, x, y.shape, train)
             check_add(self, s, y, RESIDUAL_HINT)
             y = y + s
-        return self.act(y)
+        return materialize(self.act(y))  # see materialize: keeps XLA:CPU from recomputing
