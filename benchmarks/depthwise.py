@@ -4,7 +4,7 @@
     ./run python -m benchmarks.depthwise --quick      # small shapes, a smoke run
 
 Prints forward and forward+backward medians (interleaved runs) for impl='xla', impl='shifted'
-and a dense 3x3 conv with the same channels (120x the MACs at C=128) for scale, with ratios.
+and a dense 3x3 conv with the same channels (C = 128x the MACs) for scale, with ratios.
 `impl='auto'` picks 'shifted' on CPU; this script is the evidence for that choice.
 """
 
