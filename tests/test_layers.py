@@ -148,6 +148,21 @@ def test_depthwise_impls_agree_in_value_and_gradient(rng, k, s, d, padding, m):
     jax.tree.map(lambda p, q: assert_close(p, np.asarray(q)), gva, gvb)
 
 
+def test_depthwise_shifted_bf16_kernel_gradient_accumulates_in_f32(rng):
+    """bf16 compute sums the kernel gradient over 64 images in float32, not in bf16."""
+    x = jnp.asarray(rng.normal(size=(64, 8, 8, 4)) + 1.0, jnp.float32)  # non-zero mean: big sums
+    f32 = L.DepthwiseConv(3, use_bias=False, impl="shifted")
+    v = f32.init(jax.random.key(0), x)
+
+    def kernel_grad(layer):
+        g = jax.grad(lambda v: jnp.sum(layer.apply(v, x).astype(jnp.float32)))(v)
+        return np.asarray(g["params"]["kernel"], np.float64)
+
+    ref, low = kernel_grad(f32), kernel_grad(f32.clone(dtype=jnp.bfloat16))
+    # bf16 rounding of the inputs alone is ~0.4% relative; summing in bf16 would be far worse
+    np.testing.assert_allclose(low, ref, rtol=1e-2)
+
+
 def test_depthwise_auto_picks_per_backend(monkeypatch):
     from cnnlab.layers import depthwise
 
