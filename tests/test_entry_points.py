@@ -77,6 +77,10 @@ def test_vs_torch_benchmark_smoke(tmp_path):
     assert layers["conv_separable"]["params"] == 3 * 3 * 64 + 64 * 64 + 64 * 10 + 10
     # the theoretical speed-up: 9·C·C / (9·C + C·C) MACs per position
     assert layers["conv_standard"]["layer_macs"] == 9 * 64 * 64 * 32 * 32
+    # FLOPs of the step: the conv forward and its kernel gradient (the input needs none), each
+    # 2 x MACs over the in-bounds taps of a SAME 3x3 conv on 32x32 (94² of 9 x 32² positions)
+    conv_flops = 2 * 2 * 94**2 * 64 * 64 * 32
+    assert layers["conv_standard"]["step_gflop"] == pytest.approx(conv_flops / 1e9, rel=0.01)
     assert "| separable | 7.9 |" in (tmp_path / "results.md").read_text()
     assert set(results["compile_vs_depth"]) == {"8"} and results["matmul_peak_gflops"] > 0
 
