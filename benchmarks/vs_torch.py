@@ -163,13 +163,12 @@ def matmul_size() -> int:
     return 2048 if jax.default_backend() == "cpu" else 8192
 
 
-def matmul_peak_gflops(n: int | None = None, reps: int = 10) -> float:
+def matmul_peak_gflops(n: int, reps: int = 10) -> float:
     """This machine's f32 matmul rate through XLA at default precision (TF32 on NVIDIA GPUs).
 
     The best of `reps` timings of one call on a CPU; on an accelerator `reps` calls are queued
     back to back and timed together (one call alone would time the dispatch), best of 3.
     """
-    n = n or matmul_size()
     a = jax.random.normal(jax.random.key(0), (n, n))
     f = jax.jit(lambda a: a @ a)
     jax.block_until_ready(f(a))
@@ -202,7 +201,7 @@ def fmt(v, spec=".1f") -> str:
 def report(results: dict) -> str:
     peak = peak_gflops(results)
     lines = [
-        f"Machine: {results['device']}; f32 matmul ({results.get('matmul_n', 2048)}^3, best): "
+        f"Machine: {results['device']}; f32 matmul ({results['matmul_n']}^3, best): "
         f"XLA {results['matmul_peak_gflops']:.1f} GFLOP/s"
         + (
             f", PyTorch {results['torch_matmul_gflops']:.1f} GFLOP/s ({results['torch']})"
@@ -274,12 +273,11 @@ def main(argv):
         else:
             print(f"note: no PyTorch at {_TORCH_PYTHON.value}; cnnlab side only "
                   f"(bash benchmarks/setup_torch.sh makes one)")  # fmt: skip
-    dev = jax.devices()[0]
-    results = {"device": f"{dev.platform} {dev.device_kind} x{jax.device_count()}",
-               "matmul_n": matmul_size(), "matmul_peak_gflops": matmul_peak_gflops(),
-               "workloads": {}}  # fmt: skip
+    dev, n = jax.devices()[0], matmul_size()
+    results = {"device": f"{dev.platform} {dev.device_kind} x{jax.device_count()}", "matmul_n": n,
+               "matmul_peak_gflops": matmul_peak_gflops(n), "workloads": {}}  # fmt: skip
     if torch:
-        results["torch_matmul_gflops"] = torch.ask(op="matmul", n=2048, reps=10)["gflops"]
+        results["torch_matmul_gflops"] = torch.ask(op="matmul", n=n, reps=10)["gflops"]
     try:
         for name in _WORKLOADS.value:
             w = WORKLOADS[name]

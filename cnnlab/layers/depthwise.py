@@ -85,7 +85,7 @@ def _kernel_grad(x, dy, kernel_shape, strides, pads, dilation):
     if multiplier > 1:
         x = jnp.repeat(x, multiplier, axis=-1)
     h_out, w_out = dy.shape[1:3]
-    dtype = jnp.promote_types(jnp.promote_types(x.dtype, dy.dtype), jnp.float32)  # accumulate
+    dtype = jnp.result_type(x.dtype, dy.dtype, jnp.float32)  # accumulate in at least float32
 
     def image(b):  # (k·k, C·m): every tap's window of image b times dy[b], summed over (h, w)
         xb = jnp.pad(lax.dynamic_index_in_dim(x, b, keepdims=False), (pads[0], pads[1], (0, 0)))
