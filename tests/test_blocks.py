@@ -8,6 +8,7 @@ from reference import assert_close
 
 import cnnlab
 from cnnlab import blocks as B
+from cnnlab import models
 
 IDENTITY = lambda x: x  # an activation that lets tests see the raw add
 
@@ -224,3 +225,50 @@ def test_materialized_block_output_keeps_values_and_gradients(rng, monkeypatch):
     without = jax.jit(loss_and_grads)(variables, x)
     for a, b in zip(jax.tree.leaves(with_barrier), jax.tree.leaves(without), strict=True):
         assert_close(a, b, tol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "block, c_in",
+    [
+        (B.BasicBlock(16, zero_init_residual=True), 16),
+        (B.Bottleneck(4, zero_init_residual=True), 16),
+        (B.InvertedResidual(16, expansion=6, zero_init_residual=True), 16),
+        (B.ShuffleUnit(24, groups=3, zero_init_residual=True), 24),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, int) else str(v),
+)
+def test_zero_init_residual_makes_each_block_its_shortcut_at_init(rng, block, c_in):
+    """Goyal et al. 2017: with the branch's last BN scale at 0 the residual branch outputs
+    exactly zero, so the block is act(x) (x for the linear inverted residual)."""
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, c_in)), jnp.float32)
+    variables = block.init(jax.random.key(1), x)
+    expect = x if isinstance(block, B.InvertedResidual) else jax.nn.relu(x)
+    for train in (False, True):
+        y = block.apply(variables, x, train=train, mutable=["batch_stats"] if train else False)
+        y = y[0] if train else y
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(expect))
+    # the plain twin cannot use it: its branch keeps the default unit scale and computes
+    plain = block.clone(skip=False)
+    scales = [
+        np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(
+            plain.init(jax.random.key(1), x)["params"]
+        )
+        if path[-1].key == "scale"
+    ]
+    assert all((s == 1).all() for s in scales)
+
+
+def test_zero_init_residual_reaches_every_block_of_the_models():
+    x = jnp.zeros((1, 32, 32, 3))
+    v = models.create("resnet20", zero_init_residual=True).init(jax.random.key(0), x)
+    zeroed = [k for k, m in v["params"].items() if "norm2" in m and not m["norm2"]["scale"].any()]
+    assert len(zeroed) == 9  # every basic block of ResNet-20
+    v = models.create("mobilenet_v2", zero_init_residual=True).init(jax.random.key(0), x)
+    zeroed = [k for k, m in v["params"].items() if "project_norm" in m
+              and not m["project_norm"]["scale"].any()]  # fmt: skip
+    assert len(zeroed) == 10  # the inverted residuals that add their input (stride 1, C equal)
+    with pytest.raises(ValueError, match=r"mobilenet_v1.*zero_init_residual=True means nothing"):
+        models.create("generic", block="mobilenet_v1", zero_init_residual=True).init(
+            jax.random.key(0), x
+        )

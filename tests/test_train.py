@@ -207,3 +207,51 @@ def test_batch_must_divide_device_count(monkeypatch):
     monkeypatch.setattr(jax, "device_count", lambda: 8)
     with pytest.raises(train.ConfigError, match="batch_size=30 is not divisible by the 8 devices"):
         train.validate(c)
+
+
+def test_warmup_then_decay_to_zero_over_exactly_the_run():
+    c = optim_config(schedule="cosine", warmup_steps=15)
+    _, cos = train.make_optimizer(c, 150)
+    assert float(cos(0)) == 0.0 and float(cos(5)) == pytest.approx(0.1 / 3)  # linear ramp
+    assert float(cos(15)) == pytest.approx(0.1)  # peak at the end of the warm-up
+    # cosine over the remaining 135 steps: half-way is half the peak, the end is 0
+    assert float(cos(15 + 135 // 2)) == pytest.approx(0.05 * (1 + np.cos(np.pi * 67 / 135)))
+    assert float(cos(150)) == pytest.approx(0.0, abs=1e-9)
+    _, lin = train.make_optimizer(optim_config(schedule="linear", warmup_steps=10), 110)
+    assert [float(lin(s)) for s in (10, 60, 110)] == pytest.approx([0.1, 0.05, 0.0], abs=1e-7)
+    # ResNet-110: lr 0.01 for 400 steps, then the paper's step schedule at 0.1
+    c = optim_config(warmup_steps=400, warmup="constant", warmup_factor=0.1)
+    _, step = train.make_optimizer(c, 64000)
+    got = [float(step(s)) for s in (0, 399, 400, 31999, 32000, 48000)]
+    assert got == pytest.approx([0.01, 0.01, 0.1, 0.1, 0.01, 0.001])
+
+
+def test_peak_lr_scales_linearly_with_the_batch():
+    c = optim_config(lr=0.1, lr_batch=128)
+    assert train.peak_lr(c, 64) == pytest.approx(0.05)  # Goyal et al.: 0.1 at 128 -> 0.05 at 64
+    assert train.peak_lr(c, 256) == pytest.approx(0.2)
+    assert train.peak_lr(optim_config(lr=0.1, lr_batch=0), 64) == 0.1  # 0: as given
+
+
+def test_precise_bn_statistics_are_the_batch_statistics_of_the_images():
+    from cnnlab.train.precise_bn import precise_batch_stats
+
+    model = models.create("cifar_resnet", depth=8, num_classes=6)
+    images = jax.random.normal(jax.random.key(3), (24, 8, 8, 1))
+    variables = model.init(jax.random.key(0), images)
+    stats = jax.jit(functools.partial(precise_batch_stats, model.apply))(variables, images)
+    assert jax.tree.structure(stats) == jax.tree.structure(variables["batch_stats"])
+    # the first BN layer's input is the stem conv: an independent reference
+    kernel = variables["params"]["stem_conv"]["kernel"]
+    y = np.asarray(
+        jax.lax.conv_general_dilated(images, kernel, (1, 1), "SAME",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC")), np.float64
+    )  # fmt: skip
+    np.testing.assert_allclose(stats["stem_norm"]["mean"], y.mean((0, 1, 2)), atol=1e-6)
+    np.testing.assert_allclose(stats["stem_norm"]["var"], y.var((0, 1, 2)), rtol=1e-5)
+    # every layer: flax's own running-average update from the same pass, momentum undone
+    _, upd = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    for path, new in jax.tree_util.tree_leaves_with_path(upd["batch_stats"]):
+        old = functools.reduce(lambda t, k: t[k.key], path, variables["batch_stats"])
+        got = functools.reduce(lambda t, k: t[k.key], path, stats)
+        np.testing.assert_allclose((new - 0.9 * old) / 0.1, got, rtol=2e-4, atol=2e-5)

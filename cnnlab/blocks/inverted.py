@@ -13,7 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.blocks.residual import BatchNorm
+from cnnlab.blocks.residual import BatchNorm, last_norm
 from cnnlab.layers import DepthwiseConv, PointwiseConv
 
 
@@ -45,10 +45,12 @@ class InvertedResidual(nn.Module):
     act: Callable = nn.relu6
     norm: Any = BatchNorm
     depthwise: Any = DepthwiseConv
+    zero_init_residual: bool = False  # project BN scale starts at 0 where the block adds x
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         c_in = x.shape[-1]
+        residual = self.skip and self.strides == 1 and c_in == self.features
         y = x
         if self.expansion != 1:
             y = PointwiseConv(c_in * self.expansion, use_bias=False, name="expand")(y)
@@ -58,9 +60,9 @@ class InvertedResidual(nn.Module):
         if self.se_ratio:
             y = SqueezeExcite(max(1, int(c_in * self.se_ratio)), act=self.act, name="se")(y)
         y = PointwiseConv(self.features, use_bias=False, name="project")(y)
-        y = self.norm(use_running_average=not train, name="project_norm")(y)
+        y = last_norm(self, train, "project_norm", residual)(y)
         if not self.linear_bottleneck:
             y = self.act(y)
-        if self.skip and self.strides == 1 and c_in == self.features:
+        if residual:
             y = y + x
         return y  # (B, H/s, W/s, features)

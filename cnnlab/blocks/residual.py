@@ -4,6 +4,11 @@ He et al. 2015, "Deep Residual Learning for Image Recognition", arXiv:1512.03385
 basic = 3x3 -> BN -> ReLU -> 3x3 -> BN, add, ReLU; bottleneck = 1x1 reduce -> 3x3 -> 1x1 restore
 (expansion 4), BN after each conv, ReLU after the add. The bottleneck strides in its 3x3 conv
 (torchvision's "ResNet v1.5"; same parameters as striding the first 1x1).
+
+`zero_init_residual` starts the scale of the branch's last BatchNorm at zero (Goyal et al. 2017,
+arXiv:1706.02677, section 5.1; torchvision's `zero_init_residual`), so each block begins as its
+shortcut. A plain twin (`skip=False`) cannot use it: its output would be identically zero, so the
+field is ignored there and the twins then differ in that one initialisation.
 """
 
 import functools
@@ -20,6 +25,15 @@ from cnnlab.layers import Conv, PointwiseConv
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
+def last_norm(block, train: bool, name: str, has_shortcut: bool):
+    """The residual branch's last BatchNorm, its scale zero-initialised when the block asks for
+    it and has a shortcut to fall back on."""
+    kwargs = (
+        {"scale_init": nn.initializers.zeros} if block.zero_init_residual and has_shortcut else {}
+    )
+    return block.norm(use_running_average=not train, name=name, **kwargs)
+
+
 class BasicBlock(nn.Module):
     """Two k x k convs; F(x) + shortcut(x) when `skip`, the plain F(x) otherwise."""
 
@@ -30,13 +44,14 @@ class BasicBlock(nn.Module):
     conv: Any = Conv  # any conv variant taking (features, kernel_size, strides)
     norm: Any = BatchNorm
     act: Callable = nn.relu
+    zero_init_residual: bool = False  # last BN scale starts at 0 (only where skip is on)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         y = self.conv(self.features, 3, self.strides, use_bias=False, name="conv1")(x)
         y = self.act(self.norm(use_running_average=not train, name="norm1")(y))
         y = self.conv(self.features, 3, 1, use_bias=False, name="conv2")(y)
-        y = self.norm(use_running_average=not train, name="norm2")(y)  # (B, H/s, W/s, features)
+        y = last_norm(self, train, "norm2", self.skip)(y)  # (B, H/s, W/s, features)
         if self.skip:
             s = shortcut(self, x, y.shape, train)
             check_add(self, s, y, RESIDUAL_HINT)
@@ -55,6 +70,7 @@ class Bottleneck(nn.Module):
     conv: Any = Conv
     norm: Any = BatchNorm
     act: Callable = nn.relu
+    zero_init_residual: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -63,7 +79,7 @@ class Bottleneck(nn.Module):
         y = self.conv(self.features, 3, self.strides, use_bias=False, name="conv2")(y)
         y = self.act(self.norm(use_running_average=not train, name="norm2")(y))
         y = PointwiseConv(self.features * self.expansion, use_bias=False, name="conv3")(y)
-        y = self.norm(use_running_average=not train, name="norm3")(y)
+        y = last_norm(self, train, "norm3", self.skip)(y)
         if self.skip:
             s = shortcut(self, x, y.shape, train)
             check_add(self, s, y, RESIDUAL_HINT)

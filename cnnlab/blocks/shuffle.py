@@ -9,7 +9,7 @@ Bottleneck width is features / 4. `skip=False` drops the add (stride 1) or the p
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.blocks.residual import BatchNorm
+from cnnlab.blocks.residual import BatchNorm, last_norm
 from cnnlab.blocks.shortcut import check_add
 from cnnlab.layers import AvgPool, ChannelShuffle, Conv, DepthwiseConv
 
@@ -23,6 +23,7 @@ class ShuffleUnit(nn.Module):
     skip: bool = True
     group_first_conv: bool = True  # False for the very first unit (input has too few channels)
     norm: type = BatchNorm
+    zero_init_residual: bool = False  # norm3 scale starts at 0 in stride-1 units with the add
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -36,7 +37,7 @@ class ShuffleUnit(nn.Module):
         y = DepthwiseConv(3, self.strides, use_bias=False, name="depthwise")(y)
         y = self.norm(use_running_average=not train, name="norm2")(y)
         y = Conv(out, 1, groups=self.groups, use_bias=False, name="gconv2")(y)
-        y = self.norm(use_running_average=not train, name="norm3")(y)
+        y = last_norm(self, train, "norm3", self.skip and not concat)(y)
         if concat:
             pooled = AvgPool(3, self.strides, padding="SAME", name="pool")(x)
             return nn.relu(jnp.concatenate([pooled, y], axis=-1))

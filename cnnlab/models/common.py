@@ -32,8 +32,15 @@ def make_block(kind: str, name: str, **kwargs) -> nn.Module:
         raise ValueError(f"block must be one of {sorted(BLOCKS)}; got {kind!r}")
     cls = BLOCKS[kind]
     names = {f.name for f in dataclasses.fields(cls)}
-    if kwargs.get("skip") is False and "skip" not in names:
-        raise ValueError(f"block {kind!r} has no shortcut, so skip=False means nothing for it")
+    # settings that only mean something for a block with a shortcut
+    asked = {
+        "skip": kwargs.get("skip") is False,
+        "zero_init_residual": kwargs.get("zero_init_residual"),
+    }
+    for flag in (f for f, on in asked.items() if on and f not in names):
+        raise ValueError(
+            f"block {kind!r} has no shortcut, so {flag}={kwargs[flag]} means nothing for it"
+        )
     if "conv" in kwargs and kwargs["conv"] is not L.Conv and "conv" not in names:
         raise ValueError(f"block {kind!r} has no swappable k x k conv; use conv='standard'")
     return cls(**{k: v for k, v in kwargs.items() if k in names}, name=name)

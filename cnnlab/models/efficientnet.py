@@ -46,6 +46,7 @@ class EfficientNet(nn.Module):
     dropout: float = 0.2
     se_ratio: float = 0.25
     skip: bool = True
+    zero_init_residual: bool = False
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -68,6 +69,7 @@ class EfficientNet(nn.Module):
             skip=self.skip,
             se_ratio=self.se_ratio,
             act=nn.swish,
+            zero_init_residual=self.zero_init_residual,
         )
         x = features["head_conv"] = conv_bn(x, train, 4 * x.shape[-1], 1, act=nn.swish, name="head")
         return classify(self, x, features, train, self.dropout)

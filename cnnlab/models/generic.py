@@ -23,6 +23,7 @@ class GenericNet(nn.Module):
     conv: str = "standard"
     skip: bool = True
     shortcut: str = "projection"
+    zero_init_residual: bool = False  # residual blocks' last BN scale starts at 0
     block_kwargs: Any = None  # extra block fields, e.g. {'expansion': 6}
     num_classes: int = 10
     side_taps: Sequence[str] = ()
@@ -47,6 +48,8 @@ class GenericNet(nn.Module):
             )
         if not self.skip:
             kwargs["skip"] = False
+        if self.zero_init_residual:
+            kwargs["zero_init_residual"] = True
         stages = list(zip(self.widths, self.stage_sizes, self.strides, strict=True))
         x = run_stages(x, train, features, stages, self.block, **kwargs)
         return classify(self, x, features, train)

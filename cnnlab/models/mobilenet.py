@@ -61,6 +61,7 @@ class MobileNetV2(nn.Module):
     skip: bool = True
     linear_bottleneck: bool = True  # False: the paper's ReLU6-after-projection ablation
     se_ratio: float | None = None
+    zero_init_residual: bool = False
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -80,6 +81,7 @@ class MobileNetV2(nn.Module):
             skip=self.skip,
             linear_bottleneck=self.linear_bottleneck,
             se_ratio=self.se_ratio,
+            zero_init_residual=self.zero_init_residual,
         )
         last = make_divisible(1280 * max(1.0, self.width))
         x = features["head_conv"] = conv_bn(x, train, last, 1, act=nn.relu6, name="head")

@@ -28,6 +28,7 @@ class CifarResNet(nn.Module):
     shortcut: str = "zero_pad"  # option A; 'projection' is option B
     skip: bool = True
     conv: str = "standard"  # k x k conv variant in every block
+    zero_init_residual: bool = False  # each block's last BN scale starts at 0 (skip=True only)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -60,6 +61,7 @@ class CifarResNet(nn.Module):
             skip=self.skip,
             shortcut=self.shortcut,
             conv=conv_variant(self.conv),
+            zero_init_residual=self.zero_init_residual,
         )
         return classify(self, x, features, train)
 
@@ -74,6 +76,7 @@ class ResNet(nn.Module):
     shortcut: str = "projection"  # option B
     skip: bool = True
     conv: str = "standard"
+    zero_init_residual: bool = False
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -96,5 +99,6 @@ class ResNet(nn.Module):
             skip=self.skip,
             shortcut=self.shortcut,
             conv=conv_variant(self.conv),
+            zero_init_residual=self.zero_init_residual,
         )
         return classify(self, x, features, train)

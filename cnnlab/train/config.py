@@ -5,7 +5,7 @@ import jax.numpy as jnp
 
 from cnnlab import models
 from cnnlab.train.losses import SIDE_SCHEDULES
-from cnnlab.train.optim import OPTIMIZERS, SCHEDULES
+from cnnlab.train.optim import OPTIMIZERS, SCHEDULES, WARMUPS
 
 
 class ConfigError(ValueError):
@@ -29,6 +29,17 @@ def validate(c) -> None:
         )
     _choice("optim.optimizer", c.optim.optimizer, OPTIMIZERS)
     _choice("optim.schedule", c.optim.schedule, SCHEDULES)
+    _choice("optim.warmup", c.optim.get("warmup", "linear"), WARMUPS)
+    warm = int(c.optim.get("warmup_steps", 0))
+    if not 0 <= warm < c.train.steps:
+        raise ConfigError(
+            f"config.optim.warmup_steps={warm} must be >= 0 and below config.train.steps="
+            f"{c.train.steps}"
+        )
+    for key in ("optim.lr_batch", "train.train_subset"):
+        group, name = key.split(".")
+        if int(c[group].get(name, 0)) < 0:
+            raise ConfigError(f"config.{key}={c[group][name]} must be >= 0 (0 = off)")
     _choice("loss.side_schedule", c.loss.side_schedule, SIDE_SCHEDULES)
     _choice("loss.side_head", c.loss.side_head, ("linear", "googlenet"))
     _choice("train.compute_dtype", c.train.compute_dtype, ("float32", "bfloat16"))

@@ -14,7 +14,8 @@ from tqdm import tqdm
 from cnnlab import data, distributed, models
 from cnnlab.train.checkpoint import Checkpointer, CheckpointError
 from cnnlab.train.config import ConfigError, check_model, validate
-from cnnlab.train.optim import make_optimizer
+from cnnlab.train.optim import make_optimizer, peak_lr
+from cnnlab.train.precise_bn import precise_batch_stats
 from cnnlab.train.step import LossConfig, TrainState, eval_step, train_step
 from cnnlab.train.writer import MetricWriter
 
@@ -62,8 +63,9 @@ def loss_config(c) -> LossConfig:
     )
 
 
-def evaluate(eval_fn, state, ds, c, split: str = "test") -> dict:
-    """Mean loss/accuracy per head over a split, every process taking its slice."""
+def evaluate(eval_fn, state, ds, c, split: str = "test", limit: int | None = None) -> dict:
+    """Mean loss/accuracy per head over a split (its first `limit` examples if given), every
+    process taking its slice."""
     sums = None
     mesh = distributed.data_mesh()
     batches = data.eval_batches(
@@ -73,12 +75,53 @@ def evaluate(eval_fn, state, ds, c, split: str = "test") -> dict:
         split=split,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        limit=limit,
     )
     for batch in batches:
         out = jax.device_get(eval_fn(state, distributed.global_batch(batch, mesh)))
         sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
     count = sums.pop("count")
     return {k: float(v) / float(count) for k, v in sums.items()}
+
+
+def final_evaluation(eval_fn, state, ds, c, mesh) -> dict:
+    """Extra metrics of the last step: eval-mode accuracy on a fixed training subset
+    (`train_subset/...`, the first `train.train_subset` training images, unaugmented) and, with
+    `train.precise_bn`, test and subset metrics with BN statistics recomputed over that subset
+    (`precise_bn/...`; see precise_bn.py)."""
+    n = min(int(c.train.get("train_subset", 0)), len(ds.train))
+    if not n:
+        return {}
+    out = {f"train_subset/{k}": v for k, v in evaluate(eval_fn, state, ds, c, "train", n).items()}
+    n -= n % jax.device_count()  # one global batch split over the devices
+    if not c.train.get("precise_bn") or not n:
+        return out
+    images = next(
+        data.eval_batches(
+            ds,
+            n // jax.process_count(),
+            image_size=c.data.image_size or None,
+            split="train",
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            limit=n,
+        )
+    )
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    recompute = jax.jit(
+        functools.partial(precise_batch_stats, state.apply_fn),
+        out_shardings=distributed.replicated(mesh),
+    )
+    stats = recompute(variables, distributed.global_batch(images, mesh)["image"])
+    precise = state.replace(batch_stats=stats)
+    for split, limit, prefix in (
+        ("test", None, "precise_bn/"),
+        ("train", n, "precise_bn/train_subset/"),
+    ):
+        out.update(
+            {prefix + k: v for k, v in evaluate(eval_fn, precise, ds, c, split, limit).items()}
+        )
+    return out
 
 
 def input_shape(c, ds) -> tuple[int, int, int]:
@@ -110,7 +153,7 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
     ds = load_data(c)
     model = build_model(c, ds)
     check_model(model, input_shape(c, ds))
-    tx, schedule = make_optimizer(c.optim, c.train.steps)
+    tx, schedule = make_optimizer(c.optim, c.train.steps, peak_lr(c.optim, c.data.batch_size))
     state = initial_state(c, model, ds, tx)
     return fit(c, workdir, ds, model, state, c.train.steps, schedule, progress=progress, hook=hook)
 
@@ -229,6 +272,8 @@ def fit(
             if (step + 1) % c.train.eval_every == 0 or step + 1 == steps:
                 t_eval = time.perf_counter()
                 final = evaluate(eval_fn, state, ds, c)
+                if step + 1 == steps:
+                    final.update(final_evaluation(eval_fn, state, ds, c, mesh))
                 writer.write(step + 1, "test", final)
                 if ds.val is not None:
                     val = evaluate(eval_fn, state, ds, c, split="val")

@@ -1,14 +1,18 @@
 """Optimisers and learning-rate schedules from optax.
 
-He et al. 2015: SGD, momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at 32k and 48k of 64k
-iterations ('step' with boundaries (0.5, 0.75)). Loshchilov & Hutter: cosine; AdamW.
+He et al. 2015: SGD, momentum 0.9, weight decay 1e-4, lr 0.1 at batch 128 divided by 10 at 32k and
+48k of 64k iterations ('step' with boundaries (0.5, 0.75)); ResNet-110 warmed up at lr 0.01 first
+(`warmup='constant'`). Goyal et al. 2017, arXiv:1706.02677: lr scaled linearly with the batch
+(`lr_batch`), linear warm-up. Li, Yumer & Ramanan 2020, "Budgeted Training", arXiv:1905.04753:
+decay to zero over exactly the run's steps ('cosine', 'linear'). Loshchilov & Hutter: AdamW.
 """
 
 import jax
 import optax
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "step", "cosine")
+SCHEDULES = ("constant", "step", "cosine", "linear")
+WARMUPS = ("linear", "constant")
 
 
 def _decay_mask(params):
@@ -16,16 +20,40 @@ def _decay_mask(params):
     return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
 
 
+def peak_lr(optim, batch_size: int) -> float:
+    """`optim.lr` at `optim.lr_batch` examples, scaled linearly to `batch_size` (Goyal et al.);
+    `lr_batch=0` takes `optim.lr` as it is."""
+    ref = int(optim.get("lr_batch", 0))
+    return optim.lr * batch_size / ref if ref else optim.lr
+
+
 def make_schedule(c, total_steps: int, lr: float | None = None):
+    """Warm-up over `c.warmup_steps` (linear from 0, or constant at `c.warmup_factor`·lr), then
+    `c.schedule` over the remaining steps; 'cosine' and 'linear' reach 0 at `total_steps`."""
     lr = c.lr if lr is None else lr
+    warm = int(c.get("warmup_steps", 0))
+    rest = max(total_steps - warm, 1)
     if c.schedule == "constant":
-        return optax.constant_schedule(lr)
-    if c.schedule == "step":
-        bounds = {int(b * total_steps): 0.1 for b in c.step_boundaries}
-        return optax.piecewise_constant_schedule(lr, bounds)
-    if c.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, lr, c.warmup_steps, total_steps)
-    raise ValueError(f"config.optim.schedule must be one of {SCHEDULES}; got {c.schedule!r}")
+        main = optax.constant_schedule(lr)
+    elif c.schedule == "step":  # boundaries are fractions of the whole run, warm-up included
+        bounds = {max(int(b * total_steps) - warm, 0): 0.1 for b in c.step_boundaries}
+        main = optax.piecewise_constant_schedule(lr, bounds)
+    elif c.schedule == "cosine":
+        main = optax.cosine_decay_schedule(lr, rest)
+    elif c.schedule == "linear":
+        main = optax.linear_schedule(lr, 0.0, rest)
+    else:
+        raise ValueError(f"config.optim.schedule must be one of {SCHEDULES}; got {c.schedule!r}")
+    if not warm:
+        return main
+    mode = c.get("warmup", "linear")
+    if mode == "linear":
+        ramp = optax.linear_schedule(0.0, lr, warm)
+    elif mode == "constant":
+        ramp = optax.constant_schedule(lr * c.get("warmup_factor", 0.1))
+    else:
+        raise ValueError(f"config.optim.warmup must be one of {WARMUPS}; got {mode!r}")
+    return optax.join_schedules([ramp, main], [warm])
 
 
 def make_optimizer(c, total_steps: int, lr: float | None = None):
