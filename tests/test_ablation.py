@@ -2,13 +2,13 @@
 
 import csv
 import json
-import math
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cnnlab import ablation
@@ -51,31 +51,147 @@ def test_apply_sets_dotted_keys_and_rejects_unknown():
         train.validate(ablation.apply(c, {"model.kwargs.dept": 1}))
 
 
-def fake(depth, skip, seed, acc, taps=(), status="done"):
-    curve = [{"step": s, "split": "train", "loss": 2.0 - acc * s / 10} for s in (5, 10)]
-    return {
-        "name": f"{depth}{skip}{seed}", "status": status,
-        "overrides": {"model.kwargs.depth": depth, "model.kwargs.skip": skip,
-                      "loss.side_taps": taps, "seed": seed},
-        "metrics": {"accuracy": acc, "loss": 1 - acc}, "params": 100, "macs": 1000,
-        "step_s": 0.01, "first_step_s": 1.0, "curves": curve,
-    }  # fmt: skip
+def cell(depth, skip, seed, acc, loss, taps=(), status="done"):
+    """A hand-made finished cell: test accuracy `acc` (PreciseBN too), final train loss."""
+    return ablation.CellResult(
+        name=f"{depth}{skip}{taps}{seed}",
+        overrides={"model.kwargs.depth": depth, "model.kwargs.skip": skip,
+                   "loss.side_taps": taps, "seed": seed},
+        status=status,
+        metrics={"accuracy": acc - 0.01, "loss": 1 - acc, "precise_bn/accuracy": acc,
+                 "train_subset/accuracy": acc},
+        train_loss=loss, params=100, macs=1000, step_s=0.01, first_step_s=1.0,
+        curves=[{"step": s, "split": sp, "accuracy": acc, "loss": loss}
+                for s in (5, 10) for sp in ("train", "test")],
+    )  # fmt: skip
 
 
-def test_aggregate_and_degradation_finding():
-    results = [
-        fake(8, False, 0, 0.90), fake(8, False, 1, 0.92), fake(56, False, 0, 0.60),
-        fake(56, False, 1, 0.64), fake(8, True, 0, 0.91), fake(8, True, 1, 0.93),
-        fake(56, True, 0, 0.94), fake(56, True, 1, 0.96),
-    ]  # fmt: skip
+SPEC = {
+    "axes": [["model.kwargs.depth", ["8", "56"]], ["model.kwargs.skip", ["False", "True"]],
+             ["loss.side_taps", ["none", "stage1"]], ["seed", ["0", "1", "2"]]],
+    "claims": [
+        ["Plain nets degrade", "degrades", "model.kwargs.depth",
+         [["model.kwargs.skip", False], ["loss.side_taps", ()]]],
+        ["Residual nets do not degrade", "does_not_degrade", "model.kwargs.depth",
+         [["model.kwargs.skip", True], ["loss.side_taps", ()]]],
+        ["Side heads help plain nets", "helps", "loss.side_taps", [["model.kwargs.skip", False]]],
+    ],
+    "recipe": {"zero_init_residual": True},
+}  # fmt: skip
+
+
+def hand_made():
+    """Plain: train loss 0.11 ± 0.01 at depth 8, 2.25 ± 0.05 at 56 (degrades). Residual: test
+    acc 0.95 ± 0.01 -> 0.94 ± 0.01 (within the 0.02 floor). Side heads on plain-8: paired
+    +0.08, +0.05, +0.04 (mean 0.0567, 2 SE 0.024: helps); on plain-56: +0.05, -0.04, +0.01."""
+    r = []
+    for seed, (pl8, pl56, re8, re56) in enumerate(
+        [(0.10, 2.20, 0.95, 0.94), (0.12, 2.30, 0.96, 0.95), (0.11, 2.25, 0.94, 0.93)]
+    ):
+        r += [cell(8, False, seed, 0.80 + seed / 100, pl8), cell(56, False, seed, 0.2, pl56),
+              cell(8, True, seed, re8, 0.3), cell(56, True, seed, re56, 0.2)]  # fmt: skip
+        r.append(
+            cell(8, False, seed, 0.80 + seed / 100 + (0.08, 0.05, 0.04)[seed], 0.1, ("stage1",))
+        )
+        r.append(cell(56, False, seed, 0.2 + (0.05, -0.04, 0.01)[seed], 2.2, ("stage1",)))
+        r += [
+            cell(8, True, seed, re8, 0.3, ("stage1",)),
+            cell(56, True, seed, re56, 0.2, ("stage1",)),
+        ]
+    return r
+
+
+def test_verdict_rules_on_hand_made_results():
+    results = hand_made()
+    axes = ablation.axes_of(results, SPEC)
+    assert [a.name for a in axes] == ["depth", "skip", "side_taps"]
+    rows = ablation.aggregate(results, SPEC)
+    plain56 = next(
+        r for r in rows if (r["depth"], r["skip"], r["side_taps"]) == ("56", "False", "none")
+    )
+    assert plain56["train_loss_mean"] == pytest.approx(2.25)
+    assert plain56["train_loss_std"] == pytest.approx(0.05)  # sample std of 2.20, 2.30, 2.25
+    side = next(
+        r for r in rows if (r["depth"], r["skip"], r["side_taps"]) == ("8", "False", "stage1")
+    )
+    assert side["side_gain_mean"] == pytest.approx(0.17 / 3)
+    assert side["side_gain_std"] == pytest.approx(np.std([0.08, 0.05, 0.04], ddof=1))
+    f = ablation.findings(results, rows, axes, SPEC)
+    trends = " ".join(f["trends"])
+    assert (
+        "skip=False, side_taps=none: depth 8 -> 56: final train loss 0.110 ± 0.010 -> "
+        "2.250 ± 0.050 (+2.140; 2 seed-std 0.100: degrades; higher on 3 of 3 seeds)" in trends
+    )
+    assert (
+        "skip=True, side_taps=none: depth 8 -> 56: final train loss 0.300 ± 0.000 -> "
+        "0.200 ± 0.000 (-0.100; 2 seed-std 0.000: no degradation; higher on 0 of 3 seeds); "
+        "test acc 0.950 ± 0.010 -> 0.940 ± 0.010 (-0.010; tolerance 0.020: does not degrade; "
+        "lower on 3 of 3 seeds)" in trends
+    )
+    effects = " ".join(f["effects"])
+    assert (
+        "depth=8, skip=False: side_taps none -> stage1: test acc +0.057 ± 0.021 over 3 "
+        "paired seeds (2 SE 0.024; higher on 3 of 3 seeds): helps" in effects
+    )
+    assert (
+        "depth=56, skip=False: side_taps none -> stage1: test acc +0.007 ± 0.045 over 3 "
+        "paired seeds (2 SE 0.052; higher on 2 of 3 seeds): no effect beyond 2 SE" in effects
+    )
+    claims = f["claims"]
+    assert claims[0].startswith("**Plain nets degrade** (rule: degrades): held. [yes] skip=False")
+    assert claims[1].startswith("**Residual nets do not degrade** (rule: does not degrade): held.")
+    assert claims[2].startswith("**Side heads help plain nets** (rule: helps): held in 1 of 2. ")
+    assert "[yes] depth=8, skip=False: side_taps none -> stage1: test acc +0.057" in claims[2]
+    assert "[no] depth=56, skip=False" in claims[2]
+    assert "zero_init_residual" in " ".join(f["notes"]) and "checked" in " ".join(f["notes"])
+
+
+def test_residual_accuracy_drop_beyond_the_tolerance_is_not_called_stable():
+    results = [cell(8, True, s, 0.95 + d, 0.3) for s, d in enumerate((0, 0.01, -0.01))]
+    results += [cell(56, True, s, 0.92 + d, 0.2) for s, d in enumerate((0, 0.01, -0.01))]
+    axes = ablation.axes_of(results)
+    f = ablation.findings(results, ablation.aggregate(results), axes)
+    assert "(-0.030; tolerance 0.020: drops; lower on 3 of 3 seeds)" in f["trends"][0]
+
+
+def test_tables_list_every_axis_and_sort_numerically(tmp_path):
+    from cnnlab.ablation.aggregate import write_tables
+
+    results = [cell(d, False, 0, 0.9, 0.1) for d in (110, 8, 20)]  # 110 sorts last, not first
+    axes = ablation.axes_of(results)
     rows = ablation.aggregate(results)
-    plain56 = next(r for r in rows if r["depth"] == "56" and r["skip"] == "False")
-    assert plain56["test_acc_mean"] == pytest.approx(0.62)
-    assert plain56["test_acc_std"] == pytest.approx(math.sqrt(0.0008))  # sample std of .60, .64
-    text = " ".join(ablation.findings(rows, results))
-    assert "Plain nets: depth 8 -> test accuracy 0.9100" in text
-    assert "depth 56 -> 0.6200" in text and "accuracy change -0.2900; worse" in text
-    assert "the deepest plain net trains worse" in text and "the effect is reproduced" in text
+    assert [r["depth"] for r in rows] == ["8", "20", "110"]
+    write_tables(rows, axes, tmp_path)
+    md = (tmp_path / "results.md").read_text().splitlines()
+    assert md[0].startswith("| depth | skip | side_taps | test acc | test acc, PreciseBN |")
+    assert [line.split(" | ")[0] for line in md[2:]] == ["| 8", "| 20", "| 110"]
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    for col in ("depth", "skip", "side_taps", "seeds", "test_acc_mean", "test_acc_std",
+                "train_loss_mean", "train_loss_std", "train_acc_mean",
+                "test_acc_precise_bn_mean"):  # fmt: skip
+        assert col in header
+
+
+def test_report_on_another_axis_set(tmp_path):
+    """A width x conv grid (no depth, skip or side heads) still gets tables, figures, findings."""
+    results = []
+    for seed in (0, 1):
+        for width, conv, acc in ((8, "standard", 0.9), (8, "separable", 0.85),
+                                 (16, "standard", 0.93), (16, "separable", 0.9)):  # fmt: skip
+            r = cell(8, True, seed, acc + seed / 100, 0.2)
+            r.overrides = {"model.kwargs.width": width, "model.kwargs.conv": conv, "seed": seed}
+            r.name = f"{width}{conv}{seed}"
+            results.append(r)
+    for r in results:
+        (tmp_path / "cells" / r.name).mkdir(parents=True)
+        r.save(tmp_path / "cells" / r.name / "result.json")
+    axes = [["model.kwargs.width", [8, 16]], ["model.kwargs.conv", ["standard", "separable"]]]
+    (tmp_path / "grid.json").write_text(json.dumps({"axes": axes}))  # as run_grid writes it
+    out = ablation.write_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "conv standard -> separable" in text and "width 8 -> 16" in text
+    assert {"curves.png", "accuracy_vs_width.png"} <= set(out["plots"])
+    assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
 def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path):
@@ -111,9 +227,9 @@ def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path):
     rows = list(csv.DictReader((tmp_path / "w" / "results.csv").open()))
     assert len(rows) == 4 and {r["failed"] for r in rows} == {"0", "1"}
     report = (tmp_path / "w" / "report.md").read_text()
-    assert "## Findings" in report and "cell(s) failed" in report
+    assert "## Notes" in report and "cell(s) failed" in report
     assert re.search(r"- Time: 2 cells took \d+ s: compile \d+ s \(\d+%\), data", report)
-    for png in ("accuracy_vs_depth.png", "loss_curves.png", "grad_norms.png"):
+    for png in ("curves.png", "accuracy_vs_lr.png"):
         assert (tmp_path / "w" / png).stat().st_size > 1000
     # re-running skips finished cells (failed ones are retried)
     again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -121,9 +237,54 @@ def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path):
     assert again.stdout.count("skip (finished)") == 2
 
 
-def test_side_head_columns_exclude_the_side_taps_axis():
-    from cnnlab.ablation.report import _side_acc_keys
+def test_tiny_grid_in_process(tmp_path, monkeypatch):
+    """run_grid in-process, as a notebook would: typed results, files, resume, report."""
+    monkeypatch.setenv("CNNLAB_DATA_DIR", str(tmp_path / "data"))
+    c = ablate_default.get_config()
+    c.train.steps, c.train.eval_every, c.train.log_every = 10, 5, 1
+    c.train.train_subset, c.data.batch_size = 64, 32
+    c.optim.warmup_steps = 2
+    c.grad_norm_steps = (0, 5)
+    c.grid = (("model.kwargs.depth", (8,)), ("model.kwargs.skip", (False, True)),
+              ("seed", (0, 1)))  # fmt: skip
+    results = ablation.run_grid(c, tmp_path / "w", progress=False)
+    assert [r.name for r in results] == [
+        "depth=8,skip=False,seed=0", "depth=8,skip=False,seed=1",
+        "depth=8,skip=True,seed=0", "depth=8,skip=True,seed=1",
+    ]  # fmt: skip
+    for r in results:
+        assert isinstance(r, ablation.CellResult) and r.done
+        # final train loss = mean of the final head's loss over the last 10% of steps (step 10)
+        logged = {m["step"]: m["loss"] for m in r.curves if m["split"] == "train"}
+        assert r.train_loss == pytest.approx(logged[10], rel=1e-6)
+        for k in ("accuracy", "train_subset/accuracy", "precise_bn/accuracy",
+                  "precise_bn/train_subset/accuracy"):  # fmt: skip
+            assert 0 <= r.metrics[k] <= 1
+        assert sorted(r.grad_norms, key=int) == ["0", "5"]
+        assert ablation.CellResult.load(tmp_path / "w" / "cells" / r.name / "result.json") == r
+    again = ablation.run_grid(c, tmp_path / "w", progress=False)  # finished cells are skipped
+    assert again == results
+    out = ablation.write_report(tmp_path / "w", "tiny")
+    assert "skip False -> True" in (tmp_path / "w" / "report.md").read_text()
+    assert {"curves.png", "grad_norms.png"} <= set(out["plots"])
 
-    row = {"side_taps": "stage1+stage2", "side_stage2_acc": 0.7, "side_stage1_acc": 0.5}
-    assert _side_acc_keys(row) == ["side_stage1_acc", "side_stage2_acc"]
-    assert _side_acc_keys({"side_taps": "none", "test_acc_mean": 0.9}) == []
+
+def test_paper_config_is_valid_and_warms_up_only_resnet110():
+    from cnnlab import train
+    from cnnlab.ablation.grid import cell_config
+    from experiments.configs import resnet_cifar10_paper
+
+    c = resnet_cifar10_paper.get_config()
+    cells = ablation.check_grid(c)  # every cell's config validates (no data needed)
+    assert len(cells) == 10
+    for overrides in cells:
+        cfg = cell_config(c, overrides)
+        assert (cfg.data.batch_size, cfg.train.steps, cfg.optim.lr) == (128, 64_000, 0.1)
+        _, lr = train.make_optimizer(cfg.optim, cfg.train.steps, train.peak_lr(cfg.optim, 128))
+        first = 0.01 if overrides["model.kwargs.depth"] == 110 else 0.1
+        got = [float(lr(s)) for s in (0, 399, 400, 32_000, 48_000)]
+        assert got == pytest.approx([first, first, 0.1, 0.01, 0.001])
+    # the default grid: depth-56 cells (both twins) get their longer budget, others do not
+    d = ablate_default.get_config()
+    steps = {o["model.kwargs.depth"]: cell_config(d, o).train.steps for o in ablation.check_grid(d)}
+    assert steps == {8: 150, 20: 150, 56: 250}

@@ -101,7 +101,7 @@ def test_summary_counts_trainable_and_frozen(resnet8):
 
 
 def optim_config(**kw):
-    c = ConfigDict(base.get_config().optim.to_dict())
+    c = ConfigDict(finetune_config.get_config().optim.to_dict())  # what fine-tuning uses
     c.update(kw)
     return c
 

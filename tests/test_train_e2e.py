@@ -106,7 +106,8 @@ def test_checkpoint_from_another_model_is_a_clear_error_and_is_not_touched(tmp_p
         ("--config.model.kwargs.depth=21", "depth=21 is not 6n+2"),
         ("--config.data.batch_size=0", "config.data.batch_size=0 must be >= 1"),
         ("--config.loss.side_taps=('stage7',)", "side_taps: no feature named ['stage7']"),
-        ("--config.optim.schedule=linear", "config.optim.schedule='linear' is not allowed"),
+        ("--config.optim.schedule=exp", "config.optim.schedule='exp' is not allowed"),
+        ("--config.optim.warmup_steps=-1", "config.optim.warmup_steps=-1 must be >= 0 (0 = off)"),
         ("--config.data.name=cifar10", "dataset 'cifar10' is not prepared"),
     ],
 )

@@ -1,19 +1,32 @@
-"""Ablation grids: expand config axes into cells, diagnose each run, report across seeds."""
+"""Ablation grids: expand config axes into cells, train each (run), report across seeds.
 
+results = run_grid(config, workdir)   # in a notebook or experiments.ablate
+write_report(workdir)                  # results.csv/md, figures, report.md
+"""
+
+from cnnlab.ablation.aggregate import aggregate, axes_of
 from cnnlab.ablation.diagnostics import activation_sparsity, layer_grad_norms
-from cnnlab.ablation.grid import apply, cell_name, expand, shard, write_json_atomic
-from cnnlab.ablation.report import aggregate, findings, load_results, write_report
+from cnnlab.ablation.findings import RULES, findings
+from cnnlab.ablation.grid import apply, cell_name, expand, shard
+from cnnlab.ablation.report import write_report
+from cnnlab.ablation.result import CellResult, load_results
+from cnnlab.ablation.run import check_grid, run_cell, run_grid
 
 __all__ = [
+    "RULES",
+    "CellResult",
     "activation_sparsity",
     "aggregate",
     "apply",
+    "axes_of",
     "cell_name",
+    "check_grid",
     "expand",
     "findings",
     "layer_grad_norms",
     "load_results",
+    "run_cell",
+    "run_grid",
     "shard",
-    "write_json_atomic",
     "write_report",
 ]

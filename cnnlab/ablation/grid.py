@@ -2,9 +2,6 @@
 
 import copy
 import itertools
-import json
-import os
-from pathlib import Path
 
 
 def expand(axes) -> list[dict]:
@@ -55,9 +52,12 @@ def shard(cells: list, spec: str) -> list:
     return cells[i::n]
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write then rename; the temporary name is per process, so that every process of a
-    multi-host run may write the same (identical) file into a shared directory."""
-    tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
+def cell_config(config, overrides: dict):
+    """A cell's training config: the grid's overrides, then the extra overrides of every
+    `config.when` entry ((condition pairs), (override pairs)) whose condition the cell meets,
+    e.g. ResNet-110's warm-up only at depth 110. `when` settings do not enter cell names."""
+    cfg = apply(config, overrides)
+    for condition, extra in config.get("when", ()):
+        if all(label(overrides.get(k)) == label(v) for k, v in condition):
+            cfg = apply(cfg, dict(extra))
+    return cfg

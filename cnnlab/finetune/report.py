@@ -1,11 +1,10 @@
 """Report of a fine-tuning study: results.json, curves.png and report.md (mean ± std over seeds)."""
 
-import json
 import math
 from pathlib import Path
 
-from cnnlab.ablation.grid import write_json_atomic
-from cnnlab.ablation.report import mean_std
+from cnnlab.records import read_metrics, write_json_atomic
+from cnnlab.stats import mean_std
 
 ARMS = (
     ("probe", "linear probe (scikit-learn logistic regression on frozen features)"),
@@ -13,17 +12,6 @@ ARMS = (
     ("finetune", "fine-tune, phases 1 + 2 (last blocks unfrozen)"),
     ("scratch", "from scratch (same data, same step budget)"),
 )
-
-
-def read_metrics(run: Path) -> dict[tuple[str, int], dict]:
-    """metrics.jsonl as {(split, step): metrics}; a resumed run's re-logged steps keep the last."""
-    path = Path(run) / "metrics.jsonl"
-    out = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            m = json.loads(line)
-            out[(m.pop("split"), m.pop("step"))] = m
-    return out
 
 
 def _curves(run_dirs: list[Path], split: str, key: str) -> list[tuple[int, float]]:

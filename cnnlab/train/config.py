@@ -30,13 +30,7 @@ def validate(c) -> None:
     _choice("optim.optimizer", c.optim.optimizer, OPTIMIZERS)
     _choice("optim.schedule", c.optim.schedule, SCHEDULES)
     _choice("optim.warmup", c.optim.get("warmup", "linear"), WARMUPS)
-    warm = int(c.optim.get("warmup_steps", 0))
-    if not 0 <= warm < c.train.steps:
-        raise ConfigError(
-            f"config.optim.warmup_steps={warm} must be >= 0 and below config.train.steps="
-            f"{c.train.steps}"
-        )
-    for key in ("optim.lr_batch", "train.train_subset"):
+    for key in ("optim.warmup_steps", "optim.lr_batch", "train.train_subset"):
         group, name = key.split(".")
         if int(c[group].get(name, 0)) < 0:
             raise ConfigError(f"config.{key}={c[group][name]} must be >= 0 (0 = off)")

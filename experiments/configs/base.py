@@ -2,7 +2,7 @@
 
     ./run python -m experiments.train --config=experiments/configs/base.py --workdir=runs/base
 
-About 40 s on 2 CPU cores; test accuracy 0.990 (seed 0). Override any key, e.g.
+38 s on 2 CPU cores; test accuracy 0.9865 (seed 0). Override any key, e.g.
 --config.model.kwargs.depth=56 --config.model.kwargs.skip=False --config.loss.side_taps=stage1,
 """
 
@@ -28,7 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "cifar_resnet"  # any name in cnnlab.models.available()
-    c.model.kwargs = ml_collections.ConfigDict({"depth": 20, "skip": True})  # model fields
+    # model fields; zero_init_residual: each residual block starts as its shortcut (Goyal et al.)
+    c.model.kwargs = ml_collections.ConfigDict(
+        {"depth": 20, "skip": True, "zero_init_residual": False}
+    )
     c.model.binary = False  # two classes -> one sigmoid logit
 
     # A budget-aware recipe: the ResNet paper's lr 0.1 at batch 128, scaled linearly to the batch

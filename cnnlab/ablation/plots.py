@@ -1,0 +1,208 @@
+"""The report's figures, as small multiples over whatever axes the grid names.
+
+- curves.png: training and test error against step (the ResNet paper's figures 1 and 6), one
+  panel per configuration of the categorical axes, one line per value of the first numeric axis,
+  shaded band = ± one seed-std;
+- accuracy_vs_<axis>.png: test accuracy and final training loss against the numeric axis;
+- side_heads.png: each side head's test accuracy over training, one panel per configuration;
+- grad_norms.png: per-layer gradient norms at each recorded step, at the largest numeric value.
+"""
+
+import itertools
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from cnnlab.ablation.aggregate import SEED, Axis, config_of
+from cnnlab.ablation.grid import label
+from cnnlab.ablation.result import CellResult
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, made: list[str]) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    made.append(path.name)
+
+
+def _roles(axes: list[Axis]) -> tuple[Axis | None, list[Axis]]:
+    """(axis drawn as lines, axes drawn as panels): the first numeric axis, else the first."""
+    line = next((a for a in axes if a.numeric), axes[0] if axes else None)
+    return line, [a for a in axes if a is not line]
+
+
+def _title(panel_axes, combo) -> str:
+    return ", ".join(f"{a.name}={v}" for a, v in zip(panel_axes, combo, strict=True)) or "all"
+
+
+def _series(cells: list[CellResult], split: str, key: str, transform=lambda v: v):
+    """Steps, mean and std over the cells (seeds) of one metric of metrics.jsonl."""
+    per_step = defaultdict(list)
+    for r in cells:
+        for m in r.curves:
+            if m["split"] == split and key in m:
+                per_step[m["step"]].append(transform(m[key]))
+    steps = sorted(s for s, v in per_step.items() if len(v) == len(cells))
+    mean = [statistics.fmean(per_step[s]) for s in steps]
+    std = [statistics.stdev(per_step[s]) if len(cells) > 1 else 0.0 for s in steps]
+    return steps, mean, std
+
+
+def _band(ax, steps, mean, std, **kw):
+    (line,) = ax.plot(steps, mean, **kw)
+    lo = [m - s for m, s in zip(mean, std, strict=True)]
+    hi = [m + s for m, s in zip(mean, std, strict=True)]
+    ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+def _groups(results, axes):
+    out = defaultdict(list)
+    for r in results:
+        if r.done:
+            out[config_of(r, axes)].append(r)
+    return out
+
+
+def curves(results, axes, workdir: Path, made: list[str]) -> None:
+    line, panels = _roles(axes)
+    groups = _groups(results, axes)
+    combos = list(itertools.product(*(a.values for a in panels)))
+    plt = _plt()
+    fig, grid = plt.subplots(
+        2, len(combos), figsize=(3.4 * len(combos), 5.6), sharey="row", squeeze=False
+    )
+    for j, combo in enumerate(combos):
+        for v in line.values:
+            want = {a.name: x for a, x in zip(panels, combo, strict=True)} | {line.name: v}
+            key = tuple(want[a.name] for a in axes)
+            for i, split in enumerate(("train", "test")):
+                steps, mean, std = _series(groups.get(key, []), split, "accuracy", lambda a: 1 - a)
+                if steps:
+                    _band(grid[i][j], steps, mean, std, marker="." if split == "test" else None,
+                          label=f"{line.name}={v}")  # fmt: skip
+        grid[0][j].set_title(_title(panels, combo), fontsize=9)
+        grid[1][j].set_xlabel("step")
+    grid[0][0].set_ylabel("training error (train mode, per batch)")
+    grid[1][0].set_ylabel("test error")
+    for ax in grid.flat:
+        ax.grid(alpha=0.3)
+        ax.set_ylim(0, 1)
+    grid[0][0].legend(fontsize=8)
+    fig.suptitle(f"Error against step, one line per {line.name} (band: ± 1 seed-std)", fontsize=10)
+    _save(fig, workdir / "curves.png", made)
+
+
+def versus(rows, axes, workdir: Path, made: list[str], acc: str) -> None:
+    line, panels = _roles(axes)
+    if line is None or not line.numeric:
+        return
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for combo in itertools.product(*(a.values for a in panels)):
+        rs = [r for r in rows if all(r[a.name] == v for a, v in zip(panels, combo, strict=True))]
+        rs = sorted(rs, key=lambda r: float(r[line.name]))
+        if not rs:
+            continue
+        xs = [float(r[line.name]) for r in rs]
+        style = dict(marker="o", capsize=3, label=_title(panels, combo))
+        a1.errorbar(xs, [r[f"{acc}_mean"] for r in rs], [r[f"{acc}_std"] for r in rs], **style)
+        a2.errorbar(xs, [r["train_loss_mean"] for r in rs], [r["train_loss_std"] for r in rs],
+                    **style)  # fmt: skip
+    a1.set(xlabel=line.name, ylabel="test accuracy" + (" (PreciseBN)" if "precise" in acc else ""))
+    a2.set(xlabel=line.name, ylabel="final train loss (last 10% of steps)", yscale="log")
+    for ax in (a1, a2):
+        ax.set_xticks(sorted({float(v) for v in line.values}))
+        ax.grid(alpha=0.3)
+    a1.legend(fontsize=8)
+    fig.suptitle(f"Against {line.name}: mean ± seed-std", fontsize=10)
+    _save(fig, workdir / f"accuracy_vs_{line.name}.png", made)
+
+
+def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
+    groups = {
+        k: rs
+        for k, rs in _groups(results, axes).items()
+        if any(key.startswith("side/") for m in rs[0].curves for key in m)
+    }
+    if not groups:
+        return
+    keys = sorted(groups, key=lambda k: tuple(a.position(v) for a, v in zip(axes, k, strict=True)))
+    ncol = min(3, len(keys))
+    nrow = -(-len(keys) // ncol)
+    plt = _plt()
+    fig, grid = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), sharey=True,
+                             squeeze=False)  # fmt: skip
+    for ax, key in zip(grid.flat, keys, strict=False):
+        rs = groups[key]
+        taps = sorted({k.split("/")[1] for m in rs[0].curves for k in m if k.startswith("side/")})
+        for name, metric in [*((t, f"side/{t}/accuracy") for t in taps), ("final", "accuracy")]:
+            steps, mean, std = _series(rs, "test", metric)
+            if steps:
+                _band(ax, steps, mean, std, marker=".", label=name)
+        varying = [(a, v) for a, v in zip(axes, key, strict=True) if len(a.values) > 1]
+        ax.set_title(", ".join(f"{a.name}={v}" for a, v in varying), fontsize=8)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in grid.flat[len(keys) :]:
+        ax.axis("off")
+    grid[0][0].set_ylabel("test accuracy")
+    grid[0][0].legend(fontsize=8)
+    fig.suptitle("Side-head and final-head test accuracy over training (band: ± 1 seed-std)",
+                 fontsize=10)  # fmt: skip
+    _save(fig, workdir / "side_heads.png", made)
+
+
+def grad_norms(results, axes, workdir: Path, made: list[str]) -> None:
+    numeric = [a for a in axes if a.numeric]
+    cats = [a for a in axes if not a.numeric]
+    if not cats:
+        return
+    n = (numeric or [None])[0]
+    c = next((a for a in cats if len(a.values) > 1), cats[0])  # e.g. skip: plain vs residual
+    at = {n.key: n.values[-1]} if n else {}  # the largest value of the numeric axis
+    where = f"{n.name}={n.values[-1]} " if n else ""
+    picked = {}
+    for v in c.values:
+        want = {a.key: a.baseline for a in cats} | at | {c.key: v}
+        cells = [r for r in results if r.done and r.grad_norms
+                 and all(label(r.overrides.get(k)) == x for k, x in want.items())]  # fmt: skip
+        if cells:
+            picked[v] = min(cells, key=lambda r: str(r.overrides.get(SEED, 0)))
+    steps = sorted({s for r in picked.values() for s in r.grad_norms}, key=int)
+    if not steps:
+        return
+    plt = _plt()
+    fig, grid = plt.subplots(1, len(steps), figsize=(5 * len(steps), 3.8), sharey=True,
+                             squeeze=False)  # fmt: skip
+    for ax, step in zip(grid[0], steps, strict=True):
+        for v, r in picked.items():
+            norms = [x for _, x in r.grad_norms.get(step, [])]
+            ax.plot(range(len(norms)), norms, marker=".", label=f"{c.name}={v}")
+        ax.set(yscale="log", xlabel="layer (input -> classifier)",
+               title="at initialisation" if step == "0" else f"at step {step}")  # fmt: skip
+        ax.grid(alpha=0.3)
+    grid[0][0].set_ylabel("gradient norm per kernel")
+    grid[0][0].legend(fontsize=8)
+    fig.suptitle(f"Per-layer gradient norms, {where}first seed", fontsize=10)
+    _save(fig, workdir / "grad_norms.png", made)
+
+
+def plots(results, rows, axes, workdir: Path, acc: str = "test_acc") -> list[str]:
+    """Every figure the grid's axes allow; returns the file names written."""
+    made: list[str] = []
+    if not any(r.done for r in results) or not axes:
+        return made
+    curves(results, axes, workdir, made)
+    versus(rows, axes, workdir, made, acc)
+    side_heads(results, axes, workdir, made)
+    grad_norms(results, axes, workdir, made)
+    return made
