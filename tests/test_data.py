@@ -46,7 +46,8 @@ def test_named_tfds_dataset_loads_through_data_source(tiny):
 
 def test_missing_dataset_says_how_to_prepare(tmp_path):
     with pytest.raises(
-        data.DataError, match=r"dataset 'mnist' is not prepared under .*file_format"
+        data.DataError,
+        match=r"dataset .mnist. is not prepared under .*python -m cnnlab.data.prepare mnist --so",
     ):
         data.load("mnist", data_dir=str(tmp_path))
 

@@ -7,6 +7,7 @@ prepared is a `DataError` that says how to prepare it.
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,32 +72,62 @@ def _prepared(name: str, data_dir: str) -> list[str]:
 
 
 def how_to_prepare(name: str, data_dir: str) -> str:
+    """The one-line error for a dataset that is not prepared, naming a command that works."""
+    where = f"dataset {name!r} is not prepared under data_dir={data_dir!r}"
+    cmd = f"python -m cnnlab.data.prepare {{}} --source={{}} --data_dir={data_dir}"
+    if name == "fashion_mnist":
+        return (
+            f"{where}: apt-get install dataset-fashion-mnist (the official files, offline) and it "
+            f"is prepared on first use, or {cmd.format(name, 'DIR_WITH_THE_4_IDX_FILES')}"
+        )
+    if name in ("mnist", "cifar10", "cifar100", "cifar100_coarse"):
+        kind = "DIR_WITH_THE_4_IDX_FILES" if name == "mnist" else f"{name[:8]}-python.tar.gz"
+        kind = kind.replace("cifar10-", "cifar-10-").replace("cifar100", "cifar-100")
+        extra = " --labels=coarse" if name.endswith("coarse") else ""
+        return f"{where}; prepare it: {cmd.format(name.removesuffix('_coarse'), kind)}{extra}"
     return (
-        f"dataset {name!r} is not prepared under data_dir={data_dir!r}. Prepare it once on a "
-        f'machine with network access: python -c "import tensorflow_datasets as tfds; '
-        f"tfds.builder('{name}', data_dir='{data_dir}', file_format='array_record')"
-        f'.download_and_prepare()" (some datasets need TensorFlow to prepare), or pass '
-        f"--config.data_dir=DIR where it is"
+        f"{where}; for your own images: {cmd.format('folder --name=' + name, 'ROOT')} "
+        f"(ROOT/<class>/<image>); with TensorFlow installed (optional), TFDS's catalogue: "
+        f"tfds.builder({name!r}, data_dir=..., file_format='array_record').download_and_prepare(); "
+        f"or pass --config.data.data_dir=DIR where it is"
     )
 
 
 def _tfds(name: str, data_dir: str):
     import tensorflow_datasets as tfds
 
-    if not _prepared(name, data_dir):
+    found = _prepared(name, data_dir)
+    if not found:
         raise DataError(how_to_prepare(name, data_dir))
+    # read the prepared folder itself (newest version): by name, TFDS would pick its own
+    # registered builder of that name and version even for data cnnlab.data.prepare wrote
+    folder = max(found, key=lambda d: tfds.core.Version(Path(d).name))
     try:
-        sources = tfds.data_source(name, data_dir=data_dir, download=False)
-        info = tfds.builder(name, data_dir=data_dir).info
+        builder = tfds.builder_from_directory(folder)
+        sources = builder.as_data_source()
     except NotImplementedError as e:  # prepared as TFRecord: needs TF and has no random access
         raise DataError(
-            f"dataset {name!r} under {data_dir!r} is in TFRecord format; re-prepare it with "
-            f"file_format='array_record' ({how_to_prepare(name, data_dir)})"
+            f"dataset {name!r} under {data_dir!r} is in TFRecord format; re-prepare it as "
+            f"array_record ({how_to_prepare(name, data_dir)})"
         ) from e
     for split in ("train", "test"):
         if split not in sources:
             raise DataError(f"dataset {name!r} has no {split!r} split; it has {sorted(sources)}")
-    return sources, info
+    return sources, builder.info
+
+
+def _spec(name: str, info) -> DatasetSpec:
+    """Normalisation and augmentation: stored with the data by cnnlab.data.prepare, else the
+    known constants, else a neutral default."""
+    meta = info.metadata or {}
+    if "mean" in meta and "std" in meta:
+        return DatasetSpec(
+            tuple(meta["mean"]),
+            tuple(meta["std"]),
+            bool(meta.get("flip")),
+            int(meta.get("crop_pad", 0)),
+        )
+    return SPECS.get(name, DEFAULT_SPEC)
 
 
 def load(name: str, data_dir: str | None = None, synthetic: dict | None = None) -> Dataset:
@@ -111,7 +142,14 @@ def load(name: str, data_dir: str | None = None, synthetic: dict | None = None) 
         return Dataset(name, train, test, train.num_classes, tuple(train.image_shape), spec)
     if name == digits.NAME and not _prepared(name, data_dir):
         digits.prepare(data_dir)
+    if name == "fashion_mnist" and not _prepared(name, data_dir):
+        from cnnlab.data import prepare
+
+        if not Path(prepare.FASHION_MNIST_DEBIAN).is_dir():
+            raise DataError(how_to_prepare(name, data_dir))
+        prepare.prepare(name, prepare.FASHION_MNIST_DEBIAN, data_dir)  # offline, once
     sources, info = _tfds(name, data_dir)
+    spec = _spec(name, info)
     label = info.features["label"]
     shape = tuple(info.features["image"].shape)
     if None in shape:  # variable-size images (imagenette, imagenet): a resize is needed

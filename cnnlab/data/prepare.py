@@ -1,0 +1,358 @@
+"""Prepare datasets as TFDS array_record files without TensorFlow.
+
+    python -m cnnlab.data.prepare mnist --source=DIR            # the 4 official IDX files
+    python -m cnnlab.data.prepare fashion_mnist --source=DIR    # (default: Debian's package)
+    python -m cnnlab.data.prepare cifar10 --source=cifar-10-python.tar.gz   # or its folder
+    python -m cnnlab.data.prepare cifar100 --source=cifar-100-python.tar.gz [--labels=coarse]
+    python -m cnnlab.data.prepare folder --name=flowers --source=ROOT [--image_size=64]
+
+Writes DATA_DIR/<name>/1.0.0/ (default $CNNLAB_DATA_DIR or ~/.cache/cnnlab/tensorflow_datasets),
+which `--config.data.name=<name> --config.data.data_dir=DATA_DIR` reads. The training split's
+per-channel mean and std (of pixel / 255) and the class names are stored with the dataset. TFDS
+writes into an `incomplete.*` folder and renames it when done, so a reader never finds half a
+dataset. Nothing is downloaded.
+"""
+
+import gzip
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab.data.sources import DataError
+
+VERSION = "1.0.0"
+FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"  # apt-get install dataset-fashion-mnist
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+CLASS_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"],
+}  # fmt: skip
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+# --- readers: each returns {split: (images uint8 (N, H, W, C), labels int64 (N,))}, class names
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """One IDX file (gzipped or not): uint8 images (N, H, W) or labels (N,)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(
+            f"{path}: cannot read it as an IDX file{' (gzip)' * (opener is gzip.open)}: {e}"
+        ) from None
+    if len(raw) < 8 or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] not in (1, 3):
+        raise DataError(
+            f"{path}: not an IDX file of uint8 images or labels (magic {raw[:4].hex() or 'none'}, "
+            f"expected 00000803 or 00000801); pass the official MNIST-format files"
+        )
+    ndim = raw[3]
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    start, need = 4 + 4 * ndim, int(np.prod(dims))
+    if len(raw) - start != need:
+        raise DataError(
+            f"{path}: truncated or padded: the header says {dims} = {need} bytes of data, the "
+            f"file has {len(raw) - start}; fetch the file again"
+        )
+    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
+
+
+def _find(source: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (source / name).is_file():
+            return source / name
+    raise DataError(f"{source}: no {stem} or {stem}.gz; pass --source=DIR holding the 4 IDX files")
+
+
+def read_mnist_like(source: Path):
+    """The four official IDX files of MNIST or Fashion-MNIST in one folder."""
+    splits = {}
+    for split, (img, lab) in IDX_FILES.items():
+        images, labels = read_idx(_find(source, img)), read_idx(_find(source, lab))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(
+                f"{source}: {split} images {images.shape} and labels {labels.shape} do not pair up"
+            )
+        splits[split] = (images[..., None], labels.astype(np.int64))
+    return splits
+
+
+def _unpickle(blob: bytes, what: str) -> dict:
+    try:
+        return pickle.loads(blob, encoding="bytes")
+    except Exception as e:  # a damaged or foreign file
+        raise DataError(f"{what}: not a CIFAR python pickle ({type(e).__name__}: {e})") from None
+
+
+def _cifar_files(source: Path) -> dict[str, bytes]:
+    """{member basename: bytes} from the official tarball or its extracted folder."""
+    if source.is_file():
+        try:
+            with tarfile.open(source, "r:*") as tar:
+                return {
+                    Path(m.name).name: tar.extractfile(m).read()
+                    for m in tar.getmembers()
+                    if m.isfile()
+                }
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DataError(f"{source}: not a readable .tar.gz ({e}); fetch it again") from None
+    if source.is_dir():
+        return {p.name: p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    raise DataError(f"--source={source} does not exist; pass the official tarball or its folder")
+
+
+def read_cifar(source: Path, name: str, labels: str = "fine"):
+    """CIFAR-10 or CIFAR-100 from the official python-pickle tarball or its extracted folder."""
+    files = _cifar_files(source)
+    if name == "cifar10":
+        parts = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+        meta, key, names_key = "batches.meta", b"labels", b"label_names"
+    else:
+        parts = {"train": ["train"], "test": ["test"]}
+        key = b"fine_labels" if labels == "fine" else b"coarse_labels"
+        meta, names_key = "meta", b"fine_label_names" if labels == "fine" else b"coarse_label_names"
+    wanted = [meta, *(m for members in parts.values() for m in members)]
+    missing = [f for f in wanted if f not in files]
+    if missing:
+        raise DataError(
+            f"{source}: missing {missing}; pass the official {name.replace('cifar', 'cifar-')}-"
+            f"python.tar.gz (or its extracted folder)"
+        )
+    splits = {}
+    for split, members in parts.items():
+        images, labs = [], []
+        for m in members:
+            d = _unpickle(files[m], f"{source}:{m}")
+            data = np.asarray(d[b"data"], np.uint8)
+            if data.ndim != 2 or data.shape[1] != 3072:
+                raise DataError(f"{source}:{m}: data of shape {data.shape}, expected (N, 3072)")
+            images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labs.append(np.asarray(d[key], np.int64))
+        splits[split] = (np.concatenate(images), np.concatenate(labs))
+    names = [n.decode() for n in _unpickle(files[meta], f"{source}:{meta}")[names_key]]
+    return splits, names
+
+
+def read_folder(root: Path, image_size: int = 0, test_fraction: float = 0.2, seed: int = 0):
+    """An ImageFolder tree root/<class>/<image>, or root/train/<class>/... + root/test/<class>/...;
+    without train/ and test/ a seeded split holds out `test_fraction` of each class."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise DataError(f"--source={root} is not a folder; pass ROOT of ROOT/<class>/<image>")
+    trees = {"train": root / "train", "test": root / "test"}
+    split_given = all(p.is_dir() for p in trees.values())
+    base = trees["train"] if split_given else root
+    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    if not classes:
+        raise DataError(f"{base}: no class folders; expected {base}/<class>/<image>.png|jpg")
+    size = None if not image_size else (image_size, image_size)
+
+    def load(path: Path) -> np.ndarray:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB")
+                if size:
+                    im = im.resize(size, Image.BILINEAR)
+                return np.asarray(im, np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"{path}: not a readable image ({e}); remove it or fix it") from None
+
+    def scan(tree: Path):
+        items = []
+        for label, c in enumerate(classes):
+            folder = tree / c
+            if not folder.is_dir():
+                raise DataError(f"{tree}: no class folder {c!r} (the classes are {classes})")
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            items += [(p, label) for p in files]
+        return items
+
+    if split_given:
+        lists = {s: scan(t) for s, t in trees.items()}
+    else:
+        rng, lists = np.random.default_rng(seed), {"train": [], "test": []}
+        items = scan(root)
+        for label in range(len(classes)):
+            mine = [it for it in items if it[1] == label]
+            order = rng.permutation(len(mine))
+            n_test = round(test_fraction * len(mine))
+            lists["test"] += [mine[i] for i in order[:n_test]]
+            lists["train"] += [mine[i] for i in order[n_test:]]
+    splits = {}
+    for split, items in lists.items():
+        if not items:
+            raise DataError(
+                f"{root}: the {split} split has no images (IMAGE_SUFFIXES: png, jpg, ...)"
+            )
+        images = [load(p) for p, _ in items]
+        odd = next((k for k, im in enumerate(images) if im.shape != images[0].shape), None)
+        if odd is not None:
+            raise DataError(
+                f"{root}: images differ in size: {items[0][0]} is {images[0].shape[:2]}, "
+                f"{items[odd][0]} is {images[odd].shape[:2]}; pass --image_size=N to resize all"
+            )
+        splits[split] = (np.stack(images), np.asarray([lab for _, lab in items], np.int64))
+    return splits, classes
+
+
+# --- writer
+
+
+def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of images / 255 over (N, H, W), in float64, chunk by chunk."""
+    total = np.zeros(images.shape[-1])
+    squares = np.zeros(images.shape[-1])
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk].astype(np.float64) / 255.0
+        total += x.sum(axis=(0, 1, 2))
+        squares += (x * x).sum(axis=(0, 1, 2))
+    n = images.shape[0] * images.shape[1] * images.shape[2]
+    mean = total / n
+    return [float(m) for m in mean], [float(s) for s in np.sqrt(squares / n - mean * mean)]
+
+
+def write(name: str, splits: dict, class_names: list[str], data_dir: str, augment=(False, 0)):
+    """Write {split: (images, labels)} as the TFDS array_record dataset `name`; -> its folder.
+
+    `augment` = (horizontal flips keep the label, pad-and-crop padding), stored with the data
+    next to the training split's mean/std. An existing prepared copy is left as it is.
+    """
+    import tensorflow_datasets as tfds
+
+    dataset_name = name
+    images = splits["train"][0]
+    mean, std = channel_stats(images)
+    n_classes = len(class_names)
+    for split, (x, y) in splits.items():
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != images.shape[1:]:
+            raise DataError(
+                f"{name}: {split} images {x.shape} {x.dtype}, expected uint8 (N, H, W, C)"
+            )
+        if len(y) and (y.min() < 0 or y.max() >= n_classes):
+            raise DataError(f"{name}: {split} labels outside 0..{n_classes - 1}")
+
+    class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        name = dataset_name
+        VERSION = tfds.core.Version(VERSION)
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                description=f"{dataset_name}, prepared by cnnlab.data.prepare",
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Tensor(shape=images.shape[1:], dtype=np.uint8),
+                        "label": tfds.features.ClassLabel(names=class_names),
+                    }
+                ),
+                supervised_keys=("image", "label"),
+                metadata=tfds.core.MetadataDict(
+                    mean=mean, std=std, flip=bool(augment[0]), crop_pad=int(augment[1])
+                ),
+            )
+
+        def _split_generators(self, dl_manager):
+            del dl_manager
+            return {split: self._generate_examples(split) for split in splits}
+
+        def _generate_examples(self, split):
+            x, y = splits[split]
+            for i in range(len(x)):
+                yield i, {"image": x[i], "label": int(y[i])}
+
+    try:
+        Builder(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    except FileExistsError:
+        pass  # another process put its finished copy in place first
+    return Path(data_dir) / name / VERSION
+
+
+def prepare(dataset: str, source: str | None, data_dir: str, **folder) -> Path:
+    """Read `source` for `dataset` and write it into data_dir; -> the dataset's folder.
+
+    `folder` options: name, image_size, test_fraction, seed (folder); labels (cifar100)."""
+    from cnnlab.data.sources import SPECS
+
+    if dataset == "fashion_mnist" and not source:
+        source = FASHION_MNIST_DEBIAN
+    if not source:
+        raise DataError(f"{dataset}: pass --source=PATH (where the official files are)")
+    src = Path(source).expanduser()
+    if not src.exists():
+        hint = (
+            " (apt-get install dataset-fashion-mnist)" if src == Path(FASHION_MNIST_DEBIAN) else ""
+        )
+        raise DataError(f"--source={src} does not exist{hint}")
+    if dataset in ("mnist", "fashion_mnist"):
+        splits, classes = read_mnist_like(src), CLASS_NAMES[dataset]
+        out = dataset
+    elif dataset in ("cifar10", "cifar100"):
+        labels = folder.get("labels") or "fine"
+        splits, classes = read_cifar(src, dataset, labels)
+        out = "cifar100_coarse" if labels == "coarse" else dataset
+    elif dataset == "folder":
+        out = folder.get("name") or ""
+        if not out.isidentifier() or out.lower() != out:
+            raise DataError(
+                f"--name={out!r}: give the dataset a lower-case name, e.g. --name=flowers"
+            )
+        splits, classes = read_folder(
+            src,
+            folder.get("image_size") or 0,
+            folder.get("test_fraction", 0.2),
+            folder.get("seed", 0),
+        )
+    else:
+        raise DataError(f"unknown dataset {dataset!r}; prepare one of {', '.join(NAMES)}")
+    spec = SPECS.get(out)
+    augment = (spec.flip, spec.crop_pad) if spec else (False, 0)
+    return write(out, splits, classes, data_dir, augment)
+
+
+NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "folder")
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    from cnnlab.data.sources import default_data_dir
+
+    p = argparse.ArgumentParser(
+        prog="python -m cnnlab.data.prepare", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("dataset", choices=NAMES)
+    p.add_argument("--source", help="official files (folder, tarball) or an ImageFolder root")
+    p.add_argument(
+        "--data_dir", default="", help="default: $CNNLAB_DATA_DIR or ~/.cache/cnnlab/..."
+    )
+    p.add_argument("--name", help="folder: the dataset's name")
+    p.add_argument("--image_size", type=int, default=0, help="folder: resize to N x N")
+    p.add_argument("--test_fraction", type=float, default=0.2, help="folder without test/")
+    p.add_argument("--seed", type=int, default=0, help="folder: the split's seed")
+    p.add_argument("--labels", choices=("fine", "coarse"), default="fine", help="cifar100")
+    a = p.parse_args(argv)
+    try:
+        path = prepare(
+            a.dataset, a.source, a.data_dir or default_data_dir(), name=a.name,
+            image_size=a.image_size, test_fraction=a.test_fraction, seed=a.seed, labels=a.labels,
+        )  # fmt: skip
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"prepared {path}; train with --config.data.name={path.parent.name} "
+          f"--config.data.data_dir={path.parent.parent}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

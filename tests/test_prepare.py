@@ -1,0 +1,209 @@
+"""cnnlab.data.prepare: official MNIST / CIFAR formats and image folders -> array_record, no TF."""
+
+import gzip
+import io
+import pickle
+import struct
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab import data
+from cnnlab.data import prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(0)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX format by its definition: 0, 0, type 0x08 (uint8), ndim, big-endian dims, data."""
+    return (
+        bytes([0, 0, 8, array.ndim])
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
+
+
+def write_mnist(folder: Path, n_train=30, n_test=10, gz=True) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    pair = lambda n: (RNG.integers(0, 256, (n, 6, 5), np.uint8), RNG.integers(0, 10, n, np.uint8))
+    arrays = {"train": pair(n_train), "test": pair(n_test)}
+    for split, (img, lab) in prepare.IDX_FILES.items():
+        for stem, arr in ((img, arrays[split][0]), (lab, arrays[split][1])):
+            raw = idx_bytes(arr)
+            if gz:
+                (folder / f"{stem}.gz").write_bytes(gzip.compress(raw))
+            else:
+                (folder / stem).write_bytes(raw)
+    return arrays
+
+
+def by_pixels(split) -> dict:
+    """{image bytes: label}: TFDS shuffles records, so compare as a mapping."""
+    return {
+        np.asarray(split[i]["image"]).tobytes(): int(split[i]["label"]) for i in range(len(split))
+    }
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_mnist_idx_files_round_trip_with_stats(tmp_path, gz):
+    arrays = write_mnist(tmp_path / "src", gz=gz)
+    path = prepare.prepare("mnist", str(tmp_path / "src"), str(tmp_path / "data"))
+    assert path == tmp_path / "data" / "mnist" / "1.0.0"
+    ds = data.load("mnist", data_dir=str(tmp_path / "data"))
+    assert (ds.num_classes, ds.image_shape, len(ds.train), len(ds.test)) == (10, (6, 5, 1), 30, 10)
+    for split, src in (("train", ds.train), ("test", ds.test)):
+        images, labels = arrays[split]
+        want = {im[..., None].tobytes(): int(lab) for im, lab in zip(images, labels, strict=True)}
+        assert by_pixels(src) == want
+    x = arrays["train"][0] / 255.0  # stats of the training split, stored with the data
+    assert ds.spec.mean == pytest.approx((x.mean(),)) and ds.spec.std == pytest.approx((x.std(),))
+    assert (ds.spec.flip, ds.spec.crop_pad) == (False, 2)  # MNIST: no flips
+
+
+def test_damaged_idx_files_are_one_line_errors(tmp_path):
+    write_mnist(tmp_path / "src", gz=False)
+    f = tmp_path / "src" / "train-images-idx3-ubyte"
+    f.write_bytes(f.read_bytes()[:-7])
+    says = r"idx3-ubyte: truncated or padded: the header says \(30, 6, 5\) = 900 bytes of data"
+    with pytest.raises(data.DataError, match=says + r", the file has 893"):
+        prepare.prepare("mnist", str(tmp_path / "src"), str(tmp_path / "data"))
+    f.write_bytes(b"PK\x03\x04 not idx at all")
+    with pytest.raises(data.DataError, match=r"not an IDX file .*magic 504b0304"):
+        prepare.prepare("mnist", str(tmp_path / "src"), str(tmp_path / "data"))
+    f.unlink()
+    with pytest.raises(data.DataError, match="no train-images-idx3-ubyte or train-images-idx3-ub"):
+        prepare.prepare("mnist", str(tmp_path / "src"), str(tmp_path / "data"))
+    assert not (tmp_path / "data" / "mnist").exists()  # nothing half-written
+
+
+def cifar_members(n: int, fine: bool = False) -> dict[str, bytes]:
+    """The official python-pickle layout with n images per batch; pixel (0, 0) of image i in
+    channel c is (i + 10 c) % 256, so the NHWC transpose can be checked."""
+
+    def batch(offset, key):
+        data = np.zeros((n, 3, 32, 32), np.uint8)
+        for i in range(n):
+            for c in range(3):
+                data[i, c, 0, 0] = (offset + i + 10 * c) % 256
+        labels = [(offset + i) % 5 for i in range(n)]
+        return pickle.dumps({b"data": data.reshape(n, 3072), key: labels,
+                             b"coarse_labels": [(offset + i) % 2 for i in range(n)]})  # fmt: skip
+
+    if fine:
+        meta = {b"fine_label_names": [f"f{i}".encode() for i in range(5)],
+                b"coarse_label_names": [b"c0", b"c1"]}  # fmt: skip
+        return {"cifar-100-python/train": batch(0, b"fine_labels"),
+                "cifar-100-python/test": batch(100, b"fine_labels"),
+                "cifar-100-python/meta": pickle.dumps(meta)}  # fmt: skip
+    out = {f"cifar-10-batches-py/data_batch_{k}": batch(10 * k, b"labels") for k in range(1, 6)}
+    out["cifar-10-batches-py/test_batch"] = batch(100, b"labels")
+    out["cifar-10-batches-py/batches.meta"] = pickle.dumps(
+        {b"label_names": [f"class{i}".encode() for i in range(5)]}
+    )
+    return out
+
+
+def tarball(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def test_cifar10_from_the_tarball_and_from_its_folder(tmp_path):
+    members = cifar_members(4)
+    src = tarball(tmp_path / "cifar-10-python.tar.gz", members)
+    prepare.prepare("cifar10", str(src), str(tmp_path / "a"))
+    folder = tmp_path / "extracted"
+    for name, blob in members.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(blob)
+    prepare.prepare("cifar10", str(folder), str(tmp_path / "b"))
+    for d in ("a", "b"):
+        ds = data.load("cifar10", data_dir=str(tmp_path / d))
+        assert (ds.image_shape, len(ds.train), len(ds.test), ds.num_classes) == (
+            (32, 32, 3),
+            20,
+            4,
+            5,
+        )
+        pixels = {tuple(np.asarray(ds.train[i]["image"])[0, 0]) for i in range(20)}
+        assert pixels == {
+            (v, v + 10, v + 20) for v in [10 * k + i for k in range(1, 6) for i in range(4)]
+        }
+        assert (ds.spec.flip, ds.spec.crop_pad) == (True, 4)
+
+
+def test_cifar100_fine_and_coarse_labels(tmp_path):
+    src = tarball(tmp_path / "cifar-100-python.tar.gz", cifar_members(6, fine=True))
+    prepare.prepare("cifar100", str(src), str(tmp_path / "d"))
+    prepare.prepare("cifar100", str(src), str(tmp_path / "d"), labels="coarse")
+    fine = data.load("cifar100", data_dir=str(tmp_path / "d"))
+    coarse = data.load("cifar100_coarse", data_dir=str(tmp_path / "d"))
+    assert (fine.num_classes, coarse.num_classes) == (5, 2)
+    bad = tarball(tmp_path / "broken.tar.gz", {"cifar-100-python/train": b"junk"})
+    with pytest.raises(data.DataError, match=r"broken.tar.gz: missing \['meta', 'test'\]"):
+        prepare.prepare("cifar100", str(bad), str(tmp_path / "e"))
+
+
+def image_tree(root: Path, sizes=((8, 6),), per_class=5, classes=("cat", "dog")):
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            w, h = sizes[i % len(sizes)]
+            Image.new("RGB", (w, h), (c * 100, i * 10, 7)).save(root / name / f"{i}.png")
+
+
+def test_image_folder_split_resize_and_class_names(tmp_path):
+    image_tree(tmp_path / "imgs", sizes=((8, 6), (5, 5)))
+    with pytest.raises(data.DataError, match=r"images differ in size.*--image_size=N"):
+        prepare.prepare("folder", str(tmp_path / "imgs"), str(tmp_path / "d"), name="pets")
+    prepare.prepare("folder", str(tmp_path / "imgs"), str(tmp_path / "d"), name="pets",
+                    image_size=4, test_fraction=0.4)  # fmt: skip
+    ds = data.load("pets", data_dir=str(tmp_path / "d"))
+    assert (ds.image_shape, len(ds.train), len(ds.test), ds.num_classes) == ((4, 4, 3), 6, 4, 2)
+    import tensorflow_datasets as tfds
+
+    info = tfds.builder_from_directory(str(tmp_path / "d" / "pets" / "1.0.0")).info
+    assert info.features["label"].names == ["cat", "dog"]  # sorted folder names, in order
+    # explicit train/ and test/ trees are kept as they are
+    image_tree(tmp_path / "split" / "train", per_class=3)
+    image_tree(tmp_path / "split" / "test", per_class=2)
+    prepare.prepare("folder", str(tmp_path / "split"), str(tmp_path / "d"), name="pets2")
+    ds = data.load("pets2", data_dir=str(tmp_path / "d"))
+    assert (len(ds.train), len(ds.test), ds.image_shape) == (6, 4, (6, 8, 3))
+    with pytest.raises(data.DataError, match="give the dataset a lower-case name"):
+        prepare.prepare("folder", str(tmp_path / "split"), str(tmp_path / "d"), name="My Set")
+
+
+def test_fashion_mnist_is_prepared_from_the_debian_files_on_first_use(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, "FASHION_MNIST_DEBIAN", str(tmp_path / "absent"))
+    with pytest.raises(data.DataError, match="apt-get install dataset-fashion-mnist"):
+        data.load("fashion_mnist", data_dir=str(tmp_path / "d"))
+    write_mnist(tmp_path / "debian", n_train=12, n_test=4)
+    monkeypatch.setattr(prepare, "FASHION_MNIST_DEBIAN", str(tmp_path / "debian"))
+    ds = data.load("fashion_mnist", data_dir=str(tmp_path / "d"))
+    assert (len(ds.train), len(ds.test), ds.spec.flip) == (12, 4, True)
+
+
+def test_cli_prepares_and_bad_sources_are_one_line_errors(tmp_path):
+    write_mnist(tmp_path / "src", n_train=8, n_test=4)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cnnlab.data.prepare", *a], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=300)  # fmt: skip
+    ok = run("mnist", f"--source={tmp_path / 'src'}", f"--data_dir={tmp_path / 'd'}")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert f"--config.data.name=mnist --config.data.data_dir={tmp_path / 'd'}" in ok.stdout
+    bad = run("cifar10", f"--source={tmp_path / 'nope.tar.gz'}", f"--data_dir={tmp_path / 'd'}")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert (
+        bad.stderr.strip().splitlines()[-1].startswith("error: --source=")
+        and "does not exist" in bad.stderr
+    )
