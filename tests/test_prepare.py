@@ -207,3 +207,23 @@ def test_cli_prepares_and_bad_sources_are_one_line_errors(tmp_path):
         bad.stderr.strip().splitlines()[-1].startswith("error: --source=")
         and "does not exist" in bad.stderr
     )
+
+
+def test_download_verifies_checksums_and_keeps_nothing_bad(tmp_path, monkeypatch):
+    """--download's fetch, on file:// URLs (no network here): a matching digest is kept, a wrong
+    one is deleted with a one-line error, and the fetched files prepare like any source."""
+    import hashlib
+
+    arrays = write_mnist(tmp_path / "server", n_train=8, n_test=4)
+    files = sorted((tmp_path / "server").iterdir())
+    table = tuple((f.as_uri(), "sha256", hashlib.sha256(f.read_bytes()).hexdigest()) for f in files)
+    monkeypatch.setitem(prepare.DOWNLOADS, "mnist", table)
+    src = prepare.download("mnist", tmp_path / "dl")
+    assert sorted(p.name for p in src.iterdir()) == [f.name for f in files]
+    prepare.prepare("mnist", str(src), str(tmp_path / "d"))
+    assert len(data.load("mnist", data_dir=str(tmp_path / "d")).train) == len(arrays["train"][0])
+    bad = ((files[0].as_uri(), "md5", "0" * 32),)
+    monkeypatch.setitem(prepare.DOWNLOADS, "cifar10", bad)
+    with pytest.raises(data.DataError, match=r"has md5 [0-9a-f]{32}, expected 0{32}; the file was"):
+        prepare.download("cifar10", tmp_path / "dl2")
+    assert list((tmp_path / "dl2").iterdir()) == []  # neither the file nor its .part is left

@@ -10,7 +10,8 @@ Writes DATA_DIR/<name>/1.0.0/ (default $CNNLAB_DATA_DIR or ~/.cache/cnnlab/tenso
 which `--config.data.name=<name> --config.data.data_dir=DATA_DIR` reads. The training split's
 per-channel mean and std (of pixel / 255) and the class names are stored with the dataset. TFDS
 writes into an `incomplete.*` folder and renames it when done, so a reader never finds half a
-dataset. Nothing is downloaded.
+dataset. Nothing is downloaded unless `--download` asks for the official archives (checksums
+verified; mnist, fashion_mnist, cifar10, cifar100).
 """
 
 import gzip
@@ -204,6 +205,81 @@ def read_folder(root: Path, image_size: int = 0, test_fraction: float = 0.2, see
     return splits, classes
 
 
+# --- downloads (only with --download): the canonical archives, each checked before it is kept
+
+_MNIST = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+_FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+DOWNLOADS = {  # dataset: ((url, algorithm, digest), ...); sums as TFDS and torchvision list them
+    "mnist": (
+        (_MNIST + "train-images-idx3-ubyte.gz", "sha256",
+         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        (_MNIST + "train-labels-idx1-ubyte.gz", "sha256",
+         "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        (_MNIST + "t10k-images-idx3-ubyte.gz", "sha256",
+         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        (_MNIST + "t10k-labels-idx1-ubyte.gz", "sha256",
+         "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    ),
+    "fashion_mnist": (
+        (_FASHION + "train-images-idx3-ubyte.gz", "sha256",
+         "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+        (_FASHION + "train-labels-idx1-ubyte.gz", "sha256",
+         "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+        (_FASHION + "t10k-images-idx3-ubyte.gz", "sha256",
+         "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+        (_FASHION + "t10k-labels-idx1-ubyte.gz", "sha256",
+         "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+    ),
+    "cifar10": (
+        ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "md5",
+         "c58f30108f718f92721af3b95e74349a"),
+    ),
+    "cifar100": (
+        ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "md5",
+         "eb9058c3a382ffc7106e4002c42a8d85"),
+    ),
+}  # fmt: skip
+
+
+def download(dataset: str, dest: Path) -> Path:
+    """Fetch `dataset`'s official files into dest (kept files are skipped); -> the source path.
+
+    Each file lands as `<name>.part` and is renamed only once its checksum matches."""
+    import hashlib
+    import urllib.request
+
+    if dataset not in DOWNLOADS:
+        raise DataError(f"--download: {dataset!r} has no canonical archive; pass --source=PATH")
+    dest.mkdir(parents=True, exist_ok=True)
+    for url, algorithm, digest in DOWNLOADS[dataset]:
+        target = dest / url.rsplit("/", 1)[-1]
+        if target.exists():
+            continue
+        part = target.with_name(target.name + ".part")
+        h = hashlib.new(algorithm)
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r, open(part, "wb") as f:
+                while chunk := r.read(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+        except OSError as e:
+            part.unlink(missing_ok=True)
+            raise DataError(
+                f"--download: cannot fetch {url} ({e}); without a network, copy the file to "
+                f"{dest} and pass --source={dest}"
+            ) from None
+        if h.hexdigest() != digest:
+            part.unlink()
+            raise DataError(
+                f"--download: {url} has {algorithm} {h.hexdigest()}, expected {digest}; the file "
+                f"was deleted: try again, or fetch it by hand"
+            )
+        part.rename(target)
+    return (
+        dest if len(DOWNLOADS[dataset]) > 1 else dest / DOWNLOADS[dataset][0][0].rsplit("/", 1)[-1]
+    )
+
+
 # --- writer
 
 
@@ -340,10 +416,18 @@ def main(argv=None) -> int:
     p.add_argument("--test_fraction", type=float, default=0.2, help="folder without test/")
     p.add_argument("--seed", type=int, default=0, help="folder: the split's seed")
     p.add_argument("--labels", choices=("fine", "coarse"), default="fine", help="cifar100")
+    p.add_argument("--download", action="store_true",
+                   help="fetch the official files (checksums verified) into --source or "
+                        "DATA_DIR/downloads/<dataset> first")  # fmt: skip
     a = p.parse_args(argv)
+    data_dir = a.data_dir or default_data_dir()
     try:
+        if a.download:
+            a.source = str(
+                download(a.dataset, Path(a.source or Path(data_dir) / "downloads" / a.dataset))
+            )
         path = prepare(
-            a.dataset, a.source, a.data_dir or default_data_dir(), name=a.name,
+            a.dataset, a.source, data_dir, name=a.name,
             image_size=a.image_size, test_fraction=a.test_fraction, seed=a.seed, labels=a.labels,
         )  # fmt: skip
     except DataError as e:
