@@ -78,7 +78,7 @@ def curves(results, axes, workdir: Path, made: list[str]) -> None:
     combos = list(itertools.product(*(a.values for a in panels)))
     plt = _plt()
     fig, grid = plt.subplots(
-        2, len(combos), figsize=(3.4 * len(combos), 5.6), sharey="row", squeeze=False
+        2, len(combos), figsize=(3.4 * len(combos), 5.6), sharex="col", sharey="row", squeeze=False
     )
     for j, combo in enumerate(combos):
         for v in line.values:
