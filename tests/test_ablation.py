@@ -288,3 +288,16 @@ def test_paper_config_is_valid_and_warms_up_only_resnet110():
     d = ablate_default.get_config()
     steps = {o["model.kwargs.depth"]: cell_config(d, o).train.steps for o in ablation.check_grid(d)}
     assert steps == {8: 150, 20: 150, 56: 250}
+
+
+def test_fashion_mnist_study_config_is_valid():
+    from cnnlab.ablation.grid import cell_config
+    from experiments.configs import ablate_fashion_mnist
+
+    c = ablate_fashion_mnist.get_config()
+    cells = ablation.check_grid(c)
+    assert len(cells) == 36
+    cfgs = [cell_config(c, o) for o in cells]
+    assert {(x.data.name, x.data.image_size, x.train.steps, x.train.eval_every) for x in cfgs} == {
+        ("fashion_mnist", 14, 400, 400)
+    }
