@@ -19,6 +19,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    if not _WORKDIR.value.strip():  # '' would write checkpoints into the current directory
+        sys.exit("error: --workdir is empty; pass the directory for checkpoints and logs")
     runtime.start()  # jax.distributed when configured; compilation cache ~/.cache/cnnlab/jax
     try:
         metrics = train.train(_CONFIG.value, _WORKDIR.value).metrics

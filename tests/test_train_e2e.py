@@ -130,3 +130,15 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_
     if kept:  # every kept checkpoint holds finite parameters
         _, state = final_params(tmp_path / "w")
         assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+
+
+def test_empty_workdir_is_an_error_and_writes_nothing(tmp_path):
+    env = {**os.environ, "CNNLAB_DATA_DIR": str(tmp_path / "data"), "JAX_PLATFORMS": "cpu"}
+    config = "--config=" + str(ROOT / "experiments/configs/base.py")
+    cmd = [sys.executable, "-m", "experiments.train", config, "--workdir="]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: --workdir is empty; pass the directory for checkpoints and logs"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no checkpoints, config or logs
