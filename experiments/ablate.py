@@ -30,6 +30,9 @@ def main(argv):
     workdir = Path(_WORKDIR.value or Path("runs") / c.name).absolute()
     if workdir.exists() and not workdir.is_dir():
         sys.exit(f"error: --workdir={workdir} exists and is not a directory; pass another path")
+    # first, before any JAX call (jax.distributed); writes nothing. Identical cells across
+    # seeds reuse compiled code, also across processes and re-runs.
+    runtime.start(default_cache=str(workdir / "jax_cache"))
     try:  # every cell's config is checked before anything is written
         if _REPORT_ONLY.value:
             ablation.shard(ablation.expand(c.grid), _SHARD.value)
@@ -38,8 +41,6 @@ def main(argv):
     except ValueError as e:
         sys.exit(f"error: {e}")
     workdir.mkdir(parents=True, exist_ok=True)
-    # identical cells across seeds reuse compiled code, also across processes and re-runs
-    runtime.start(default_cache=str(workdir / "jax_cache"))
     print(f"workdir: {workdir}")
     if not _REPORT_ONLY.value:
         ablation.run_grid(c, workdir, shard=_SHARD.value)

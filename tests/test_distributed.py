@@ -116,6 +116,37 @@ def test_two_processes_match_one_process(tmp_path):
     assert config["data"]["batch_size"] == 32
 
 
+def test_ablation_grid_on_two_processes(tmp_path):
+    """experiments.ablate starts jax.distributed before its first JAX call (validating the grid
+    asks for the device count), and process 0 alone writes the report."""
+    address = f"127.0.0.1:{free_port()}"
+    grid = "(('model.kwargs.depth',(8,)),('seed',(0,)))"
+    cmd = [sys.executable, "-m", "experiments.ablate", f"--workdir={tmp_path / 'g'}",
+           "--config.train.steps=2", "--config.train.eval_every=2", "--config.train.log_every=1",
+           "--config.grad_norm_steps=(0,)", f"--config.grid={grid}"]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(
+                tmp_path,
+                1,
+                JAX_COORDINATOR_ADDRESS=address,
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(i),
+            ),
+        )
+        for i in range(2)
+    ]
+    outs = [finish(p) for p in procs]
+    assert "## Claims" not in outs[1] and "wrote results.csv" in outs[0]
+    result = json.loads((tmp_path / "g" / "cells" / "depth=8,seed=0" / "result.json").read_text())
+    assert result["status"] == "done"
+
+
 def test_initialize_modes(monkeypatch):
     assert distributed.initialize("off") is False
     monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
