@@ -150,6 +150,11 @@ def _add_gains(rows: list[dict], results: list[CellResult], axes: list[Axis]) ->
                 row[f"{name}_mean"], row[f"{name}_std"] = p.mean, p.std
 
 
+def row_in(row: dict, axes: list[Axis], values) -> bool:
+    """Whether a results row has these values on these axes."""
+    return all(row[a.name] == v for a, v in zip(axes, values, strict=True))
+
+
 def sort_rows(rows: list[dict], axes: list[Axis]) -> list[dict]:
     """Numerically along numeric axes, in grid order along the others."""
     return sorted(rows, key=lambda r: tuple(a.position(r[a.name]) for a in axes))
@@ -189,3 +194,27 @@ def write_tables(rows: list[dict], axes: list[Axis], workdir: Path) -> None:
         cells.append(f"{r['seeds'] - r['failed']}/{r['seeds']}")
         lines.append("| " + " | ".join(cells) + " |")
     (workdir / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def gradient_cells(results: list[CellResult], axes: list[Axis]):
+    """The cells whose gradients the report shows: at the largest value of the first numeric
+    axis, the other categorical axes at baseline, first seed, one per value of the first
+    categorical axis that varies (e.g. skip: plain vs residual).
+
+    -> (label like 'depth=56 ', that axis or None, {value: cell}).
+    """
+    numeric = [a for a in axes if a.numeric]
+    cats = [a for a in axes if not a.numeric]
+    if not cats:
+        return "", None, {}
+    n = (numeric or [None])[0]
+    c = next((a for a in cats if len(a.values) > 1), cats[0])
+    at = {n.key: n.values[-1]} if n else {}
+    picked = {}
+    for v in c.values:
+        want = {a.key: a.baseline for a in cats} | at | {c.key: v}
+        cells = [r for r in results if r.done and r.grad_norms
+                 and all(label(r.overrides.get(k)) == x for k, x in want.items())]  # fmt: skip
+        if cells:
+            picked[v] = min(cells, key=lambda r: str(r.overrides.get(SEED, 0)))
+    return (f"{n.name}={n.values[-1]} " if n else ""), c, picked

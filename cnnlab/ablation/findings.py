@@ -16,7 +16,7 @@ import dataclasses
 import itertools
 import statistics
 
-from cnnlab.ablation.aggregate import SEED, Axis, by_seed, sort_rows
+from cnnlab.ablation.aggregate import SEED, Axis, by_seed, gradient_cells, row_in, sort_rows
 from cnnlab.ablation.grid import label
 from cnnlab.ablation.result import CellResult
 from cnnlab.stats import paired
@@ -71,7 +71,7 @@ def trend_findings(
         for combo in itertools.product(*(b.values for b in others)):
             where = {b.key: v for b, v in zip(others, combo, strict=True)}
             ends = [
-                next((r for r in rows if r[a.name] == v and _in(r, others, combo)), None)
+                next((r for r in rows if r[a.name] == v and row_in(r, others, combo)), None)
                 for v in (a.values[0], a.values[-1])
             ]
             if None in ends:
@@ -100,10 +100,6 @@ def trend_findings(
             )
             out.append(Finding(a.key, where, verdicts, text))
     return out
-
-
-def _in(row, axes, combo) -> bool:
-    return all(row[b.name] == v for b, v in zip(axes, combo, strict=True))
 
 
 def paired_findings(results: list[CellResult], axes: list[Axis]) -> list[Finding]:
@@ -162,29 +158,10 @@ def judge_claims(claims, found: list[Finding]) -> list[str]:
 
 
 def gradient_findings(results: list[CellResult], axes: list[Axis]) -> list[str]:
-    """Per-layer gradient norms and activation sparsity at the largest value of the first numeric
-    axis, first seed, one line per value of the first categorical axis (others at baseline)."""
-    numeric = [a for a in axes if a.numeric]
-    cats = [a for a in axes if not a.numeric]
-    if not cats:
-        return []
-    n = (numeric or [None])[0]
-    c = next((a for a in cats if len(a.values) > 1), cats[0])  # e.g. skip: plain vs residual
-    at = {n.key: n.values[-1]} if n else {}  # the largest value of the numeric axis
-    where = f"{n.name}={n.values[-1]} " if n else ""
+    """Per-layer gradient norms and activation sparsity of the `gradient_cells`."""
+    where, c, picked = gradient_cells(results, axes)
     out = []
-    for v in c.values:
-        want = {a.key: a.baseline for a in cats} | at | {c.key: v}
-        cells = [
-            r
-            for r in results
-            if r.done
-            and r.grad_norms
-            and all(label(r.overrides.get(k)) == x for k, x in want.items())
-        ]
-        if not cells:
-            continue
-        r = min(cells, key=lambda r: str(r.overrides.get(SEED, 0)))
+    for v, r in picked.items():
         for step in sorted(r.grad_norms, key=int):
             norms = [x for _, x in r.grad_norms[step]]
             when = "at initialisation" if step == "0" else f"at step {step}"
@@ -227,7 +204,7 @@ def twins_note(rows: list[dict], axes: list[Axis], recipe: dict) -> list[str]:
         return []
     others = [a for a in axes if a is not skip]
     same = all(
-        len({r["params"] for r in rows if _in(r, others, combo)}) <= 1
+        len({r["params"] for r in rows if row_in(r, others, combo)}) <= 1
         for combo in itertools.product(*(a.values for a in others))
     )
     text = (

@@ -13,8 +13,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from cnnlab.ablation.aggregate import SEED, Axis, config_of
-from cnnlab.ablation.grid import label
+from cnnlab.ablation.aggregate import Axis, config_of, gradient_cells, row_in
 from cnnlab.ablation.result import CellResult
 
 
@@ -108,7 +107,7 @@ def versus(rows, axes, workdir: Path, made: list[str], acc: str) -> None:
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for combo in itertools.product(*(a.values for a in panels)):
-        rs = [r for r in rows if all(r[a.name] == v for a, v in zip(panels, combo, strict=True))]
+        rs = [r for r in rows if row_in(r, panels, combo)]
         rs = sorted(rs, key=lambda r: float(r[line.name]))
         if not rs:
             continue
@@ -162,21 +161,7 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
 
 
 def grad_norms(results, axes, workdir: Path, made: list[str]) -> None:
-    numeric = [a for a in axes if a.numeric]
-    cats = [a for a in axes if not a.numeric]
-    if not cats:
-        return
-    n = (numeric or [None])[0]
-    c = next((a for a in cats if len(a.values) > 1), cats[0])  # e.g. skip: plain vs residual
-    at = {n.key: n.values[-1]} if n else {}  # the largest value of the numeric axis
-    where = f"{n.name}={n.values[-1]} " if n else ""
-    picked = {}
-    for v in c.values:
-        want = {a.key: a.baseline for a in cats} | at | {c.key: v}
-        cells = [r for r in results if r.done and r.grad_norms
-                 and all(label(r.overrides.get(k)) == x for k, x in want.items())]  # fmt: skip
-        if cells:
-            picked[v] = min(cells, key=lambda r: str(r.overrides.get(SEED, 0)))
+    where, c, picked = gradient_cells(results, axes)
     steps = sorted({s for r in picked.values() for s in r.grad_norms}, key=int)
     if not steps:
         return
