@@ -91,23 +91,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def two_process_envs(tmp_path, devices: int) -> list[dict]:
+    """Environments of processes 0 and 1 of one jax.distributed job on this machine."""
+    address = f"127.0.0.1:{free_port()}"
+    cluster = {"JAX_COORDINATOR_ADDRESS": address, "JAX_NUM_PROCESSES": "2"}
+    return [env(tmp_path, devices, **cluster, JAX_PROCESS_ID=str(i)) for i in range(2)]
+
+
 def test_two_processes_match_one_process(tmp_path):
     """Two processes on this machine (2 CPU devices each) through jax.distributed: per-process
     data slices, global batches, and one multi-process orbax checkpoint."""
-    address = f"127.0.0.1:{free_port()}"
-    procs = [
-        run_train(
-            tmp_path / "multi",
-            env(
-                tmp_path,
-                2,
-                JAX_COORDINATOR_ADDRESS=address,
-                JAX_NUM_PROCESSES="2",
-                JAX_PROCESS_ID=str(i),
-            ),
-        )
-        for i in range(2)
-    ]
+    procs = [run_train(tmp_path / "multi", e) for e in two_process_envs(tmp_path, 2)]
     outs = [finish(p) for p in procs]
     assert "final test metrics" in outs[0]
     finish(run_train(tmp_path / "single", env(tmp_path, 4)))
@@ -119,27 +113,15 @@ def test_two_processes_match_one_process(tmp_path):
 def test_ablation_grid_on_two_processes(tmp_path):
     """experiments.ablate starts jax.distributed before its first JAX call (validating the grid
     asks for the device count), and process 0 alone writes the report."""
-    address = f"127.0.0.1:{free_port()}"
     grid = "(('model.kwargs.depth',(8,)),('seed',(0,)))"
     cmd = [sys.executable, "-m", "experiments.ablate", f"--workdir={tmp_path / 'g'}",
            "--config.train.steps=2", "--config.train.eval_every=2", "--config.train.log_every=1",
            "--config.grad_norm_steps=(0,)", f"--config.grid={grid}"]  # fmt: skip
     procs = [
         subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env(
-                tmp_path,
-                1,
-                JAX_COORDINATOR_ADDRESS=address,
-                JAX_NUM_PROCESSES="2",
-                JAX_PROCESS_ID=str(i),
-            ),
+            cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        for i in range(2)
+        for e in two_process_envs(tmp_path, 1)
     ]
     outs = [finish(p) for p in procs]
     assert "## Claims" not in outs[1] and "wrote results.csv" in outs[0]
