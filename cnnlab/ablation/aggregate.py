@@ -66,6 +66,13 @@ def verdict_acc(r: CellResult) -> float:
     return r.metrics.get("precise_bn/accuracy", r.metrics.get("accuracy", math.nan))
 
 
+def acc_column(rows: list[dict]) -> str:
+    """The rows' verdict accuracy column: PreciseBN's when the runs recorded it."""
+    return (
+        "test_acc_precise_bn" if any("test_acc_precise_bn_mean" in r for r in rows) else "test_acc"
+    )
+
+
 def gain_name(axis: Axis, axes: list[Axis]) -> str:
     """'side' for side_taps, 'skip' for skip: the first word, unless another axis shares it."""
     short = axis.name.split("_")[0]
@@ -180,7 +187,7 @@ def write_tables(rows: list[dict], axes: list[Axis], workdir: Path) -> None:
     w.writerows(rows)
     (workdir / "results.csv").write_text(buf.getvalue())
     stats = [("test_acc", "test acc")]
-    if any("test_acc_precise_bn_mean" in r for r in rows):
+    if acc_column(rows) == "test_acc_precise_bn":
         stats.append(("test_acc_precise_bn", "test acc, PreciseBN"))
     stats += [("train_loss", "final train loss"), ("train_acc", "train acc (eval mode)")]
     gains = [g[: -len("_mean")] for g in fields if g.endswith("_gain_mean")]

@@ -16,7 +16,15 @@ import dataclasses
 import itertools
 import statistics
 
-from cnnlab.ablation.aggregate import SEED, Axis, by_seed, gradient_cells, row_in, sort_rows
+from cnnlab.ablation.aggregate import (
+    SEED,
+    Axis,
+    acc_column,
+    by_seed,
+    gradient_cells,
+    row_in,
+    sort_rows,
+)
 from cnnlab.ablation.grid import label
 from cnnlab.ablation.result import CellResult
 from cnnlab.stats import paired
@@ -48,12 +56,6 @@ def _group_label(where: dict) -> str:
     return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in where.items()) or "all cells"
 
 
-def _acc_name(rows) -> str:
-    return (
-        "test_acc_precise_bn" if any("test_acc_precise_bn_mean" in r for r in rows) else "test_acc"
-    )
-
-
 def _seeds_where(a: dict, b: dict, better) -> str:
     """'k of n seeds' for which better(a[seed], b[seed]) holds, over the seeds both have."""
     seeds = [k for k in a if k in b]
@@ -63,7 +65,7 @@ def _seeds_where(a: dict, b: dict, better) -> str:
 def trend_findings(
     rows: list[dict], axes: list[Axis], results: list[CellResult] = ()
 ) -> list[Finding]:
-    out, acc = [], _acc_name(rows)
+    out, acc = [], acc_column(rows)
     losses = by_seed(results, axes, lambda r: r.train_loss)
     accs = by_seed(results, axes)
     for a in (a for a in axes if a.numeric):

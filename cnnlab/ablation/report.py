@@ -4,7 +4,7 @@ results.md, the figures and report.md (recipe, rules, claims, findings, time).""
 import json
 from pathlib import Path
 
-from cnnlab.ablation.aggregate import TIMING, aggregate, axes_of, write_tables
+from cnnlab.ablation.aggregate import TIMING, acc_column, aggregate, axes_of, write_tables
 from cnnlab.ablation.findings import RULES, findings
 from cnnlab.ablation.plots import plots
 from cnnlab.ablation.result import CellResult, load_results
@@ -57,9 +57,7 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
     axes = axes_of(results, spec)
     rows = aggregate(results, spec)
     write_tables(rows, axes, workdir)
-    acc = (
-        "test_acc_precise_bn" if any("test_acc_precise_bn_mean" in r for r in rows) else "test_acc"
-    )
+    acc = acc_column(rows)
     made = plots(results, rows, axes, workdir, acc)
     f = findings(results, rows, axes, spec)
     seeds = sorted({str(r.overrides.get("seed", 0)) for r in results})
