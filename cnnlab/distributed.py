@@ -15,6 +15,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from cnnlab.errors import ConfigError, describe
+
 MODES = ("auto", "on", "off")
 
 
@@ -37,23 +39,38 @@ def initialize(mode: str = "auto") -> bool:
     CNNLAB_DISTRIBUTED=1. mode='on' always calls it (auto-detection), 'off' never.
     """
     if mode not in MODES:
-        raise ValueError(f"--distributed={mode!r} is not allowed; use one of {list(MODES)}")
+        raise ConfigError(f"--distributed={mode!r} is not allowed; use one of {list(MODES)}")
     if mode == "off" or jax.distributed.is_initialized():
         return False
     address = os.environ.get("JAX_COORDINATOR_ADDRESS")
     if address:
         n, i = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
         if n is None or i is None:
-            raise ValueError(
+            raise ConfigError(
                 f"JAX_COORDINATOR_ADDRESS={address} is set but JAX_NUM_PROCESSES / "
                 f"JAX_PROCESS_ID are not; set all three on every process"
             )
-        jax.distributed.initialize(address, num_processes=int(n), process_id=int(i))
+        if not (n.isdigit() and i.isdigit() and int(i) < int(n)):
+            raise ConfigError(
+                f"JAX_NUM_PROCESSES={n!r} / JAX_PROCESS_ID={i!r} must be integers with "
+                f"0 <= JAX_PROCESS_ID < JAX_NUM_PROCESSES"
+            )
+        _start(address, num_processes=int(n), process_id=int(i))
         return True
     if mode == "on" or _cluster_detected():
-        jax.distributed.initialize()
+        _start()
         return True
     return False
+
+
+def _start(*args, **kwargs) -> None:
+    try:
+        jax.distributed.initialize(*args, **kwargs)
+    except Exception as e:  # unreachable coordinator, a cluster it cannot detect, ...
+        raise ConfigError(
+            f"jax.distributed.initialize failed ({describe(e)}); check JAX_COORDINATOR_ADDRESS, "
+            f"JAX_NUM_PROCESSES and JAX_PROCESS_ID on every process, or pass --distributed=off"
+        ) from None
 
 
 def data_mesh() -> Mesh:

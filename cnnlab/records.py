@@ -1,6 +1,7 @@
 """Files that runs and reports share: atomic JSON writes and the metrics.jsonl log."""
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -17,10 +18,20 @@ def write_json_atomic(path: Path, obj) -> None:
 def read_metrics(run: Path) -> dict[tuple[str, int], dict]:
     """A run's metrics.jsonl as {(split, step): metrics}; a resumed run's re-logged steps keep
     the last record."""
-    path = Path(run) / "metrics.jsonl"
     out = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            m = json.loads(line)
-            out[(m.pop("split"), m.pop("step"))] = m
+    for m in read_jsonl(Path(run) / "metrics.jsonl"):
+        key = (m.pop("split"), m.pop("step"))
+        out[key] = {k: math.nan if v is None else v for k, v in m.items()}  # null: NaN
+    return out
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The whole JSON records of a .jsonl file, [] if there is none (a line cut short by a
+    kill is dropped)."""
+    out = []
+    for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
     return out

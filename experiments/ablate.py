@@ -6,18 +6,17 @@ results.md, figures and report.md to WORKDIR (default runs/<config name>). Shard
 (--shard=i/N, e.g. on several hosts) write their cells; --report_only merges all cells found.
 """
 
-import sys
 from pathlib import Path
 
 import jax
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from cnnlab import ablation
-from experiments import runtime
+from experiments import cli, runtime
 
 DEFAULT_CONFIG = str(Path(__file__).parent / "configs" / "ablate_default.py")
-_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Grid config file.")
+_CONFIG = config_flags.DEFINE_config_file("config", None, f"Grid config file ({DEFAULT_CONFIG}).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config name>).")
 _SHARD = flags.DEFINE_string("shard", "0/1", "Run only cells i, i+N, ... of the grid (i/N).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only (re)build the report from cells.")
@@ -27,32 +26,24 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     c = _CONFIG.value
-    workdir = Path(_WORKDIR.value or Path("runs") / c.name).absolute()
-    if workdir.exists() and not workdir.is_dir():
-        sys.exit(f"error: --workdir={workdir} exists and is not a directory; pass another path")
+    workdir = runtime.workdir(_WORKDIR.value, default=Path("runs") / str(c.get("name", "grid")))
     # first, before any JAX call (jax.distributed); writes nothing. Identical cells across
     # seeds reuse compiled code, also across processes and re-runs.
     runtime.start(default_cache=str(workdir / "jax_cache"))
-    try:  # every cell's config is checked before anything is written
-        if _REPORT_ONLY.value:
-            ablation.shard(ablation.expand(c.grid), _SHARD.value)
-        else:
-            ablation.check_grid(c, _SHARD.value)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    if _REPORT_ONLY.value:  # every cell's config is checked before anything is written
+        ablation.shard(ablation.expand(c.grid), _SHARD.value)
+    else:
+        ablation.check_grid(c, _SHARD.value)
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"workdir: {workdir}")
     if not _REPORT_ONLY.value:
         ablation.run_grid(c, workdir, shard=_SHARD.value)
     if jax.process_index() > 0:  # process 0 writes the report (every process ran every cell)
         return
-    try:
-        out = ablation.write_report(workdir, f"Ablation: {c.name}")
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    out = ablation.write_report(workdir, f"Ablation: {c.name}")
     print(f"wrote results.csv, results.md, report.md and {len(out['plots'])} figures to {workdir}")
     print((workdir / "report.md").read_text().split("## Figures")[0])
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, default_config=DEFAULT_CONFIG)

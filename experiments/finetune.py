@@ -4,13 +4,11 @@ Pre-trains (when config.finetune.source is empty), fine-tunes in two phases per 
 scratch for comparison (config.study.scratch) and writes DIR/report.md. Re-running resumes.
 """
 
-import sys
-
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from cnnlab import data, finetune, train
-from experiments import runtime
+from cnnlab import finetune
+from experiments import cli, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where runs, checkpoints and the report go.")
@@ -20,11 +18,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    workdir = runtime.workdir(_WORKDIR.value)
     runtime.start()  # jax.distributed when configured; compilation cache ~/.cache/cnnlab/jax
-    try:
-        report = finetune.run_study(_CONFIG.value, _WORKDIR.value)
-    except (train.ConfigError, data.DataError, train.CheckpointError, train.NonFiniteLoss) as e:
-        sys.exit(f"error: {e}")
+    report = finetune.run_study(_CONFIG.value, workdir)
     if not report.exists():  # processes > 0 of a multi-host run: process 0 writes it
         return
     text = report.read_text()
@@ -35,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,8 +1,11 @@
 """Flags every entry point shares: the distributed runtime and the compilation cache."""
 
+from pathlib import Path
+
 from absl import flags
 
 from cnnlab import distributed
+from cnnlab.errors import ConfigError
 
 DISTRIBUTED = flags.DEFINE_enum(
     "distributed",
@@ -21,3 +24,19 @@ COMPILE_CACHE = flags.DEFINE_string(
 def start(default_cache: str | None = None) -> None:
     """Call first in main(): distributed runtime, compilation cache, fast init."""
     distributed.start(DISTRIBUTED.value, COMPILE_CACHE.value or default_cache)
+
+
+def workdir(value: str | None, default: Path | None = None) -> Path:
+    """--workdir as an absolute path; empty (it would write into the current directory) or a
+    file where the directory should be is a ConfigError. Creates nothing."""
+    if value is not None and not value.strip():
+        raise ConfigError("--workdir is empty; pass the directory for checkpoints and logs")
+    path = Path(value or default).expanduser().absolute()
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(
+                    f"--workdir={path}: {p} is a file, not a directory; pass another --workdir"
+                )
+            break
+    return path

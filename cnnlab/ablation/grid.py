@@ -3,9 +3,30 @@
 import copy
 import itertools
 
+from cnnlab.errors import ConfigError
+
+
+def check_axes(axes) -> None:
+    """config.grid must be ((dotted key, (value, ...)), ...), every axis with a value."""
+    form = "config.grid must be ((dotted key, (value, ...)), ...), e.g. (('seed', (0, 1)),)"
+    if not isinstance(axes, (tuple, list)) or not axes:
+        raise ConfigError(f"{form}; got {axes!r}")
+    for axis in axes:
+        if not (isinstance(axis, (tuple, list)) and len(axis) == 2 and isinstance(axis[0], str)):
+            raise ConfigError(f"{form}; got the axis {axis!r}")
+        key, values = axis
+        if not isinstance(values, (tuple, list)):
+            raise ConfigError(f"config.grid axis {key!r}: values must be a tuple; got {values!r}")
+        if not values:
+            raise ConfigError(f"config.grid axis {key!r} has no values; give it at least one")
+    names = [k for k, _ in axes]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"config.grid names a key twice: {names}")
+
 
 def expand(axes) -> list[dict]:
     """axes: ((dotted config key, values), ...) -> [{key: value, ...}] in row-major order."""
+    check_axes(axes)
     keys = [k for k, _ in axes]
     return [
         dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))
@@ -30,13 +51,13 @@ def apply(config, overrides: dict):
     for key, value in overrides.items():
         node, *path, leaf = [c, *key.split(".")]
         for part in path:
-            if part not in node:
-                raise ValueError(f"grid key {key!r}: config has no {part!r}")
+            if not hasattr(node, "keys") or part not in node:
+                raise ConfigError(f"grid key {key!r}: config has no {part!r}")
             node = node[part]
         if leaf not in node and path[-1:] != [
             "kwargs"
         ]:  # kwargs: any model field (validated later)
-            raise ValueError(f"grid key {key!r}: config has no {leaf!r}")
+            raise ConfigError(f"grid key {key!r}: config has no {leaf!r}")
         with node.ignore_type(), node.unlocked():  # config_flags locks configs
             node[leaf] = value
     return c
@@ -48,7 +69,7 @@ def shard(cells: list, spec: str) -> list:
         i, n = (int(x) for x in spec.split("/"))
         assert 0 <= i < n
     except (ValueError, AssertionError):
-        raise ValueError(f"--shard must be i/N with 0 <= i < N; got {spec!r}") from None
+        raise ConfigError(f"--shard must be i/N with 0 <= i < N; got {spec!r}") from None
     return cells[i::n]
 
 

@@ -8,6 +8,7 @@ from cnnlab.ablation.aggregate import TIMING, acc_column, aggregate, axes_of, wr
 from cnnlab.ablation.findings import RULES, findings
 from cnnlab.ablation.plots import plots
 from cnnlab.ablation.result import CellResult, load_results
+from cnnlab.errors import ConfigError
 
 
 def time_split(results: list[CellResult]) -> list[str]:
@@ -48,7 +49,7 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
     workdir = Path(workdir)
     results = load_results(workdir)
     if not results:
-        raise ValueError(
+        raise ConfigError(
             f"no cell results under {workdir / 'cells'}; run the grid first (without "
             f"--report_only) or point --workdir at a grid's directory"
         )

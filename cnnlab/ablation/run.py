@@ -18,10 +18,10 @@ from cnnlab import data, train
 from cnnlab.ablation.diagnostics import activation_sparsity, layer_grad_norms
 from cnnlab.ablation.grid import cell_config, cell_name, expand, label, shard
 from cnnlab.ablation.result import CellResult
+from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.records import read_metrics, write_json_atomic
 from cnnlab.summary import summary
 
-FAILURES = (train.ConfigError, data.DataError, train.NonFiniteLoss, train.CheckpointError)
 TAIL = 0.1  # final training loss: mean over this last fraction of the steps
 
 
@@ -64,7 +64,7 @@ def run_cell(config, overrides: dict, cell_dir: Path) -> CellResult:
     diag = Diagnostics(cell_dir, cfg.get("grad_norm_steps", (0,)), cfg.train.steps)
     try:
         res = train.train(cfg, cell_dir / "run", progress=False, hook=diag)
-    except FAILURES as e:
+    except CnnlabError as e:
         result.reason = str(e).split(". ")[0]
         return result
     x = next(iter(data.eval_batches(res.dataset, 64, image_size=cfg.data.image_size or None)))
@@ -123,7 +123,10 @@ def check_grid(config, spec: str = "0/1") -> list[dict]:
     """The cells of this shard, each config checked before anything trains (ValueError)."""
     cells = shard(expand(config.grid), spec)
     for overrides in cells:
-        train.validate(cell_config(config, overrides))
+        try:
+            train.validate(cell_config(config, overrides))
+        except ConfigError as e:
+            raise ConfigError(f"grid cell {cell_name(overrides)}: {e}") from None
     return cells
 
 

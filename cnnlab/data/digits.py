@@ -45,12 +45,33 @@ class CnnlabDigits(tfds.core.GeneratorBasedBuilder):
 
 
 def prepare(data_dir: str) -> None:
-    """Write the dataset into data_dir (a no-op when it is already there).
+    """Write the dataset into data_dir (a no-op when it is already there)."""
+    write_quietly(CnnlabDigits, data_dir)
 
-    Safe when several processes share data_dir: TFDS writes into an incomplete.* directory and
-    renames it; a process that loses the race finds the dataset there and uses it.
-    """
+
+def write_quietly(builder_cls, data_dir: str) -> None:
+    """builder.download_and_prepare() without TFDS's progress bars and its "Downloading and
+    preparing dataset ... Unknown size" lines (nothing is downloaded); one line says where the
+    data went. Safe when several processes share data_dir: TFDS writes into an incomplete.*
+    directory and renames it; a process that loses the race finds the dataset there."""
+    import contextlib
+    import io
+    import logging
+    import sys
+
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # "Variant folder ... has no dataset_info.json": not yet
+    tfds.display_progress_bar(False)
     try:
-        CnnlabDigits(data_dir=data_dir, file_format="array_record").download_and_prepare()
+        builder = builder_cls(data_dir=data_dir, file_format="array_record")
+        if builder.is_prepared():
+            return
+        with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare()
     except FileExistsError:
-        pass  # another process renamed its finished copy into place first
+        return  # another process renamed its finished copy into place first
+    finally:
+        tfds.display_progress_bar(True)
+        absl_log.setLevel(level)
+    print(f"prepared {builder.name} in {builder.data_dir} (once)", file=sys.stderr)

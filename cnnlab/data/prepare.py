@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.data import digits
 from cnnlab.data.sources import DataError
 
 VERSION = "1.0.0"
@@ -345,10 +346,7 @@ def write(name: str, splits: dict, class_names: list[str], data_dir: str, augmen
             for i in range(len(x)):
                 yield i, {"image": x[i], "label": int(y[i])}
 
-    try:
-        Builder(data_dir=data_dir, file_format="array_record").download_and_prepare()
-    except FileExistsError:
-        pass  # another process put its finished copy in place first
+    digits.write_quietly(Builder, data_dir)
     return Path(data_dir) / name / VERSION
 
 

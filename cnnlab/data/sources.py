@@ -6,6 +6,7 @@ prepared is a `DataError` that says how to prepare it.
 """
 
 import dataclasses
+import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,7 @@ import numpy as np
 
 from cnnlab.data import digits
 from cnnlab.data.synthetic import SyntheticSource
-
-
-class DataError(ValueError):
-    """Missing or unusable data; the message says what to do."""
+from cnnlab.errors import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +69,11 @@ def _prepared(name: str, data_dir: str) -> list[str]:
     return [str(d) for d in found if not d.name.startswith("incomplete")]  # TFDS's in-progress
 
 
+def _prepared_names(data_dir: str) -> list[str]:
+    root = Path(data_dir)
+    return [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+
+
 def how_to_prepare(name: str, data_dir: str) -> str:
     """The one-line error for a dataset that is not prepared, naming a command that works."""
     where = f"dataset {name!r} is not prepared under data_dir={data_dir!r}"
@@ -85,6 +88,13 @@ def how_to_prepare(name: str, data_dir: str) -> str:
         kind = kind.replace("cifar10-", "cifar-10-").replace("cifar100", "cifar-100")
         extra = " --labels=coarse" if name.endswith("coarse") else ""
         return f"{where}; prepare it: {cmd.format(name.removesuffix('_coarse'), kind)}{extra}"
+    known = set(SPECS) | {"cifar100_coarse"} | set(_prepared_names(data_dir))
+    close = difflib.get_close_matches(name, sorted(known), n=2, cutoff=0.75)
+    if close:
+        return (
+            f"{where} and is no dataset cnnlab knows; did you mean "
+            f"{' or '.join(map(repr, close))}? (set config.data.name)"
+        )
     return (
         f"{where}; for your own images: {cmd.format('folder --name=' + name, 'ROOT')} "
         f"(ROOT/<class>/<image>); with TensorFlow installed (optional), TFDS's catalogue: "

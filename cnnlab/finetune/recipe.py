@@ -60,6 +60,11 @@ def validate_finetune(c) -> None:
                 f"config.{name}: steps={p.steps} must be >= 0, lr={p.lr} > 0, "
                 f"backbone_lr={p.backbone_lr} >= 0"
             )
+    seeds = c.study.seeds
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"config.study.seeds={seeds!r} must be a non-empty tuple of integers")
+    if c.study.scratch and not c.study.scratch_lr > 0:
+        raise ConfigError(f"config.study.scratch_lr={c.study.scratch_lr} must be > 0")
     if not any(c[name].steps for name in PHASES):
         raise ConfigError("config.phase1.steps and config.phase2.steps are both 0: nothing to do")
 

@@ -69,7 +69,7 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
         phases = {p.name: p for p in r["finetune"]}
         row = {
             "phase1": phases["phase1"].metrics if "phase1" in phases else None,
-            "finetune": r["finetune"][-1].metrics,
+            "finetune": phases["phase2"].metrics if "phase2" in phases else None,
             "scratch": r["scratch"].metrics if "scratch" in r else None,
             "probe": {"accuracy": r["probe"]} if "probe" in r else None,
             "trainable": {p.name: p.trainable for p in r["finetune"]},
@@ -127,7 +127,10 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
         "| arm | test accuracy | test loss | seeds |",
         "|---|---|---|---|",
     ]
-    for arm, title in ARMS:
+    titles = dict(ARMS)
+    if not c.phase1.steps:  # phase 2 alone ran
+        titles["finetune"] = "fine-tune, phase 2 only (last blocks unfrozen; phase 1 had 0 steps)"
+    for arm, title in titles.items():
         if arm in summary:
             (a, sa), (lo, sl) = summary[arm]["accuracy"], summary[arm]["loss"]
             loss = "-" if math.isnan(lo) else f"{lo:.3f} ± {sl:.3f}"
@@ -143,10 +146,11 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
             f"{p}: {row['trainable'][p]:,} / {row['frozen'][p]:,}" for p in row["trainable"]
         )
         lines.append(f"| {seed} | " + " | ".join(accs) + f" | {counts} |")
-    if "finetune" in summary and "scratch" in summary:
-        gap = summary["finetune"]["accuracy"][0] - summary["scratch"]["accuracy"][0]
+    tuned = "finetune" if "finetune" in summary else "phase1"  # the last phase that ran
+    if tuned in summary and "scratch" in summary:
+        gap = summary[tuned]["accuracy"][0] - summary["scratch"]["accuracy"][0]
         wins = sum(
-            r["finetune"]["accuracy"] > r["scratch"]["accuracy"]
+            r[tuned]["accuracy"] > r["scratch"]["accuracy"]
             for r in per_seed.values()
             if r["scratch"]
         )

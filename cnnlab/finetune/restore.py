@@ -13,8 +13,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from cnnlab.errors import CheckpointError, describe
 from cnnlab.finetune.select import NEW, is_new, paths
-from cnnlab.train.checkpoint import CheckpointError
 
 COLLECTIONS = ("params", "batch_stats")
 
@@ -89,8 +89,9 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
             f"pre-training run"
         )
     manager = _manager(directory)
+    chosen = step
     try:
-        step = pick_step(manager, directory, step)
+        step = chosen = pick_step(manager, directory, step)
         saved = manager.item_metadata(step)["state"]
         want = _backbone(variables, new)
         have = {col: tu.flatten_dict(dict(saved.get(col) or {}), sep="/") for col in COLLECTIONS}
@@ -133,6 +134,15 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
                 )
             ),
         )["state"]
+    except CheckpointError:
+        raise
+    except Exception as e:  # damaged files surface as many exception types from orbax
+        where = f"{directory}/{chosen}" if chosen else str(directory)
+        reason = describe(e)
+        raise CheckpointError(
+            f"the fine-tuning source checkpoint {where} does not restore ({reason}); pick another "
+            f"kept step with config.finetune.source_step=N, or re-run the pre-training"
+        ) from None
     finally:
         manager.close()
     out = dict(variables)

@@ -15,7 +15,7 @@ from cnnlab import data
 from cnnlab.finetune.recipe import PHASES, finetune, validate_finetune
 from cnnlab.finetune.report import write_report
 from cnnlab.finetune.restore import load_backbone
-from cnnlab.train.config import ConfigError
+from cnnlab.train.config import ConfigError, validate
 from cnnlab.train.loop import build_model, input_shape, load_data, train
 
 
@@ -65,12 +65,16 @@ def run_study(c, workdir, *, progress: bool = True) -> Path:
     """Pre-train if needed, fine-tune (and train from scratch) per seed, write the report."""
     workdir = Path(workdir).absolute()
     c = c.copy_and_resolve_references()
-    validate_finetune(c)
+    validate_finetune(c)  # every config this study trains, before anything is written
+    validate(c)
+    if c.study.scratch:
+        validate(scratch_config(c, int(c.seed)))
     if not c.finetune.source:
         if "pretrain" not in c:
             raise ConfigError(
                 "config.finetune.source is empty: set it to the --workdir of a pre-training run"
             )
+        validate(c.pretrain)
         train(c.pretrain, workdir / "pretrain", progress=progress)
         c.finetune.source = str(workdir / "pretrain")
     runs = {}

@@ -11,7 +11,15 @@ import flax.linen as nn
 from cnnlab.models.efficientnet import COEFFICIENTS, EfficientNet
 from cnnlab.models.generic import GenericNet
 from cnnlab.models.mobilenet import MobileNetV1, MobileNetV2
-from cnnlab.models.registry import ModelSpec, available, create, fields, register, spec
+from cnnlab.models.registry import (
+    ModelSpec,
+    available,
+    create,
+    defaults,
+    fields,
+    register,
+    spec,
+)
 from cnnlab.models.resnet import CifarResNet, ResNet
 from cnnlab.models.scaling import compound_scale, make_divisible
 from cnnlab.models.small import LeNet5, MiniXception
@@ -68,6 +76,7 @@ __all__ = [
     "available",
     "compound_scale",
     "create",
+    "defaults",
     "fields",
     "make_divisible",
     "register",

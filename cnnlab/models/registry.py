@@ -51,6 +51,20 @@ def fields(name: str) -> list[str]:
     return sorted(f.name for f in dataclasses.fields(cls) if f.name not in ("parent", "name"))
 
 
+def defaults(name: str) -> dict:
+    """{field: default} of a named model (its partial's keywords over the class defaults)."""
+    build = spec(name).build
+    out = {
+        f.name: f.default
+        for f in dataclasses.fields(_module_class(build))
+        if f.default is not dataclasses.MISSING and f.name not in ("parent", "name")
+    }
+    while isinstance(build, functools.partial):
+        out = {**out, **build.keywords}
+        build = build.func
+    return out
+
+
 def create(name: str, **overrides) -> nn.Module:
     """Build a registered model, e.g. `create('resnet20', skip=False, side_taps=('stage1',))`."""
     s = spec(name)

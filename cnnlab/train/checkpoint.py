@@ -6,6 +6,8 @@ check every array's shape against the target first: a mismatch is a `CheckpointE
 paths, never orbax's silent pad/truncate.
 """
 
+import contextlib
+import shutil
 from pathlib import Path
 
 import grain
@@ -13,9 +15,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be restored into this run; the message says why."""
+from cnnlab.errors import CheckpointError, StorageError, describe
 
 
 def _key(entry) -> str:
@@ -66,11 +66,58 @@ class Checkpointer:
         return (min if self.best_mode == "min" else max)(scored)[1]
 
     def save(self, step: int, state, data_iter, meta: dict, metrics: dict | None = None):
+        """Start an async save of `step`, after checking that the disk has room for it (a save
+        that runs out of space mid-way fails in orbax's threads; the last complete step is kept
+        either way). A full disk is a StorageError naming the step and the space."""
+        self._check_space(step, state)
         meta = {**meta, "metrics": metrics}  # also in meta: orbax forgets them across restarts
         args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
         if data_iter is not None:
             args["data"] = grain.checkpoint.CheckpointSave(data_iter)
-        self.manager.save(step, args=ocp.args.Composite(**args), metrics=metrics)
+        with self._storage(step):
+            self.manager.save(step, args=ocp.args.Composite(**args), metrics=metrics)
+
+    def _check_space(self, step: int, state) -> None:
+        arrays = sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, "nbytes"))
+        last = self.latest_step()
+        on_disk = _size(self.directory / str(last)) if last is not None else 0
+        need = int(1.2 * max(arrays, on_disk)) + (1 << 18)  # metadata, the iterator, slack
+        free = shutil.disk_usage(self.directory).free
+        if free < need:
+            raise StorageError(
+                f"no space left on the device of {self.directory} for checkpoint step {step} "
+                f"(needs about {need / 1e6:.1f} MB, {free / 1e6:.1f} MB free); {self._kept()}. "
+                f"Free space, then re-run the same command to resume"
+            )
+
+    def _kept(self) -> str:
+        last = self.latest_step()
+        return f"the last complete checkpoint (step {last}) is kept" if last else "none was saved"
+
+    @contextlib.contextmanager
+    def _storage(self, step: int | None = None):
+        """Turn orbax's failed writes (async, any exception type) into one StorageError."""
+        try:
+            yield
+        except Exception as e:
+            text = str(e)
+            if "No space left" in text or "os_error_code='28'" in text:
+                what = f"checkpoint step {step}" if step else "a checkpoint"
+                raise StorageError(
+                    f"no space left on the device of {self.directory} while saving {what}; "
+                    f"{self._kept()}. Free space, then re-run the same command to resume"
+                ) from None
+            if isinstance(e, OSError):
+                raise
+            raise StorageError(
+                f"saving {'step ' + str(step) if step else 'a checkpoint'} in {self.directory} "
+                f"failed ({describe(e)}); {self._kept()}"
+            ) from None
+
+    def wait(self) -> None:
+        """Wait for pending async saves; a failed one is a StorageError."""
+        with self._storage():
+            self.manager.wait_until_finished()
 
     def check_shapes(self, step: int, target) -> None:
         saved = self.manager.item_metadata(step)["state"]
@@ -102,12 +149,68 @@ class Checkpointer:
         out = self.manager.restore(step, args=ocp.args.Composite(**args))
         return out["state"], out["meta"]
 
+    def restore_newest(self, target, data_iter=None, warn=print):
+        """-> (step, state, meta) from the newest kept step that restores, or None when there is
+        no checkpoint. A step that fails to restore (truncated or garbled files, an empty step
+        directory) is reported through `warn` and the next older step is tried; steps newer than
+        the one restored are moved to `<workdir>/damaged_checkpoints/` (never deleted) so that
+        training can save those step numbers again. Only when no step restores is it a
+        CheckpointError. A shape mismatch is the config's problem, not damage: it raises."""
+        failed = []
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                state, meta = self.restore(step, target, data_iter)
+            except CheckpointError:
+                raise
+            except Exception as e:  # damage surfaces as many exception types from orbax
+                reason = describe(e)
+                warn(f"warning: checkpoint step {step} in {self.directory} does not restore "
+                     f"({reason}); trying an earlier step")  # fmt: skip
+                failed.append(step)
+                continue
+            for bad in failed:
+                moved = self._move_aside(bad)
+                warn(f"warning: resuming from step {step}; damaged step {bad} moved to {moved}")
+            return step, state, meta
+        if failed:
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} restores (steps {failed} are damaged; see the "
+                f"warnings above); nothing was deleted: move the directory aside to start over, or "
+                f"use a fresh --workdir"
+            )
+        return None
+
+    def _move_aside(self, step: int) -> Path:
+        """Process 0 moves the step out of the checkpoint directory; every process waits."""
+        target = self.directory.parent / "damaged_checkpoints" / str(step)
+        n = 1
+        while target.exists():
+            target, n = target.with_name(f"{step}.{n}"), n + 1
+        if jax.process_index() == 0:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            (self.directory / str(step)).rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"cnnlab_move_aside_{step}")
+        self.manager.reload()
+        return target
+
     def restore_meta(self, step: int) -> dict:
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))[
             "meta"
         ]
 
-    def close(self):
-        """Finish pending async saves."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+    def close(self, failing: bool = False):
+        """Finish pending async saves. `failing`: the run is already stopping on an error,
+        which a second error from a pending save must not hide."""
+        try:
+            self.wait()
+            self.manager.close()
+        except Exception:
+            if not failing:
+                raise
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0

@@ -7,12 +7,9 @@ import jax
 import jax.numpy as jnp
 
 from cnnlab import models
+from cnnlab.errors import ConfigError
 from cnnlab.train.losses import SIDE_SCHEDULES
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES, WARMUPS
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work."""
 
 
 def _choice(key: str, value, allowed) -> None:
@@ -20,8 +17,19 @@ def _choice(key: str, value, allowed) -> None:
         raise ConfigError(f"config.{key}={value!r} is not allowed; use one of {list(allowed)}")
 
 
+def _finite(node, prefix: str = "config") -> None:
+    """No NaN or infinite number anywhere in the config (it would surface as a NaN loss)."""
+    for key, value in node.items():
+        if hasattr(value, "items"):
+            _finite(value, f"{prefix}.{key}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{prefix}.{key}={value} must be a finite number")
+
+
 def validate(c) -> None:
     """Check a training config before any data or compile work."""
+    _finite(c)
+    _number(c, "seed", int)
     _choice("model.name", c.model.name, models.available())
     kwargs = dict(c.model.kwargs)
     unknown = sorted(set(kwargs) - set(models.fields(c.model.name)))
@@ -30,19 +38,19 @@ def validate(c) -> None:
             f"config.model.kwargs has {unknown}, which model {c.model.name!r} does not take; "
             f"allowed: {models.fields(c.model.name)}"
         )
+    for key, value in kwargs.items():
+        _same_kind(f"model.kwargs.{key}", value, models.defaults(c.model.name).get(key))
     _choice("optim.optimizer", c.optim.optimizer, OPTIMIZERS)
     _choice("optim.schedule", c.optim.schedule, SCHEDULES)
     _choice("optim.warmup", c.optim.get("warmup", "linear"), WARMUPS)
-    for key in ("optim.warmup_steps", "optim.lr_batch", "train.train_subset"):
-        group, name = key.split(".")
-        if int(c[group].get(name, 0)) < 0:
-            raise ConfigError(f"config.{key}={c[group][name]} must be >= 0 (0 = off)")
+    for key in ("optim.warmup_steps", "optim.lr_batch", "train.train_subset", "train.patience",
+                "data.train_per_class", "data.val_per_class", "loss.side_drop_step"):  # fmt: skip
+        if _number(c, key, int, default=0) < 0:
+            raise ConfigError(f"config.{key}={_get(c, key)} must be >= 0 (0 = off)")
     _choice("loss.side_schedule", c.loss.side_schedule, SIDE_SCHEDULES)
     _choice("loss.side_head", c.loss.side_head, ("linear", "googlenet"))
     _choice("train.compute_dtype", c.train.compute_dtype, ("float32", "bfloat16"))
     _choice("train.best_mode", c.train.get("best_mode", "max"), ("max", "min"))
-    if int(c.train.get("patience", 0)) < 0:
-        raise ConfigError(f"config.train.patience={c.train.patience} must be >= 0 (0 = off)")
     if int(c.train.get("patience", 0)) and not int(c.data.get("val_per_class", 0)):
         raise ConfigError(
             "config.train.patience > 0 (early stopping) needs a validation split; set "
@@ -62,8 +70,11 @@ def validate(c) -> None:
         ("optim.momentum", -1e-300, 1.0, "in [0, 1)"),
         ("loss.label_smoothing", -1e-300, 1.0, "in [0, 1)"),
         ("loss.side_weight", -1e-300, math.inf, ">= 0 and finite"),
+        ("loss.side_gamma", -1e-300, math.inf, ">= 0 and finite"),
+        ("train.min_delta", -1e-300, math.inf, ">= 0 and finite"),
+        ("optim.warmup_factor", 0.0, 1.0 + 1e-12, "in (0, 1]"),
     ):
-        if not low < _number(c, key, float) < high:
+        if not low < _number(c, key, float, default=1.0) < high:
             raise ConfigError(f"config.{key}={_get(c, key)} must be {what}")
     metric = c.train.get("best_metric", "accuracy")
     if not re.fullmatch(r"(val_|precise_bn/|train_subset/|side/\w+/)*(accuracy|loss)", str(metric)):
@@ -71,6 +82,26 @@ def validate(c) -> None:
             f"config.train.best_metric={metric!r} is not a metric a run records; use 'accuracy', "
             f"'loss', 'val_accuracy' or 'val_loss' (with a validation split)"
         )
+    for key in ("data.augment", "model.binary", "optim.nesterov", "train.precise_bn"):
+        if not isinstance(_get(c, key, False), bool):
+            raise ConfigError(f"config.{key}={_get(c, key)!r} must be True or False")
+    taps = c.loss.side_taps
+    if isinstance(taps, str) or not all(isinstance(t, str) for t in taps):
+        raise ConfigError(
+            f"config.loss.side_taps={taps!r} must be a tuple of feature names, e.g. "
+            f"'stage1,stage2' or () for none"
+        )
+    bounds = c.optim.get("step_boundaries", ())
+    if c.optim.schedule == "step" and not (
+        all(isinstance(b, (int, float)) and 0 < b < 1 for b in bounds)
+        and list(bounds) == sorted(bounds)
+    ):
+        raise ConfigError(
+            f"config.optim.step_boundaries={bounds!r} must be increasing fractions of "
+            f"train.steps in (0, 1), e.g. (0.5, 0.75)"
+        )
+    if c.data.name == "synthetic":
+        _check_synthetic(c.data.synthetic)
     classes = c.data.get("classes", ())
     if isinstance(classes, str) or not all(isinstance(k, int) for k in classes):
         raise ConfigError(
@@ -84,14 +115,44 @@ def validate(c) -> None:
         )
 
 
-def _get(c, key: str):
-    group, name = key.split(".")
-    return c[group].get(name)
+def _same_kind(key: str, value, default) -> None:
+    """A model field set to a value of another kind than its default (bool, int, float, str)."""
+    kinds = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+    want = kinds.get(type(default))
+    bool_for_number = type(default) is not bool and isinstance(value, bool)
+    if want and (not isinstance(value, want) or bool_for_number):
+        raise ConfigError(
+            f"config.{key}={value!r} must be of type {type(default).__name__} "
+            f"(its default is {default!r})"
+        )
 
 
-def _number(c, key: str, kind):
+def _check_synthetic(s) -> None:
+    shape = s.get("image_shape")
+    if not (
+        isinstance(shape, (tuple, list))
+        and len(shape) == 3
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+    ):
+        raise ConfigError(
+            f"config.data.synthetic.image_shape={shape!r} must be (H, W, C) with every size >= 1"
+        )
+    for key, low in (("num_examples", 1), ("num_classes", 2), ("seed", 0), ("num_test", 1)):
+        value = s.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"config.data.synthetic.{key}={value!r} must be an integer >= {low}")
+
+
+def _get(c, key: str, default=None):
+    *groups, name = key.split(".")
+    for group in groups:
+        c = c[group]
+    return c.get(name, default)
+
+
+def _number(c, key: str, kind, default=None):
     """config.<key> as an int or float, or a ConfigError naming the key."""
-    value = _get(c, key)
+    value = _get(c, key, default)
     try:
         if isinstance(value, bool):
             raise TypeError
@@ -110,5 +171,10 @@ def check_model(model, image_shape) -> None:
     x = jnp.zeros((1, *image_shape))
     try:
         jax.eval_shape(lambda: model.init(jax.random.key(0), x))
-    except ValueError as e:
+    except ValueError as e:  # the models' own checks: depth rules, tap names, shapes
         raise ConfigError(f"config.model ({type(model).__name__}): {e}") from None
+    except TypeError as e:  # a field of the wrong type, e.g. --config.model.kwargs.width=abc
+        raise ConfigError(
+            f"config.model.kwargs: {type(model).__name__} cannot be built from these values "
+            f"(TypeError: {e}); check the types of the fields set in config.model.kwargs"
+        ) from None

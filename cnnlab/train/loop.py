@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import numpy as np
 from tqdm import tqdm
 
 from cnnlab import data, distributed, models
-from cnnlab.train.checkpoint import Checkpointer, CheckpointError
+from cnnlab.errors import CheckpointError, NonFiniteLoss
+from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import ConfigError, check_model, validate
 from cnnlab.train.optim import make_optimizer, peak_lr
 from cnnlab.train.precise_bn import precise_batch_stats
@@ -34,10 +36,6 @@ class TrainResult:
     # seconds spent here: compiling the train step, waiting for data, computing steps,
     # evaluating (eval compiles included), saving checkpoints
     timing: dict = dataclasses.field(default_factory=dict)
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
 
 
 def build_model(c, ds):
@@ -158,6 +156,37 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
     return fit(c, workdir, ds, model, state, c.train.steps, schedule, progress=progress, hook=hook)
 
 
+def _warn(message: str) -> None:
+    if jax.process_index() == 0:
+        tqdm.write(message, file=sys.stderr)
+
+
+def non_finite(metrics: dict, state) -> str | None:
+    """What is not finite in an evaluation or the state it evaluated, or None."""
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            return f"{key} ({value}) in evaluation"
+    for name in ("batch_stats", "params"):
+        leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(state, name)))
+        for path, leaf in leaves:
+            if not np.isfinite(leaf).all():
+                return f"{name} {jax.tree_util.keystr(path, simple=True, separator='/')}"
+    return None
+
+
+def _stopped(what: str, step: int, ckpt: Checkpointer) -> str:
+    last = ckpt.latest_step()
+    kept = (
+        f"the last good checkpoint (step {last}) is kept in {ckpt.directory}"
+        if last
+        else "no checkpoint had been saved yet"
+    )
+    return (
+        f"non-finite {what} at step {step}; stopped without saving it, {kept}. Lower "
+        f"config.optim.lr, or check the data and config.model"
+    )
+
+
 def _early_stop(history: dict, val_loss: float, step: int, patience: int, min_delta: float):
     """Update {'best', 'best_step', 'bad_evals', 'stopped'} after an eval (Keras EarlyStopping)."""
     if history.get("best") is None or val_loss < history["best"] - min_delta:
@@ -210,9 +239,10 @@ def fit(
     if patience:  # the best-val-loss checkpoint must survive: training ends by restoring it
         best = ("val_loss", "min")
     ckpt = Checkpointer(workdir / "checkpoints", c.train.keep_checkpoints, *best)
-    start, history = ckpt.latest_step() or 0, {}
-    if start:
-        state, saved = ckpt.restore(start, state, it)
+    start, history = 0, {}
+    restored = ckpt.restore_newest(state, it, warn=_warn)
+    if restored:
+        start, state, saved = restored
         history = saved.get("early_stopping") or {}
     cfg = dataclasses.replace(loss_config(c), total_steps=steps)
     repl = distributed.replicated(mesh)
@@ -220,7 +250,7 @@ def fit(
         functools.partial(train_step, cfg=cfg), donate_argnums=0, out_shardings=(repl, repl)
     )
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
-    writer = MetricWriter(workdir, jax.process_index())
+    writer = MetricWriter(workdir, jax.process_index(), resume_step=start)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(c.to_json_best_effort(indent=2))
     base_rng = jax.random.key(c.seed + 1)
@@ -234,7 +264,7 @@ def fit(
         desc=desc or f"train {c.model.name}",
     )
     meta = {"config": json.loads(c.to_json_best_effort()), "dataset": ds.name}
-    final, seen, t0, times = {}, 0, time.perf_counter(), []
+    final, seen, t0, times, finished = {}, 0, time.perf_counter(), [], False
     timing = dict.fromkeys(("compile_s", "data_s", "compute_s", "eval_s", "checkpoint_s"), 0.0)
     try:
         for step in range(start, end):
@@ -254,11 +284,7 @@ def fit(
             if hook is not None:
                 hook(step, state, metrics)
             if not math.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"non-finite loss ({loss}) at step {step + 1}; stopped. The last good "
-                    f"checkpoint (step {ckpt.latest_step()}) is kept in {workdir / 'checkpoints'}; "
-                    f"lower config.optim.lr or check the data"
-                )
+                raise NonFiniteLoss(_stopped(f"loss ({loss}) in training", step + 1, ckpt))
             seen += len(batch["label"])
             if (step + 1) % c.train.log_every == 0 or step + 1 == steps:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items() if np.ndim(v) == 0}
@@ -280,6 +306,9 @@ def fit(
                     writer.write(step + 1, "val", val)
                     final.update({f"val_{k}": v for k, v in val.items()})
                     _early_stop(history, val["loss"], step + 1, patience, float(c.train.min_delta))
+                bad = non_finite(final, state)
+                if bad:  # a checkpoint is only good when it evaluates finite
+                    raise NonFiniteLoss(_stopped(bad, step + 1, ckpt))
                 t_save = time.perf_counter()
                 timing["eval_s"] += t_save - t_eval
                 ckpt.save(step + 1, state, it, {**meta, "early_stopping": history}, final)
@@ -287,7 +316,7 @@ def fit(
                 if history.get("stopped"):
                     break
         t_save = time.perf_counter()
-        ckpt.manager.wait_until_finished()
+        ckpt.wait()
         timing["checkpoint_s"] += time.perf_counter() - t_save
         best = history.get("best_step")
         if patience and best and best != int(state.step):  # restore the best-val-loss weights
@@ -297,10 +326,11 @@ def fit(
             final = ckpt.restore_meta(int(state.step)).get("metrics") or evaluate(
                 eval_fn, state, ds, c
             )
+        finished = True
     finally:
         bar.close()
         writer.close()
-        ckpt.close()
+        ckpt.close(failing=not finished)
     later = times[1:]
     return TrainResult(
         final,

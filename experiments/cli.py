@@ -1,0 +1,239 @@
+"""What every entry point shares: flag parsing that names a bad config, and one-line errors.
+
+    cli.run(main)   # instead of absl's app.run(main)
+
+- The config file is loaded and every `--config.KEY` checked before absl parses anything: a
+  missing file, a syntax error, no `get_config()` or an unknown key (with the closest valid key)
+  is one line naming it.
+- `--config.<...>.kwargs.FIELD=VALUE` sets any model field, also one the config file does not
+  list (Python literals; anything else is a string); `train.validate` checks it against the model.
+- A failure in `main` (`CnnlabError`, the filesystem, anything unexpected) ends with one line
+  `error: ...` on stderr and exit status 1. `--debug` (or CNNLAB_DEBUG=1) shows the traceback.
+"""
+
+import ast
+import difflib
+import errno
+import importlib.util
+import os
+import re
+import sys
+import threading
+from pathlib import Path
+
+import ml_collections
+from absl import app, flags
+
+from cnnlab.errors import CnnlabError, ConfigError
+
+DEBUG = flags.DEFINE_bool(
+    "debug", False, "Show the Python traceback of a failure (also CNNLAB_DEBUG=1)."
+)
+_OVERRIDE = re.compile(r"^--?(no)?config\.([\w.]+)(?:=(.*))?$", re.DOTALL)
+
+
+def _debugging(argv=()) -> bool:
+    return os.environ.get("CNNLAB_DEBUG") == "1" or "--debug" in argv or bool(DEBUG.present)
+
+
+def fail(message: str):
+    """Print `error: message` as one line and exit with status 1."""
+    print("error: " + " ".join(str(message).split()), file=sys.stderr)
+    sys.exit(1)
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+    """`FILE` or `FILE:ARG` -> get_config([ARG]); every way this can fail is a ConfigError."""
+    path, _, arg = spec.partition(":")
+    where = f"--config={spec}"
+    if not Path(path).is_file():
+        raise ConfigError(
+            f"{where}: no such file; pass a config file, e.g. experiments/configs/base.py"
+        )
+    try:
+        loader = importlib.util.spec_from_file_location("cnnlab_cli_config", path)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"{where}: syntax error at line {e.lineno}: {e.msg}") from None
+    except Exception as e:
+        raise ConfigError(f"{where}: loading it raised {type(e).__name__}: {e}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(
+            f"{where} defines no get_config(); a config file defines get_config() returning an "
+            f"ml_collections.ConfigDict"
+        )
+    try:
+        config = module.get_config(*([arg] if arg else []))
+    except Exception as e:
+        raise ConfigError(f"{where}: get_config() raised {type(e).__name__}: {e}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"{where}: get_config() returned {type(config).__name__}, not an "
+            f"ml_collections.ConfigDict"
+        )
+    return config
+
+
+def keys(config, prefix: str = "") -> list[str]:
+    """Every dotted key of a ConfigDict, sub-dicts included."""
+    out = []
+    for k, v in config.items():
+        out.append(prefix + k)
+        if isinstance(v, ml_collections.ConfigDict):
+            out += keys(v, f"{prefix}{k}.")
+    return out
+
+
+def unknown_key(config, key: str, what: str = "--config") -> ConfigError:
+    """The error for a key the config does not have, with the closest keys it does have."""
+    close = difflib.get_close_matches(key, keys(config), n=2, cutoff=0.7)
+    parent = key.rpartition(".")[0]
+    if close:
+        hint = "did you mean " + " or ".join(f"{what}.{k}" for k in close) + "?"
+    else:
+        node = _node(config, parent) if parent else config
+        names = sorted(node) if isinstance(node, ml_collections.ConfigDict) else []
+        hint = f"keys of config{'.' + parent if parent else ''}: {names}"
+    return ConfigError(f"{what}.{key}: the config has no such key; {hint}")
+
+
+def _node(config, dotted: str):
+    node = config
+    for part in dotted.split(".") if dotted else []:
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _literal(text: str | None, negated: bool):
+    if text is None:
+        return not negated  # --config.X / --noconfig.X
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word: a string, as config_flags reads one
+
+
+def _config_spec(argv) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def check_overrides(config, argv) -> tuple[list[str], dict]:
+    """-> (argv without new model fields, {dotted key: value} of those fields); an unknown key
+    is a ConfigError."""
+    rest, fields = [], {}
+    for arg in argv:
+        m = _OVERRIDE.match(arg)
+        if not m:
+            rest.append(arg)
+            continue
+        negated, key, text = m.groups()
+        parent, _, leaf = key.rpartition(".")
+        node = _node(config, parent)
+        if isinstance(node, ml_collections.ConfigDict) and leaf in node:
+            rest.append(arg)
+        elif parent.endswith("kwargs") and isinstance(node, ml_collections.ConfigDict):
+            fields[key] = _literal(text, bool(negated))  # a model field (validated later)
+        else:
+            raise unknown_key(config, key)
+    return rest, fields
+
+
+def parse_flags(argv, default_config: str | None = None):
+    """absl's parser, preceded by the checks above; any failure is one line. `default_config`
+    is used when argv has no --config (the flag itself has no default: config_flags would load
+    a default at import, before any error could be reported)."""
+    try:
+        spec = _config_spec(argv)
+        if spec is None and default_config:
+            spec, argv = default_config, [argv[0], f"--config={default_config}", *argv[1:]]
+        fields = {}
+        if spec:
+            argv, fields = check_overrides(load_config(spec), argv)
+        sys.argv = list(argv)  # config_flags reads its overrides from sys.argv
+        rest = flags.FLAGS(argv)
+        config = flags.FLAGS["config"].value
+        for key, value in fields.items():
+            parent, _, leaf = key.rpartition(".")
+            node = _node(config, parent)
+            with node.unlocked(), node.ignore_type():
+                node[leaf] = value
+        return rest
+    except Exception as e:
+        if _debugging(argv):
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        fail(message if isinstance(e, CnnlabError) else f"{message}; see --helpfull")
+
+
+def describe_os_error(e: OSError) -> str:
+    where = f" ({e.filename})" if e.filename else ""
+    advice = {
+        errno.ENOSPC: "the disk is full; free space (the last complete checkpoint is kept) "
+        "and re-run the same command to resume",
+        errno.EROFS: "the filesystem is read-only; pass a writable --workdir",
+        errno.EACCES: "permission denied; pass a --workdir you can write",
+        errno.ENOTDIR: "a file stands where a directory should be; pass another --workdir",
+        errno.EEXIST: "a file stands where a directory should be; pass another --workdir",
+    }.get(e.errno, "check the path and the disk")
+    return f"{e.strerror or e}{where}: {advice}"
+
+
+class _DropLoopClosedNoise:
+    """sys.stderr without the tracebacks ending `RuntimeError: Event loop is closed` that
+    TensorStore callbacks print from other threads after orbax failed to read a damaged
+    checkpoint (the failure itself is reported as one line). Everything else passes through.
+    A traceback is held per thread (several threads print theirs at once) until its last line."""
+
+    NOISE = "RuntimeError: Event loop is closed"
+
+    def __init__(self, stream):
+        self.stream, self.lock, self.local = stream, threading.Lock(), threading.local()
+
+    def write(self, text: str) -> int:
+        block = getattr(self.local, "block", None)
+        if block is None and not text.startswith("Traceback (most recent call last)"):
+            with self.lock:
+                return self.stream.write(text)
+        block = (block or "") + text
+        lines = [line for line in block.splitlines() if line.strip()]
+        done = block.endswith("\n") and not lines[-1].startswith((" ", "Traceback"))
+        self.local.block = None if done else block
+        if done and (lines[-1].strip() != self.NOISE or "During handling" in block):
+            with self.lock:
+                self.stream.write(block)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def run(main, default_config: str | None = None) -> None:
+    """absl's app.run with the parser above and one-line errors from `main`."""
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except SystemExit:
+            raise
+        except Exception as e:
+            if _debugging():
+                raise
+            if isinstance(e, CnnlabError):
+                fail(e)
+            if isinstance(e, OSError):
+                fail(describe_os_error(e))
+            fail(f"unexpected {type(e).__name__}: {e} (a bug: re-run with --debug and report it)")
+
+    if not _debugging(sys.argv):
+        sys.stderr = _DropLoopClosedNoise(sys.stderr)
+    app.run(guarded, flags_parser=lambda argv: parse_flags(argv, default_config))

@@ -1,0 +1,331 @@
+"""Bad input through the real entry points (subprocesses): every failure is one line `error: ...`
+naming the problem, exit status != 0, no traceback, and an existing workdir's files are
+byte-identical afterwards. Damaged checkpoints fall back to the newest step that restores; a full
+disk stops the run with the last complete checkpoint intact; metrics.jsonl stays strict JSON."""
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "experiments/configs/base.py"
+TINY = [  # a tiny real run: ResNet-8 (width 8) on 8x8 synthetic images, checkpoints at 2 and 4
+    "--config.data.name=synthetic", "--config.data.synthetic.image_shape=(8,8,3)",
+    "--config.data.synthetic.num_examples=64", "--config.model.kwargs.depth=8",
+    "--config.model.kwargs.width=8",  # a model field base.py does not list
+    "--config.train.steps=4", "--config.train.eval_every=2", "--config.train.log_every=1",
+    "--config.data.batch_size=16", "--config.train.train_subset=0",
+]  # fmt: skip
+
+
+def tiny(*args) -> list[str]:
+    """TINY with `args` in place of the flags they set (config_flags concatenates a repeated
+    tuple flag instead of replacing it)."""
+    keys = {a.split("=")[0] for a in args}
+    return [a for a in TINY if a.split("=")[0] not in keys] + list(args)
+
+
+def cli(module, *args, env=None, cwd=ROOT):
+    full = {k: v for k, v in os.environ.items() if k != "CNNLAB_DEBUG"}
+    full.update({"JAX_PLATFORMS": "cpu", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=full, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+
+
+def assert_one_line_error(out, *fragments, alone=True):
+    """Exit != 0, no traceback, and the last line of stderr the only `error: ...` line, holding
+    every fragment; `alone`: nothing else on stderr (the run never started)."""
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode != 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr + out.stdout, out.stderr[-3000:]
+    assert lines and lines[-1].startswith("error: "), out.stderr[-3000:]
+    assert sum(line.startswith("error:") for line in lines) == 1, out.stderr[-3000:]
+    assert len(lines) == 1 or not alone, out.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def strict_records(path: Path) -> list[dict]:
+    """metrics.jsonl parsed as strict JSON (a bare NaN or Infinity fails)."""
+
+    def reject(name):
+        raise ValueError(f"not JSON: {name}")
+
+    return [json.loads(line, parse_constant=reject) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A finished tiny run (checkpoints at steps 2 and 4) made by the real entry point."""
+    workdir = tmp_path_factory.mktemp("saved") / "run"
+    out = cli("experiments.train", f"--config={BASE}", f"--workdir={workdir}", *TINY)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4"]
+    assert json.loads((workdir / "config.json").read_text())["model"]["kwargs"]["width"] == 8
+    return workdir
+
+
+@pytest.fixture
+def configs(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def get_config(:\n    pass\n")
+    empty = tmp_path / "empty.py"
+    empty.write_text("X = 1\n")
+    return {"broken": broken, "empty": empty}
+
+
+TRAIN_CASES = {  # extra args -> fragments of the one error line
+    "unknown key": (["--config.train.nosuch=1"], ["--config.train.nosuch", "no such key"]),
+    "typo'd key": (["--config.trian.steps=3"], ["did you mean --config.train.steps"]),
+    "model field type": (["--config.model.kwargs.width=abc"], ["model.kwargs.width='abc'"]),
+    "unknown model field": (["--config.model.kwargs.nosuch=1"], ["does not take", "nosuch"]),
+    "flag value type": (["--config.train.steps=many"], ["--config.train.steps=many"]),
+    "log_every 0": (["--config.train.log_every=0"], ["config.train.log_every=0 must be >= 1"]),
+    "nan weight decay": (["--config.optim.weight_decay=nan"], ["weight_decay=nan", "finite"]),
+    "nan lr": (["--config.optim.lr=nan"], ["config.optim.lr=nan"]),
+    "negative weight decay": (["--config.optim.weight_decay=-0.5"], ["weight_decay=-0.5"]),
+    "label smoothing 2": (["--config.loss.label_smoothing=2.0"], ["label_smoothing=2.0"]),
+    "best metric": (["--config.train.best_metric=nope"], ["best_metric='nope'"]),
+    "classes": (["--config.data.classes=abc"], ["config.data.classes"]),
+    "image size": (["--config.data.image_size=-4"], ["config.data.image_size=-4"]),
+    "zero-size images": (
+        ["--config.data.synthetic.image_shape=(0,8,3)"],
+        ["config.data.synthetic.image_shape=(0, 8, 3)"],
+    ),
+    "dataset typo": (["--config.data.name=cifar1O"], ["'cifar1O'", "did you mean 'cifar10'"]),
+    "data dir": (
+        ["--config.data.name=mnist", "--config.data.data_dir=/nonexistent/data"],
+        ["'mnist' is not prepared", "/nonexistent/data", "cnnlab.data.prepare mnist"],
+    ),
+    "depth rule": (["--config.model.kwargs.depth=9"], ["6n+2"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAIN_CASES))
+def test_train_bad_input_is_one_line_and_changes_nothing(saved, case):
+    args, fragments = TRAIN_CASES[case]
+    before = snapshot(saved)
+    out = cli("experiments.train", f"--config={BASE}", f"--workdir={saved}", *tiny(*args))
+    assert_one_line_error(out, *fragments)
+    assert snapshot(saved) == before
+
+
+@pytest.mark.parametrize(
+    "which, fragments",
+    [
+        ("missing", ["--config=", "no such file"]),
+        ("broken", ["broken.py: syntax error at line 1"]),
+        ("empty", ["empty.py defines no get_config()"]),
+    ],
+)
+def test_config_files_that_do_not_load_are_named(tmp_path, configs, which, fragments):
+    path = configs.get(which, tmp_path / "missing.py")
+    out = cli("experiments.train", f"--config={path}", f"--workdir={tmp_path / 'w'}")
+    assert_one_line_error(out, *fragments)
+    assert not (tmp_path / "w").exists()
+
+
+def test_workdir_errors_write_nothing(tmp_path, saved):
+    out = cli("experiments.train", f"--config={BASE}", "--workdir=", *TINY)
+    assert_one_line_error(out, "--workdir is empty")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    out = cli("experiments.train", f"--config={BASE}", f"--workdir={a_file}/run", *TINY)
+    assert_one_line_error(out, "is a file, not a directory")
+    assert a_file.read_text() == "keep me"
+    before = snapshot(saved)  # the distributed start-up, configured half-way
+    out = cli("experiments.train", f"--config={BASE}", f"--workdir={saved}", *TINY,
+              env={"JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"})  # fmt: skip
+    assert_one_line_error(out, "JAX_NUM_PROCESSES")
+    assert snapshot(saved) == before
+
+
+def test_debug_shows_the_traceback(saved):
+    out = cli("experiments.train", f"--config={BASE}", f"--workdir={saved}", *TINY,
+              "--config.optim.lr=nan", env={"CNNLAB_DEBUG": "1"})  # fmt: skip
+    assert out.returncode != 0 and "Traceback" in out.stderr and "ConfigError" in out.stderr
+
+
+ABLATE_CASES = {
+    "grid not axes": (["--config.grid=5"], ["config.grid must be"]),
+    "empty axis": (["--config.grid=(('seed', ()),)"], ["axis 'seed' has no values"]),
+    "bad cell value": (
+        ["--config.grid=(('model.kwargs.depth', (8, 'abc')),)"],
+        ["grid cell depth=abc", "model.kwargs.depth='abc'"],
+    ),
+    "unknown grid key": (["--config.grid=(('train.nosuch', (1,)),)"], ["'nosuch'"]),
+    "bad shard": (["--shard=3/2"], ["--shard must be i/N"]),
+    "unknown key": (["--config.nosuch=1"], ["--config.nosuch", "no such key"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ABLATE_CASES))
+def test_ablate_bad_grid_is_one_line_and_writes_nothing(tmp_path, case):
+    args, fragments = ABLATE_CASES[case]
+    out = cli("experiments.ablate", f"--workdir={tmp_path / 'grid'}", *args)
+    assert_one_line_error(out, *fragments)
+    assert not (tmp_path / "grid").exists()
+
+
+def test_ablate_report_only_without_cells(tmp_path):
+    out = cli("experiments.ablate", f"--workdir={tmp_path / 'grid'}", "--report_only")
+    assert_one_line_error(out, "no cell results")
+
+
+def damage(step_dir: Path, kind: str) -> None:
+    if kind == "truncated":
+        for f in (step_dir / "state").rglob("d/*"):
+            f.write_bytes(f.read_bytes()[:100])
+    elif kind == "garbled":
+        (step_dir / "state" / "_METADATA").write_text("{garbled")
+    else:  # an empty step directory
+        shutil.rmtree(step_dir)
+        step_dir.mkdir()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbled", "empty"])
+def test_resume_falls_back_to_the_newest_step_that_restores(tmp_path, saved, kind):
+    run = tmp_path / "run"
+    shutil.copytree(saved, run)
+    damage(run / "checkpoints" / "4", kind)
+    damaged = snapshot(run / "checkpoints" / "4")
+    out = cli("experiments.train", f"--config={BASE}", f"--workdir={run}",
+              *tiny("--config.train.steps=6"))  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "warning: checkpoint step 4" in out.stderr and "does not restore" in out.stderr
+    assert "resuming from step 2" in out.stderr and "Traceback" not in out.stderr
+    assert snapshot(run / "damaged_checkpoints" / "4") == damaged  # moved aside, not deleted
+    assert {"2", "4", "6"} <= {p.name for p in (run / "checkpoints").iterdir()}
+    records = strict_records(run / "metrics.jsonl")  # steps 3-4 re-run: one record each
+    keys = [(r["split"], r["step"]) for r in records]
+    assert len(keys) == len(set(keys)) and ("train", 6) in keys and ("test", 4) in keys
+
+
+def test_no_step_restores_is_an_error_and_nothing_is_deleted(tmp_path, saved):
+    run = tmp_path / "run"
+    shutil.copytree(saved, run)
+    for step in ("2", "4"):
+        damage(run / "checkpoints" / step, "garbled")
+    before = snapshot(run)
+    out = cli("experiments.train", f"--config={BASE}", f"--workdir={run}", *TINY)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no checkpoint in") and "restores" in last, out.stderr
+    assert snapshot(run) == before
+
+
+def test_corrupt_finetune_source_names_the_checkpoint(tmp_path, saved):
+    source = tmp_path / "source"
+    shutil.copytree(saved, source)
+    for step in ("2", "4"):
+        damage(source / "checkpoints" / step, "truncated")
+    out = cli(
+        "experiments.finetune", "--config=experiments/configs/finetune.py",
+        f"--workdir={tmp_path / 'ft'}", *TINY, f"--config.finetune.source={source}",
+        "--config.data.val_per_class=0", "--config.train.patience=0",
+        "--config.train.best_metric=accuracy", "--config.train.best_mode=max",
+        "--config.phase1.steps=2", "--config.phase2.steps=0",
+    )  # fmt: skip
+    assert_one_line_error(out, "fine-tuning source checkpoint", str(source / "checkpoints"))
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str):
+    path.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    # a checkpoint of this model takes ~0.25 MB and a save asks for 1.2x that + 0.25 MB free:
+    # in 640 kB step 2 fits, step 4 does not
+    with tmpfs(tmp_path / "disk", "size=640k") as disk:
+        out = cli("experiments.train", f"--config={BASE}", f"--workdir={disk / 'run'}", *TINY)
+        assert_one_line_error(
+            out, "no space left", "step 4", "checkpoint (step 2) is kept", alone=False
+        )
+        assert (disk / "run" / "checkpoints" / "2" / "_CHECKPOINT_METADATA").exists()
+        assert (disk / "run" / "checkpoints" / "2" / "state" / "commit_success.txt").exists()
+
+
+def test_read_only_filesystem_is_one_line(tmp_path):
+    with tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
+        out = cli("experiments.train", f"--config={BASE}", f"--workdir={ro / 'run'}", *TINY)
+        assert_one_line_error(out, "read-only", str(ro / "run"))
+
+
+def test_divergence_stops_before_saving_and_logs_strict_json(tmp_path):
+    run = tmp_path / "run"
+    out = cli("experiments.train", f"--config={BASE}", f"--workdir={run}", *TINY,
+              "--config.optim.lr=1e30", "--config.optim.warmup_steps=0")  # fmt: skip
+    assert_one_line_error(out, "non-finite loss", "no checkpoint had been saved yet", alone=False)
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.isdigit()]
+    strict_records(run / "metrics.jsonl")
+
+
+def test_a_checkpoint_is_only_good_when_it_evaluates_finite(tmp_path, monkeypatch):
+    """The second evaluation comes back NaN (as with BN statistics at 3e19): the run stops
+    without saving it, the first checkpoint stays the last one, and the NaN is logged as null."""
+    from cnnlab import train
+    from cnnlab.train import loop
+    from experiments.configs import base
+
+    c = base.get_config()
+    c.data.name, c.data.synthetic.image_shape, c.data.synthetic.num_examples = (
+        "synthetic", (8, 8, 3), 64,
+    )  # fmt: skip
+    c.model.kwargs.depth, c.data.batch_size, c.train.train_subset = 8, 16, 0
+    c.train.steps, c.train.eval_every, c.train.log_every = 4, 2, 1
+    real, calls = loop.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        return {**out, "loss": float("nan")} if len(calls) == 2 else out
+
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    with pytest.raises(
+        train.NonFiniteLoss, match=r"loss \(nan\) in evaluation at step 4.*\(step 2\) is kept"
+    ):
+        train.train(c, tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2"]
+    tests = [r for r in strict_records(tmp_path / "metrics.jsonl") if r["split"] == "test"]
+    assert [r["loss"] is None for r in tests] == [False, True]
+
+
+def test_non_finite_finds_batch_norm_statistics_and_parameters():
+    from cnnlab.train.loop import non_finite
+
+    def state(kernel, var):
+        return types.SimpleNamespace(params={"conv": {"kernel": np.array(kernel)}},
+                                     batch_stats={"bn": {"var": np.array(var)}})  # fmt: skip
+
+    assert non_finite({"loss": 0.5}, state([1.0], [1.0, np.inf])) == "batch_stats bn/var"
+    assert non_finite({"loss": 0.5}, state([1.0], [1.0, 3e19])) is None  # finite: eval decides
+    assert non_finite({"loss": 0.5}, state([np.nan], [1.0])) == "params conv/kernel"
+    ok = state([1.0], [1.0])
+    assert non_finite({"accuracy": float("nan")}, ok) == "accuracy (nan) in evaluation"
