@@ -436,3 +436,22 @@ def test_readme_frozen_summary_is_what_summary_prints():
     readme = (ROOT / "README.md").read_text()
     assert totals in readme
     assert f"{s.trainable_params:,}" == "325" and s.frozen_params == 268_784
+
+
+def test_report_without_phase2_has_no_phases_1_plus_2_row(tmp_path):
+    """phase2.steps=0: the report shows phase 1 as the fine-tune and compares it to scratch."""
+    from types import SimpleNamespace
+
+    from cnnlab.finetune.recipe import PhaseResult
+    from cnnlab.finetune.report import write_report
+
+    c = tiny(tmp_path, **{"phase2.steps": 0})
+    phase1 = PhaseResult("phase1", {"accuracy": 0.8, "loss": 0.5}, 325, 77_000, {})
+    scratch = SimpleNamespace(metrics={"accuracy": 0.6, "loss": 1.0}, early_stopping={})
+    runs = {0: {"finetune": [phase1], "scratch": scratch, "probe": 0.7}}
+    text = write_report(c, tmp_path, runs).read_text()
+    assert "phases 1 + 2" not in text
+    assert "| fine-tune, phase 1 (new head, frozen backbone) | 0.800 ± 0.000 |" in text
+    assert "+20.0 points on average, better on 1 of 1 seeds" in text
+    summary = json.loads((tmp_path / "results.json").read_text())["summary"]
+    assert set(summary) == {"probe", "phase1", "scratch"}
