@@ -7,6 +7,8 @@ linear. Side heads are training-time only: their variables live under top-level 
 keys, so `strip_side_heads` removes them without touching the backbone.
 """
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -26,7 +28,13 @@ class LinearHead(nn.Module):
 
 
 class GoogLeNetHead(nn.Module):
-    """GoogLeNet's auxiliary classifier; the pool window shrinks to fit small feature maps."""
+    """GoogLeNet's auxiliary classifier; the pool window shrinks to fit small feature maps.
+
+    Its sizes were set for Inception 4a/4d's 14x14x512 maps (pooled to 4x4, 128 channels, FC
+    1024). On a CIFAR net it is large: at stage1 of ResNet-20 (32x32x16, pooled to 10x10x128)
+    it adds 13.1M parameters to a 0.27M backbone. `scaled=True` ('googlenet_scaled') keeps the
+    paper's proportions instead: average pool to 4x4, C/4 channels (at least 8), FC 8·C/4
+    (9,042 parameters at that tap, 10-class head)."""
 
     num_classes: int
     window: int = 5
@@ -34,20 +42,32 @@ class GoogLeNetHead(nn.Module):
     conv_features: int = 128
     hidden: int = 1024
     dropout: float = 0.7
+    scaled: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if x.ndim != 4:
             raise ValueError(f"GoogLeNetHead needs a (B, H, W, C) feature map; got {x.shape}")
-        window = min(self.window, x.shape[1], x.shape[2])
-        x = AvgPool(window, min(self.strides, window), name="pool")(x)
-        x = nn.relu(PointwiseConv(self.conv_features, name="conv")(x))
-        x = nn.relu(nn.Dense(self.hidden, name="fc1")(x.reshape(x.shape[0], -1)))
+        conv_features, hidden = self.conv_features, self.hidden
+        if self.scaled:  # 14x14x512 -> 4x4x128 -> 1024 in the paper, for any map
+            window = strides = max(1, min(x.shape[1], x.shape[2]) // 4)
+            conv_features = max(8, x.shape[-1] // 4)
+            hidden = 8 * conv_features
+        else:
+            window = min(self.window, x.shape[1], x.shape[2])
+            strides = min(self.strides, window)
+        x = AvgPool(window, strides, name="pool")(x)
+        x = nn.relu(PointwiseConv(conv_features, name="conv")(x))
+        x = nn.relu(nn.Dense(hidden, name="fc1")(x.reshape(x.shape[0], -1)))
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="fc2")(x)
 
 
-HEADS = {"linear": LinearHead, "googlenet": GoogLeNetHead}
+HEADS = {
+    "linear": LinearHead,
+    "googlenet": GoogLeNetHead,  # the paper's sizes: 13.1M parameters at ResNet-20's stage1
+    "googlenet_scaled": functools.partial(GoogLeNetHead, scaled=True),  # the paper's proportions
+}
 
 
 def add_side_heads(model: nn.Module, features: dict, train: bool) -> dict:

@@ -17,6 +17,8 @@ Trainable parameters are the 'params' collection; everything else (BatchNorm run
 
 import dataclasses
 import math
+import sys
+import types
 from typing import Any
 
 import flax.linen as nn
@@ -259,3 +261,15 @@ CONV_DENSE_KINDS = {
 _FREE = {"Dropout", "Identity", "Flatten"}
 
 __all__ = ["Row", "Summary", "layer_macs", "summary"]
+
+
+class _CallableModule(types.ModuleType):
+    """`cnnlab.summary(model, x)` is the function above, while `import cnnlab.summary as S`
+    stays this module (`S.Summary`, `S.layer_macs`, ...): the package exports the module, and
+    calling the module calls `summary`."""
+
+    def __call__(self, *args, **kwargs) -> Summary:
+        return summary(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

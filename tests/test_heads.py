@@ -72,3 +72,18 @@ def test_side_heads_attach_to_other_families(name):
     v = jax.eval_shape(lambda: m.init(jax.random.key(0), x))
     logits, features = jax.eval_shape(lambda v: m.apply(v, x), v)
     assert features["side_logits"][taps[0]].shape == logits.shape
+
+
+def test_googlenet_head_sizes_at_resnet20_stage1():
+    """Hand counts at a 32x32x16 tap, 10 classes. Paper sizes: 5x5/3 pool -> 10x10, 1x1 conv 128
+    (16·128 + 128), FC 1024 (12,800·1024 + 1024), FC 10 (1024·10 + 10). Scaled: 8x8/8 pool ->
+    4x4, conv 8 (16·8 + 8), FC 64 (128·64 + 64), FC 10 (64·10 + 10)."""
+    x = jnp.zeros((1, 32, 32, 3))
+
+    def side_params(head):
+        net = models.create("resnet20", side_taps=("stage1",), side_head=head)
+        v = jax.eval_shape(lambda: net.init(jax.random.key(0), x))
+        return sum(a.size for a in jax.tree.leaves(v["params"]["side_stage1"]))
+
+    assert side_params("googlenet") == 2_176 + 13_108_224 + 10_250 == 13_120_650
+    assert side_params("googlenet_scaled") == 136 + 8_256 + 650 == 9_042

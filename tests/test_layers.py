@@ -104,7 +104,7 @@ DEPTHWISE_CASES = [
 @pytest.mark.parametrize("k,s,d,padding,m", DEPTHWISE_CASES)
 def test_depthwise_matches_numpy(rng, impl, k, s, d, padding, m):
     x = rng.normal(size=(2, 9, 10, 3)).astype(np.float32)
-    layer = L.DepthwiseConv(k, s, padding, d, depth_multiplier=m, impl=impl)
+    layer = L.DepthwiseConv(k, s, padding=padding, dilation=d, depth_multiplier=m, impl=impl)
     v, y = init_apply(layer, x)
     assert v["params"]["kernel"].shape == (k, k, 1, 3 * m)
     ref = depthwise2d(x, v["params"]["kernel"], (s, s), pads_for(padding, (9, 10), k, s, d), (d, d))
@@ -135,7 +135,8 @@ def test_depthwise_impls_agree_in_value_and_gradient(rng, k, s, d, padding, m):
     """'shifted' has a hand-written kernel gradient (a loop over images); XLA's is the reference."""
     x = jnp.asarray(rng.normal(size=(3, 9, 10, 4)), jnp.float32)
     a, b = (
-        L.DepthwiseConv(k, s, padding, d, depth_multiplier=m, impl=i) for i in ("xla", "shifted")
+        L.DepthwiseConv(k, s, padding=padding, dilation=d, depth_multiplier=m, impl=i)
+        for i in ("xla", "shifted")
     )
     v = a.init(jax.random.key(0), x)
 
@@ -248,7 +249,7 @@ def test_factorize_rank1():
 )
 def test_conv_transpose_matches_scatter(rng, k, s, d, padding, expected_hw):
     x = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
-    layer = L.ConvTranspose(4, k, s, padding, d)
+    layer = L.ConvTranspose(4, k, s, padding=padding, dilation=d)
     v, y = init_apply(layer, x)
     assert y.shape[1:3] == expected_hw  # Keras / PyTorch output-size rules
     crops = layer._crops((5, 6))
@@ -260,11 +261,11 @@ def test_conv_transpose_matches_scatter(rng, k, s, d, padding, expected_hw):
 def test_conv_transpose_is_adjoint_of_strided_conv(rng, padding):
     """<ConvT(y), z> = <y, Conv(z)> for the same kernel, strides and padding."""
     y = jnp.asarray(rng.normal(size=(1, 4, 4, 3)), jnp.float32)
-    ct = L.ConvTranspose(2, 3, 2, padding, use_bias=False)
+    ct = L.ConvTranspose(2, 3, 2, padding=padding, use_bias=False)
     v = ct.init(jax.random.key(0), y)
     out = ct.apply(v, y)  # (1, H, W, 2)
     z = jnp.asarray(rng.normal(size=out.shape), jnp.float32)
-    conv = L.Conv(3, 3, 2, padding, use_bias=False)
+    conv = L.Conv(3, 3, 2, padding=padding, use_bias=False)
     # Conv maps 2 -> 3 channels with kernel (3,3,2,3): the transposed kernel, I/O swapped
     cz = conv.apply({"params": {"kernel": jnp.swapaxes(v["params"]["kernel"], 2, 3)}}, z)
     assert cz.shape == y.shape

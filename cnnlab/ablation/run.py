@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import jax
-from tqdm import tqdm
 
 from cnnlab import data, train
+from cnnlab import progress as bars
 from cnnlab.ablation.diagnostics import activation_sparsity, layer_grad_norms
 from cnnlab.ablation.grid import cell_config, cell_name, expand, label, shard
 from cnnlab.ablation.result import CellResult
@@ -137,8 +137,8 @@ def run_grid(config, workdir, *, shard: str = "0/1", progress: bool = True) -> l
     workdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(workdir / "grid.json", grid_spec(config))
     quiet = not progress or jax.process_index() > 0
-    bar = tqdm(cells, desc="grid", unit="cell", dynamic_ncols=True, disable=quiet)
-    say = (lambda msg: None) if quiet else tqdm.write
+    bar = bars.bar(cells, desc="grid", unit="cell", disable=quiet)
+    say = (lambda msg: None) if quiet else bars.write
     results = []
     for overrides in bar:
         name = cell_name(overrides)

@@ -35,7 +35,11 @@ def last_norm(block, train: bool, name: str, has_shortcut: bool):
 
 
 class BasicBlock(nn.Module):
-    """Two k x k convs; F(x) + shortcut(x) when `skip`, the plain F(x) otherwise."""
+    """Two k x k convs; F(x) + shortcut(x) when `skip`, the plain F(x) otherwise.
+
+    When the shape changes, `shortcut='projection'` (the default here, as in torchvision's
+    ResNets: option B) or `'zero_pad'` (option A, parameter-free; what the CIFAR ResNets of the
+    paper's table 6 use, so `CifarResNet` passes it; it can only add channels)."""
 
     features: int
     strides: int = 1

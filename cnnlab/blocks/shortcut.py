@@ -24,7 +24,10 @@ def check_add(block, shortcut: jnp.ndarray, residual: jnp.ndarray, hint: str) ->
         )
 
 
-RESIDUAL_HINT = "set shortcut='projection' or 'zero_pad', or keep strides=1 and features = C_in"
+RESIDUAL_HINT = (
+    "set shortcut='projection' (the blocks' default) or 'zero_pad' (adds channels only; the "
+    "CIFAR ResNets' option A), or keep strides=1 and features = C_in"
+)
 
 
 def shortcut(block, x: jnp.ndarray, out_shape, train: bool) -> jnp.ndarray:
@@ -42,8 +45,14 @@ def shortcut(block, x: jnp.ndarray, out_shape, train: bool) -> jnp.ndarray:
         x = PointwiseConv(out_shape[-1], strides=s, use_bias=False, name="proj_conv")(x)
         return block.norm(use_running_average=not train, name="proj_norm")(x)
     # option A: subsample like a stride-s SAME conv, then append zero channels
-    x = x[:, ::s, ::s, :]
     extra = out_shape[-1] - x.shape[-1]
+    if extra < 0:
+        raise ValueError(
+            f"{type(block).__name__} '{block.name or 'top level'}': shortcut='zero_pad' can only "
+            f"add channels, not go from {x.shape[-1]} to {out_shape[-1]}; use "
+            f"shortcut='projection' (a 1x1 conv + BN)"
+        )
+    x = x[:, ::s, ::s, :]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra))) if extra > 0 else x
 
 

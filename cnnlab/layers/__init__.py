@@ -3,6 +3,7 @@
 from cnnlab.layers.conv import Conv, GroupedConv, PointwiseConv
 from cnnlab.layers.depthwise import DepthwiseConv
 from cnnlab.layers.pooling import AvgPool, GlobalAvgPool, MaxPool
+from cnnlab.layers.porting import from_keras
 from cnnlab.layers.separable import (
     Rank1Factors,
     SeparableConv,
@@ -26,6 +27,7 @@ __all__ = [
     "SeparableConv",
     "SpatialSeparableConv",
     "factorize_rank1",
+    "from_keras",
 ]
 
 # Drop-in replacements for a k x k conv: each takes (features, kernel_size, strides, ...).

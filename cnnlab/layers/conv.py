@@ -7,6 +7,7 @@ Deep-learning "convolution" is cross-correlation: the kernel is not mirrored. `f
 mirrors it in both spatial axes, giving true (textbook) convolution.
 """
 
+import dataclasses
 import math
 from typing import Any
 
@@ -37,6 +38,7 @@ class Conv(nn.Module):
     features: int
     kernel_size: IntPair = 3
     strides: IntPair = 1
+    _: dataclasses.KW_ONLY  # the rest by keyword only: Keras' positional order differs
     padding: PaddingLike = "SAME"
     dilation: IntPair = 1
     groups: int = 1

@@ -10,6 +10,7 @@ Two numerically equal implementations:
 `impl='auto'` picks 'shifted' on CPU and 'xla' elsewhere.
 """
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -125,6 +126,7 @@ class DepthwiseConv(nn.Module):
 
     kernel_size: IntPair = 3
     strides: IntPair = 1
+    _: dataclasses.KW_ONLY  # the rest by keyword only: Keras' positional order differs
     padding: PaddingLike = "SAME"
     dilation: IntPair = 1
     depth_multiplier: int = 1

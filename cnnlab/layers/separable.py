@@ -6,6 +6,7 @@ Spatially separable (k x 1 then 1 x k): Szegedy et al. 2016, "Rethinking the Inc
 Architecture", arXiv:1512.00567; Sobel's kernel [1,2,1]^T [1,0,-1] is the textbook rank-1 example.
 """
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -27,6 +28,7 @@ class SeparableConv(nn.Module):
     features: int
     kernel_size: IntPair = 3
     strides: IntPair = 1
+    _: dataclasses.KW_ONLY  # the rest by keyword only: Keras' positional order differs
     padding: PaddingLike = "SAME"
     dilation: IntPair = 1
     depth_multiplier: int = 1
@@ -43,9 +45,9 @@ class SeparableConv(nn.Module):
         x = DepthwiseConv(
             self.kernel_size,
             self.strides,
-            self.padding,
-            self.dilation,
-            self.depth_multiplier,
+            padding=self.padding,
+            dilation=self.dilation,
+            depth_multiplier=self.depth_multiplier,
             use_bias=self.depthwise_bias,
             impl=self.impl,
             name="depthwise",
@@ -65,6 +67,7 @@ class SpatialSeparableConv(nn.Module):
     features: int
     kernel_size: int = 3
     strides: IntPair = 1
+    _: dataclasses.KW_ONLY  # the rest by keyword only: Keras' positional order differs
     padding: PaddingLike = "SAME"
     dilation: IntPair = 1
     mid_features: int | None = None
@@ -86,8 +89,8 @@ class SpatialSeparableConv(nn.Module):
             self.mid_features or self.features,
             (k, 1),
             (sh, 1),
-            (top_bottom, (0, 0)),
-            (dh, 1),
+            padding=(top_bottom, (0, 0)),
+            dilation=(dh, 1),
             use_bias=self.column_bias,
             name="column",
             **common,
@@ -96,8 +99,8 @@ class SpatialSeparableConv(nn.Module):
             self.features,
             (1, k),
             (1, sw),
-            ((0, 0), left_right),
-            (1, dw),
+            padding=((0, 0), left_right),
+            dilation=(1, dw),
             use_bias=self.use_bias,
             name="row",
             **common,

@@ -10,6 +10,7 @@ and the output is a window of `full`: 'SAME' gives H·s, 'VALID' gives H·s + ma
 (Keras), explicit (lo, hi) crops lo and hi from full (PyTorch `padding`).
 """
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -42,6 +43,7 @@ class ConvTranspose(nn.Module):
     features: int
     kernel_size: IntPair = 3
     strides: IntPair = 1
+    _: dataclasses.KW_ONLY  # the rest by keyword only: Keras' positional order differs
     padding: PaddingLike = "SAME"
     dilation: IntPair = 1
     use_bias: bool = True

@@ -52,6 +52,7 @@ for _b, (_w, _d, _res, _drop) in COEFFICIENTS.items():
         P(EfficientNet, width=_w, depth=_d, dropout=_drop),
         (_res, _res, 3),
         f"torchvision efficientnet_{_b}",
+        fixed=("width", "depth"),  # dropout may be changed, e.g. for fine-tuning
     )
 register("lenet5", LeNet5, (32, 32, 1), "LeCun et al. 1998")
 register(

@@ -86,7 +86,7 @@ def classify(model, x, features, train, dropout: float = 0.0):
 
 def conv_bn(x, train, width, kernel=3, strides=1, padding="SAME", act=nn.relu, name="stem"):
     """Conv (no bias) -> BN -> act, as `{name}_conv` / `{name}_norm`."""
-    x = L.Conv(width, kernel, strides, padding, use_bias=False, name=f"{name}_conv")(x)
+    x = L.Conv(width, kernel, strides, padding=padding, use_bias=False, name=f"{name}_conv")(x)
     return act(B.BatchNorm(use_running_average=not train, name=f"{name}_norm")(x))
 
 

@@ -17,15 +17,22 @@ class ModelSpec:
     build: Callable[..., nn.Module]
     input_shape: tuple[int, int, int]  # (H, W, C) the reference uses
     reference: str  # where its parameter count / MACs come from
+    fixed: tuple[str, ...] = ()  # fields that define the named model: create() refuses changes
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register(name: str, build, input_shape, reference: str) -> None:
+def register(name: str, build, input_shape, reference: str, fixed=None) -> None:
+    """`fixed`: the fields `create(name, ...)` may not change (default: every keyword `build`'s
+    partial sets, e.g. resnet20's depth), so that a named model stays the model it names."""
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = ModelSpec(name, build, tuple(input_shape), reference)
+    if fixed is None:
+        fixed, b = [], build
+        while isinstance(b, functools.partial):
+            fixed, b = [*fixed, *b.keywords], b.func
+    _REGISTRY[name] = ModelSpec(name, build, tuple(input_shape), reference, tuple(fixed))
 
 
 def available() -> list[str]:
@@ -72,4 +79,15 @@ def create(name: str, **overrides) -> nn.Module:
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise ValueError(f"model {name!r} has no field {unknown}; allowed: {', '.join(allowed)}")
+    given = defaults(name)
+    changed = sorted(k for k in s.fixed if k in overrides and overrides[k] != given[k])
+    if changed:
+        cls = _module_class(s.build)
+        family = [n for n, other in _REGISTRY.items() if other.build is cls]
+        wanted = ", ".join(f"{k}={overrides[k]!r}" for k in changed)
+        how = f"create({family[0]!r}, {wanted})" if family else f"models.{cls.__name__}(...)"
+        raise ValueError(
+            f"model {name!r} is defined by {', '.join(f'{k}={given[k]!r}' for k in changed)}; "
+            f"{wanted} is another model: use its registered name or {how}"
+        )
     return s.build(**overrides)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from cnnlab import models
 from cnnlab.errors import ConfigError
+from cnnlab.heads import HEADS
 from cnnlab.train.losses import SIDE_SCHEDULES
 from cnnlab.train.optim import OPTIMIZERS, SCHEDULES, WARMUPS
 
@@ -48,7 +49,7 @@ def validate(c) -> None:
         if _number(c, key, int, default=0) < 0:
             raise ConfigError(f"config.{key}={_get(c, key)} must be >= 0 (0 = off)")
     _choice("loss.side_schedule", c.loss.side_schedule, SIDE_SCHEDULES)
-    _choice("loss.side_head", c.loss.side_head, ("linear", "googlenet"))
+    _choice("loss.side_head", c.loss.side_head, HEADS)
     _choice("train.compute_dtype", c.train.compute_dtype, ("float32", "bfloat16"))
     _choice("train.best_mode", c.train.get("best_mode", "max"), ("max", "min"))
     if int(c.train.get("patience", 0)) and not int(c.data.get("val_per_class", 0)):

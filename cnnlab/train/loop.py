@@ -4,15 +4,14 @@ import dataclasses
 import functools
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
-from tqdm import tqdm
 
 from cnnlab import data, distributed, models
+from cnnlab import progress as bars
 from cnnlab.errors import CheckpointError, NonFiniteLoss
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import ConfigError, check_model, validate
@@ -158,7 +157,7 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
 
 def _warn(message: str) -> None:
     if jax.process_index() == 0:
-        tqdm.write(message, file=sys.stderr)
+        bars.write(message)
 
 
 def non_finite(metrics: dict, state) -> str | None:
@@ -255,12 +254,11 @@ def fit(
         (workdir / "config.json").write_text(c.to_json_best_effort(indent=2))
     base_rng = jax.random.key(c.seed + 1)
     end = start if history.get("stopped") else steps
-    bar = tqdm(
+    bar = bars.bar(
         total=steps,
         initial=start,
         disable=not progress or jax.process_index() > 0,
         unit="step",
-        dynamic_ncols=True,
         desc=desc or f"train {c.model.name}",
     )
     meta = {"config": json.loads(c.to_json_best_effort()), "dataset": ds.name}
