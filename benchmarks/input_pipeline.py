@@ -21,7 +21,7 @@ from ml_collections import ConfigDict
 
 from benchmarks.timing import markdown_table
 from cnnlab import data, models, train
-from cnnlab.train.step import LossConfig, TrainState, train_step
+from cnnlab.train.step import StepConfig, TrainState, train_step
 
 _DEPTHS = flags.DEFINE_list("depths", ["8", "56"], "CIFAR ResNet depths.")
 BATCH = 64
@@ -63,7 +63,7 @@ def main(argv):
         tx, _ = train.make_optimizer(opt, 150)
         x = np.zeros((1, *ds.image_shape), np.float32)
         state = TrainState.create(model.apply, jax.jit(model.init)(jax.random.key(0), x), tx)
-        step = jax.jit(functools.partial(train_step, cfg=LossConfig(total_steps=150)))
+        step = jax.jit(functools.partial(train_step, cfg=StepConfig(total_steps=150)))
         key = jax.random.key(0)
         fixed = next(_iterator(ds, None))
         jax.block_until_ready(step(state, fixed, key))  # compile

@@ -102,7 +102,7 @@ class JaxSide:
         self.state = train.TrainState.create(model.apply, variables, tx)
         self.params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(variables["params"]))
         step = jax.jit(
-            functools.partial(train.train_step, cfg=train.LossConfig()), donate_argnums=0
+            functools.partial(train.train_step, cfg=train.StepConfig()), donate_argnums=0
         )
         rng = jax.random.key(2)
         t = time.perf_counter()

@@ -127,7 +127,7 @@ def train_steps(model, variables, frozen, norms, n=3):
     tx, _ = finetune.group_optimizer(optim_config(), n, labels, {"head": 0.1, "backbone": 0.01})
     apply = finetune.FrozenApply(model.apply, frozen, norms)
     state = train.TrainState.create(apply, variables, tx)
-    step = jax.jit(lambda s, b, r: train.train_step(s, b, r, cfg=train.LossConfig()))
+    step = jax.jit(lambda s, b, r: train.train_step(s, b, r, cfg=train.StepConfig()))
     for i in range(n):
         state, metrics = step(state, {"image": X + i, "label": Y}, jax.random.key(i))
     return state, metrics
@@ -171,7 +171,7 @@ def test_frozen_layers_cost_no_backward_pass(resnet8):
         tx, _ = finetune.group_optimizer(optim_config(), 1, labels, {"head": 0.1, "backbone": 0.1})
         apply = finetune.FrozenApply(model.apply, frozen, finetune.frozen_norms(variables, frozen))
         state = train.TrainState.create(apply, variables, tx)
-        step = lambda s, b, r: train.train_step(s, b, r, cfg=train.LossConfig())
+        step = lambda s, b, r: train.train_step(s, b, r, cfg=train.StepConfig())
         return compiled_flops(step, state, {"image": X, "label": Y}, jax.random.key(0))
 
     head_only = step_flops(finetune.select_frozen(variables["params"], order))

@@ -60,7 +60,7 @@ def make_state(model, tx=None):
 def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
     model = models.create("cifar_resnet", depth=8, side_taps=("stage1", "stage2"))
     state = make_state(model)
-    cfg = train.LossConfig(total_steps=4, side_weight=0.3, side_schedule=schedule)
+    cfg = train.StepConfig(total_steps=4, side_weight=0.3, side_schedule=schedule)
     new, m = jax.jit(functools.partial(train.train_step, cfg=cfg))(
         state, {"image": X, "label": Y}, jax.random.key(2)
     )
@@ -96,7 +96,7 @@ def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
 def test_eval_step_uses_running_stats_and_ignores_padding():
     model = models.create("cifar_resnet", depth=8, side_taps=("stage1",))
     state = make_state(model)
-    cfg = train.LossConfig()
+    cfg = train.StepConfig()
     ev = jax.jit(functools.partial(train.eval_step, cfg=cfg))
     mask = jnp.array([1, 1, 1, 1, 0, 0], jnp.float32)
     full = ev(state, {"image": X, "label": Y, "mask": mask})
@@ -112,7 +112,7 @@ def test_mixed_precision_keeps_f32_params():
     state = make_state(model)
     batch = {"image": X, "label": Y}
     step = lambda dtype: jax.jit(
-        functools.partial(train.train_step, cfg=train.LossConfig(compute_dtype=dtype))
+        functools.partial(train.train_step, cfg=train.StepConfig(compute_dtype=dtype))
     )(state, batch, jax.random.key(0))
     (_, m32), (s16, m16) = step("float32"), step("bfloat16")
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(s16.params))

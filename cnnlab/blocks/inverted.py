@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnlab.blocks.drop_path import drop_path
 from cnnlab.blocks.residual import BatchNorm, last_norm
 from cnnlab.layers import DepthwiseConv, PointwiseConv
 
@@ -46,6 +47,7 @@ class InvertedResidual(nn.Module):
     norm: Any = BatchNorm
     depthwise: Any = DepthwiseConv
     zero_init_residual: bool = False  # project BN scale starts at 0 where the block adds x
+    drop_path: float = 0.0  # stochastic depth where the block adds x (cnnlab/blocks/drop_path.py)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -64,5 +66,5 @@ class InvertedResidual(nn.Module):
         if not self.linear_bottleneck:
             y = self.act(y)
         if residual:
-            y = y + x
+            y = drop_path(self, y, self.drop_path, train) + x
         return y  # (B, H/s, W/s, features)

@@ -18,6 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnlab.blocks.drop_path import drop_path
 from cnnlab.blocks.shortcut import RESIDUAL_HINT, check_add, materialize, shortcut
 from cnnlab.layers import Conv, PointwiseConv
 
@@ -49,6 +50,7 @@ class BasicBlock(nn.Module):
     norm: Any = BatchNorm
     act: Callable = nn.relu
     zero_init_residual: bool = False  # last BN scale starts at 0 (only where skip is on)
+    drop_path: float = 0.0  # stochastic depth: P(skip the branch) in training (skip=True only)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -59,7 +61,7 @@ class BasicBlock(nn.Module):
         if self.skip:
             s = shortcut(self, x, y.shape, train)
             check_add(self, s, y, RESIDUAL_HINT)
-            y = y + s
+            y = drop_path(self, y, self.drop_path, train) + s
         return materialize(self.act(y))  # see materialize: keeps XLA:CPU from recomputing
 
 
@@ -75,6 +77,7 @@ class Bottleneck(nn.Module):
     norm: Any = BatchNorm
     act: Callable = nn.relu
     zero_init_residual: bool = False
+    drop_path: float = 0.0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -87,5 +90,5 @@ class Bottleneck(nn.Module):
         if self.skip:
             s = shortcut(self, x, y.shape, train)
             check_add(self, s, y, RESIDUAL_HINT)
-            y = y + s
+            y = drop_path(self, y, self.drop_path, train) + s
         return materialize(self.act(y))  # see materialize: keeps XLA:CPU from recomputing

@@ -9,6 +9,7 @@ Bottleneck width is features / 4. `skip=False` drops the add (stride 1) or the p
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnlab.blocks.drop_path import drop_path
 from cnnlab.blocks.residual import BatchNorm, last_norm
 from cnnlab.blocks.shortcut import check_add
 from cnnlab.layers import AvgPool, ChannelShuffle, Conv, DepthwiseConv
@@ -24,6 +25,7 @@ class ShuffleUnit(nn.Module):
     group_first_conv: bool = True  # False for the very first unit (input has too few channels)
     norm: type = BatchNorm
     zero_init_residual: bool = False  # norm3 scale starts at 0 in stride-1 units with the add
+    drop_path: float = 0.0  # stochastic depth in stride-1 units with the add
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -43,5 +45,5 @@ class ShuffleUnit(nn.Module):
             return nn.relu(jnp.concatenate([pooled, y], axis=-1))
         if self.skip:
             check_add(self, x, y, "a stride-1 unit needs features = C_in; use strides=2 to grow")
-            y = y + x
+            y = drop_path(self, y, self.drop_path, train) + x
         return nn.relu(y)

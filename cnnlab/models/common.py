@@ -8,6 +8,7 @@ import jax.numpy as jnp
 
 from cnnlab import blocks as B
 from cnnlab import layers as L
+from cnnlab.blocks.drop_path import rates as drop_path_rates
 from cnnlab.heads import add_side_heads
 
 # Block families a generic network can stack; fields they lack cannot be set.
@@ -36,6 +37,7 @@ def make_block(kind: str, name: str, **kwargs) -> nn.Module:
     asked = {
         "skip": kwargs.get("skip") is False,
         "zero_init_residual": kwargs.get("zero_init_residual"),
+        "drop_path": kwargs.get("drop_path"),
     }
     for flag in (f for f, on in asked.items() if on and f not in names):
         raise ValueError(
@@ -55,15 +57,20 @@ class Stage(NamedTuple):
     kwargs: dict | None = None
 
 
-def run_stages(x, train, features, stages, block, **block_kwargs):
-    """Stack `stages` of `block`; blocks named stage{i}_block{j}, each output recorded as a tap."""
-    for i, st in enumerate(map(lambda s: Stage(*s), stages), start=1):
+def run_stages(x, train, features, stages, block, drop_path_rate: float = 0.0, **block_kwargs):
+    """Stack `stages` of `block`; blocks named stage{i}_block{j}, each output recorded as a tap.
+    `drop_path_rate`: stochastic depth growing linearly to that rate at the last block."""
+    stages = [Stage(*s) for s in stages]
+    drops = iter(drop_path_rates(sum(st.n for st in stages), drop_path_rate))
+    for i, st in enumerate(stages, start=1):
         for j in range(1, st.n + 1):
+            drop = next(drops)
             blk = make_block(
                 block,
                 f"stage{i}_block{j}",
                 features=st.features,
                 strides=st.strides if j == 1 else 1,
+                **({"drop_path": drop} if drop_path_rate else {}),
                 **block_kwargs,
                 **(st.kwargs or {}),
             )

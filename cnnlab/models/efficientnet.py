@@ -2,8 +2,8 @@
 
 Tan & Le 2019, "EfficientNet", arXiv:1905.11946 (table 1: B0 stages of MBConv = inverted residual
 + squeeze-excite 0.25 + swish). Width rounds with `make_divisible`, depth with ceil; the head conv
-has 4x the last stage's channels. Parameter counts equal torchvision's `efficientnet_b*`
-(stochastic depth is not implemented: it changes no parameter).
+has 4x the last stage's channels. Parameter counts equal torchvision's `efficientnet_b*`.
+Stochastic depth is `drop_path_rate` (off by default here; torchvision trains B0 with 0.2).
 """
 
 from collections.abc import Sequence
@@ -47,6 +47,7 @@ class EfficientNet(nn.Module):
     se_ratio: float = 0.25
     skip: bool = True
     zero_init_residual: bool = False
+    drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -70,6 +71,7 @@ class EfficientNet(nn.Module):
             se_ratio=self.se_ratio,
             act=nn.swish,
             zero_init_residual=self.zero_init_residual,
+            drop_path_rate=self.drop_path_rate,
         )
         x = features["head_conv"] = conv_bn(x, train, 4 * x.shape[-1], 1, act=nn.swish, name="head")
         return classify(self, x, features, train, self.dropout)

@@ -24,6 +24,7 @@ class GenericNet(nn.Module):
     skip: bool = True
     shortcut: str = "projection"
     zero_init_residual: bool = False  # residual blocks' last BN scale starts at 0
+    drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth, Huang)
     block_kwargs: Any = None  # extra block fields, e.g. {'expansion': 6}
     num_classes: int = 10
     side_taps: Sequence[str] = ()
@@ -51,5 +52,7 @@ class GenericNet(nn.Module):
         if self.zero_init_residual:
             kwargs["zero_init_residual"] = True
         stages = list(zip(self.widths, self.stage_sizes, self.strides, strict=True))
-        x = run_stages(x, train, features, stages, self.block, **kwargs)
+        x = run_stages(
+            x, train, features, stages, self.block, drop_path_rate=self.drop_path_rate, **kwargs
+        )
         return classify(self, x, features, train)

@@ -62,6 +62,7 @@ class MobileNetV2(nn.Module):
     linear_bottleneck: bool = True  # False: the paper's ReLU6-after-projection ablation
     se_ratio: float | None = None
     zero_init_residual: bool = False
+    drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -82,6 +83,7 @@ class MobileNetV2(nn.Module):
             linear_bottleneck=self.linear_bottleneck,
             se_ratio=self.se_ratio,
             zero_init_residual=self.zero_init_residual,
+            drop_path_rate=self.drop_path_rate,
         )
         last = make_divisible(1280 * max(1.0, self.width))
         x = features["head_conv"] = conv_bn(x, train, last, 1, act=nn.relu6, name="head")

@@ -29,6 +29,7 @@ class CifarResNet(nn.Module):
     skip: bool = True
     conv: str = "standard"  # k x k conv variant in every block
     zero_init_residual: bool = False  # each block's last BN scale starts at 0 (skip=True only)
+    drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth, Huang)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -62,6 +63,7 @@ class CifarResNet(nn.Module):
             shortcut=self.shortcut,
             conv=conv_variant(self.conv),
             zero_init_residual=self.zero_init_residual,
+            drop_path_rate=self.drop_path_rate,
         )
         return classify(self, x, features, train)
 
@@ -77,6 +79,7 @@ class ResNet(nn.Module):
     skip: bool = True
     conv: str = "standard"
     zero_init_residual: bool = False
+    drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -100,5 +103,6 @@ class ResNet(nn.Module):
             shortcut=self.shortcut,
             conv=conv_variant(self.conv),
             zero_init_residual=self.zero_init_residual,
+            drop_path_rate=self.drop_path_rate,
         )
         return classify(self, x, features, train)

@@ -6,15 +6,15 @@ from cnnlab.train.loop import NonFiniteLoss, TrainResult, train
 from cnnlab.train.losses import SIDE_SCHEDULES, cross_entropy, side_weight
 from cnnlab.train.optim import make_optimizer, peak_lr
 from cnnlab.train.precise_bn import precise_batch_stats
-from cnnlab.train.step import LossConfig, TrainState, eval_step, train_step
+from cnnlab.train.step import StepConfig, TrainState, eval_step, train_step
 
 __all__ = [
     "SIDE_SCHEDULES",
     "CheckpointError",
     "Checkpointer",
     "ConfigError",
-    "LossConfig",
     "NonFiniteLoss",
+    "StepConfig",
     "TrainResult",
     "TrainState",
     "cross_entropy",

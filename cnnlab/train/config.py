@@ -10,7 +10,7 @@ from cnnlab import models
 from cnnlab.errors import ConfigError
 from cnnlab.heads import HEADS
 from cnnlab.train.losses import SIDE_SCHEDULES
-from cnnlab.train.optim import OPTIMIZERS, SCHEDULES, WARMUPS
+from cnnlab.train.optim import DECAY_ON, OPTIMIZERS, SCHEDULES, WARMUPS
 
 
 def _choice(key: str, value, allowed) -> None:
@@ -44,6 +44,7 @@ def validate(c) -> None:
     _choice("optim.optimizer", c.optim.optimizer, OPTIMIZERS)
     _choice("optim.schedule", c.optim.schedule, SCHEDULES)
     _choice("optim.warmup", c.optim.get("warmup", "linear"), WARMUPS)
+    _choice("optim.weight_decay_on", c.optim.get("weight_decay_on", "kernels"), DECAY_ON)
     for key in ("optim.warmup_steps", "optim.lr_batch", "train.train_subset", "train.patience",
                 "data.train_per_class", "data.val_per_class", "loss.side_drop_step"):  # fmt: skip
         if _number(c, key, int, default=0) < 0:
@@ -74,11 +75,19 @@ def validate(c) -> None:
         ("loss.side_gamma", -1e-300, math.inf, ">= 0 and finite"),
         ("train.min_delta", -1e-300, math.inf, ">= 0 and finite"),
         ("optim.warmup_factor", 0.0, 1.0 + 1e-12, "in (0, 1]"),
+        ("train.ema_decay", -1e-300, 1.0, "in [0, 1) (0 = off)"),
     ):
-        if not low < _number(c, key, float, default=1.0) < high:
+        if not low < _number(c, key, float, default={"train.ema_decay": 0.0}.get(key, 1.0)) < high:
             raise ConfigError(f"config.{key}={_get(c, key)} must be {what}")
+    if _number(c, "train.ema_decay", float, default=0.0) and not c.train.get("train_subset"):
+        raise ConfigError(
+            "config.train.ema_decay > 0 needs config.train.train_subset > 0: the weight "
+            "average's BatchNorm statistics are recomputed over those training images"
+        )
     metric = c.train.get("best_metric", "accuracy")
-    if not re.fullmatch(r"(val_|precise_bn/|train_subset/|side/\w+/)*(accuracy|loss)", str(metric)):
+    if not re.fullmatch(
+        r"(val_|ema/|precise_bn/|train_subset/|side/\w+/)*(accuracy|loss)", str(metric)
+    ):
         raise ConfigError(
             f"config.train.best_metric={metric!r} is not a metric a run records; use 'accuracy', "
             f"'loss', 'val_accuracy' or 'val_loss' (with a validation split)"

@@ -17,7 +17,7 @@ from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import ConfigError, check_model, validate
 from cnnlab.train.optim import make_optimizer, peak_lr
 from cnnlab.train.precise_bn import precise_batch_stats
-from cnnlab.train.step import LossConfig, TrainState, eval_step, train_step
+from cnnlab.train.step import StepConfig, TrainState, eval_step, train_step
 from cnnlab.train.writer import MetricWriter
 
 
@@ -48,8 +48,8 @@ def build_model(c, ds):
     )
 
 
-def loss_config(c) -> LossConfig:
-    return LossConfig(
+def step_config(c) -> StepConfig:
+    return StepConfig(
         total_steps=c.train.steps,
         label_smoothing=c.loss.label_smoothing,
         side_weight=c.loss.side_weight,
@@ -57,6 +57,7 @@ def loss_config(c) -> LossConfig:
         side_gamma=c.loss.side_gamma,
         side_drop_step=c.loss.side_drop_step,
         compute_dtype=c.train.compute_dtype,
+        ema_decay=float(c.train.get("ema_decay", 0.0)),
     )
 
 
@@ -81,7 +82,48 @@ def evaluate(eval_fn, state, ds, c, split: str = "test", limit: int | None = Non
     return {k: float(v) / float(count) for k, v in sums.items()}
 
 
-def final_evaluation(eval_fn, state, ds, c, mesh) -> dict:
+class RecomputeBN:
+    """BatchNorm statistics recomputed for given parameters over the first `train.train_subset`
+    training images (unaugmented, one global batch; see precise_bn.py): PreciseBN for the final
+    weights, and the statistics of the weight average, whose running statistics were never
+    tracked. Jitted once per run; the images are read on first use."""
+
+    def __init__(self, c, ds, apply_fn, mesh):
+        n = min(int(c.train.get("train_subset", 0)), len(ds.train))
+        self.n = n - n % jax.device_count()  # one global batch split over the devices
+        self.c, self.ds, self.mesh, self.images = c, ds, mesh, None
+        self.fn = jax.jit(
+            functools.partial(precise_batch_stats, apply_fn),
+            out_shardings=distributed.replicated(mesh),
+        )
+
+    def __call__(self, state, params):
+        """`state` with `params` and BN statistics recomputed for them."""
+        if self.images is None:
+            batch = data.eval_batches(
+                self.ds,
+                self.n // jax.process_count(),
+                image_size=self.c.data.image_size or None,
+                split="train",
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                limit=self.n,
+            )
+            self.images = distributed.global_batch(next(batch), self.mesh)["image"]
+        stats = self.fn({"params": params, "batch_stats": state.batch_stats}, self.images)
+        return state.replace(params=params, batch_stats=stats)
+
+
+def ema_evaluation(eval_fn, state, ds, c, recompute: RecomputeBN) -> dict:
+    """Test metrics of the parameters' moving average (`ema/...`), with BN statistics
+    recomputed for it: the running statistics belong to the raw weights."""
+    if state.ema_params is None:
+        return {}
+    ema = recompute(state, state.ema_params)
+    return {f"ema/{k}": v for k, v in evaluate(eval_fn, ema, ds, c).items()}
+
+
+def final_evaluation(eval_fn, state, ds, c, recompute: RecomputeBN) -> dict:
     """Extra metrics of the last step: eval-mode accuracy on a fixed training subset
     (`train_subset/...`, the first `train.train_subset` training images, unaugmented) and, with
     `train.precise_bn`, test and subset metrics with BN statistics recomputed over that subset
@@ -90,30 +132,12 @@ def final_evaluation(eval_fn, state, ds, c, mesh) -> dict:
     if not n:
         return {}
     out = {f"train_subset/{k}": v for k, v in evaluate(eval_fn, state, ds, c, "train", n).items()}
-    n -= n % jax.device_count()  # one global batch split over the devices
-    if not c.train.get("precise_bn") or not n:
+    if not c.train.get("precise_bn") or not recompute.n:
         return out
-    images = next(
-        data.eval_batches(
-            ds,
-            n // jax.process_count(),
-            image_size=c.data.image_size or None,
-            split="train",
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
-            limit=n,
-        )
-    )
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    recompute = jax.jit(
-        functools.partial(precise_batch_stats, state.apply_fn),
-        out_shardings=distributed.replicated(mesh),
-    )
-    stats = recompute(variables, distributed.global_batch(images, mesh)["image"])
-    precise = state.replace(batch_stats=stats)
+    precise = recompute(state, state.params)
     for split, limit, prefix in (
         ("test", None, "precise_bn/"),
-        ("train", n, "precise_bn/train_subset/"),
+        ("train", recompute.n, "precise_bn/train_subset/"),
     ):
         out.update(
             {prefix + k: v for k, v in evaluate(eval_fn, precise, ds, c, split, limit).items()}
@@ -130,7 +154,7 @@ def initial_state(c, model, ds, tx):
     """Freshly initialised train state (`fit` places it on the devices)."""
     x = np.zeros((1, *input_shape(c, ds)), np.float32)
     variables = jax.jit(model.init)(jax.random.key(c.seed), x)
-    return TrainState.create(model.apply, variables, tx)
+    return TrainState.create(model.apply, variables, tx, ema=c.train.get("ema_decay", 0.0) > 0)
 
 
 def load_data(c) -> data.Dataset:
@@ -243,12 +267,13 @@ def fit(
     if restored:
         start, state, saved = restored
         history = saved.get("early_stopping") or {}
-    cfg = dataclasses.replace(loss_config(c), total_steps=steps)
+    cfg = dataclasses.replace(step_config(c), total_steps=steps)
     repl = distributed.replicated(mesh)
     step_fn = jax.jit(
         functools.partial(train_step, cfg=cfg), donate_argnums=0, out_shardings=(repl, repl)
     )
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
+    recompute = RecomputeBN(c, ds, model.apply, mesh)
     writer = MetricWriter(workdir, jax.process_index(), resume_step=start)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(c.to_json_best_effort(indent=2))
@@ -296,8 +321,9 @@ def fit(
             if (step + 1) % c.train.eval_every == 0 or step + 1 == steps:
                 t_eval = time.perf_counter()
                 final = evaluate(eval_fn, state, ds, c)
+                final.update(ema_evaluation(eval_fn, state, ds, c, recompute))
                 if step + 1 == steps:
-                    final.update(final_evaluation(eval_fn, state, ds, c, mesh))
+                    final.update(final_evaluation(eval_fn, state, ds, c, recompute))
                 writer.write(step + 1, "test", final)
                 if ds.val is not None:
                     val = evaluate(eval_fn, state, ds, c, split="val")

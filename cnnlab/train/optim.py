@@ -15,9 +15,20 @@ SCHEDULES = ("constant", "step", "cosine", "linear")
 WARMUPS = ("linear", "constant")
 
 
-def _decay_mask(params):
-    """Decay conv/dense kernels only, not biases or BatchNorm scales."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+DECAY_ON = ("kernels", "all")
+
+
+def decay_mask(on: str = "kernels"):
+    """Which parameters weight decay applies to: 'kernels' (conv and dense kernels; not biases,
+    BatchNorm scales and offsets: the usual modern choice, e.g. Goyal et al. 2017 section 5.1
+    and torchvision's recipes), or 'all' (every parameter, as Caffe's ResNets did)."""
+    if on not in DECAY_ON:
+        raise ValueError(f"config.optim.weight_decay_on must be one of {DECAY_ON}; got {on!r}")
+    if on == "all":
+        return None
+    return lambda params: jax.tree_util.tree_map_with_path(
+        lambda path, _: path[-1].key == "kernel", params
+    )
 
 
 def peak_lr(optim, batch_size: int) -> float:
@@ -59,13 +70,14 @@ def make_schedule(c, total_steps: int, lr: float | None = None):
 def make_optimizer(c, total_steps: int, lr: float | None = None):
     """-> (optax transformation, schedule) from config.optim (peak lr `lr` if given)."""
     schedule = make_schedule(c, total_steps, lr)
+    mask = decay_mask(c.get("weight_decay_on", "kernels"))
     if c.optimizer == "sgd":
         tx = optax.chain(
-            optax.add_decayed_weights(c.weight_decay, mask=_decay_mask),
+            optax.add_decayed_weights(c.weight_decay, mask=mask),
             optax.sgd(schedule, momentum=c.momentum, nesterov=c.nesterov),
         )
     elif c.optimizer == "adamw":
-        tx = optax.adamw(schedule, weight_decay=c.weight_decay, mask=_decay_mask)
+        tx = optax.adamw(schedule, weight_decay=c.weight_decay, mask=mask)
     else:
         raise ValueError(f"config.optim.optimizer must be one of {OPTIMIZERS}; got {c.optimizer!r}")
     return tx, schedule

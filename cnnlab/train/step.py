@@ -19,9 +19,10 @@ class TrainState(flax.struct.PyTreeNode):
     opt_state: Any
     apply_fn: Any = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    ema_params: Any = None  # the parameters' moving average, when StepConfig.ema_decay > 0
 
     @classmethod
-    def create(cls, apply_fn, variables, tx):
+    def create(cls, apply_fn, variables, tx, ema: bool = False):
         params = variables["params"]
         return cls(
             jnp.zeros((), jnp.int32),
@@ -30,12 +31,22 @@ class TrainState(flax.struct.PyTreeNode):
             tx.init(params),
             apply_fn,
             tx,
+            jax.tree.map(jnp.copy, params) if ema else None,
         )
 
 
+def ema_update(ema, params, step, decay: float):
+    """ema <- d·ema + (1 - d)·params with d = min(decay, (1 + step) / (10 + step)): TensorFlow's
+    `ExponentialMovingAverage(num_updates=step)`, so that a short run's average is not
+    dominated by the initial weights."""
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)
+
+
 @dataclasses.dataclass(frozen=True)
-class LossConfig:
-    """Static (hashable) loss settings."""
+class StepConfig:
+    """Static (hashable) settings of the train and eval steps: the loss, the compute dtype and
+    the weight average."""
 
     total_steps: int = 1
     label_smoothing: float = 0.0
@@ -44,6 +55,7 @@ class LossConfig:
     side_gamma: float = 0.0
     side_drop_step: int = 0
     compute_dtype: str = "float32"  # 'bfloat16': bf16 compute, f32 params and updates
+    ema_decay: float = 0.0  # > 0: keep an exponential moving average of the parameters
 
 
 def _cast(tree, dtype):
@@ -76,7 +88,7 @@ def _losses(logits, features, labels, cfg, step):
     return total, metrics
 
 
-def train_step(state: TrainState, batch: dict, rng, *, cfg: LossConfig):
+def train_step(state: TrainState, batch: dict, rng, *, cfg: StepConfig):
     """One SGD step in train mode (BatchNorm batch statistics, dropout). -> (state, metrics)."""
     dtype = jnp.dtype(cfg.compute_dtype)
 
@@ -94,12 +106,17 @@ def train_step(state: TrainState, batch: dict, rng, *, cfg: LossConfig):
 
     (_, (metrics, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
         step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
+        params=params,
         batch_stats=jax.tree.map(lambda n, o: n.astype(o.dtype), batch_stats, state.batch_stats),
         opt_state=opt_state,
     )
+    if state.ema_params is not None:
+        new_state = new_state.replace(
+            ema_params=ema_update(state.ema_params, params, state.step, cfg.ema_decay)
+        )
     metrics["grad_norm"] = optax.tree.norm(grads)
     # per conv/dense kernel in forward order (no side heads): the vanishing-gradient picture
     metrics["layer_grad_norms"] = jnp.stack(
@@ -122,7 +139,7 @@ def kernels_in_order(tree, prefix=()):
             yield "/".join(prefix), value
 
 
-def eval_step(state: TrainState, batch: dict, *, cfg: LossConfig):
+def eval_step(state: TrainState, batch: dict, *, cfg: StepConfig):
     """Sums over the batch's real rows (mask) with running BatchNorm statistics, per head."""
     dtype = jnp.dtype(cfg.compute_dtype)
     variables = {"params": _cast(state.params, dtype), "batch_stats": state.batch_stats}

@@ -44,7 +44,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.lr_batch = 128  # lr scales by data.batch_size / lr_batch (0 = use lr as it is)
     c.optim.momentum = 0.9
     c.optim.nesterov = False
-    c.optim.weight_decay = 1e-4  # on conv/dense kernels
+    c.optim.weight_decay = 1e-4
+    c.optim.weight_decay_on = "kernels"  # conv/dense kernels, not biases or BN (or 'all')
     c.optim.schedule = "cosine"  # 'cosine' / 'linear' (to 0 at train.steps), 'step', 'constant'
     c.optim.step_boundaries = (0.5, 0.75)  # 'step': /10 at these fractions of train.steps
     c.optim.warmup_steps = 15  # before the schedule; 0 = none
@@ -72,6 +73,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.patience = 0  # early stopping: evals without a val-loss drop of min_delta (0 = off)
     c.train.min_delta = 0.0
     c.train.compute_dtype = "float32"  # 'bfloat16': mixed precision (f32 params)
+    # > 0 (e.g. 0.999): also evaluate a moving average of the weights (`ema/...` metrics), its
+    # BN statistics recomputed over the train_subset images
+    c.train.ema_decay = 0.0
     # After the last step: eval-mode metrics on the first train_subset training images, and with
     # precise_bn also metrics with BN statistics recomputed over them (Wu & Johnson 2021)
     c.train.train_subset = 512  # 0 = off
