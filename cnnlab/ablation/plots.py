@@ -15,21 +15,12 @@ from pathlib import Path
 
 from cnnlab.ablation.aggregate import Axis, config_of, gradient_cells, row_in
 from cnnlab.ablation.result import CellResult
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from cnnlab.plotting import subplots
 
 
 def _save(fig, path: Path, made: list[str]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    _plt().close(fig)
     made.append(path.name)
 
 
@@ -75,8 +66,7 @@ def curves(results, axes, workdir: Path, made: list[str]) -> None:
     line, panels = _roles(axes)
     groups = _groups(results, axes)
     combos = list(itertools.product(*(a.values for a in panels)))
-    plt = _plt()
-    fig, grid = plt.subplots(
+    fig, grid = subplots(
         2, len(combos), figsize=(3.4 * len(combos), 5.6), sharex="col", sharey="row", squeeze=False
     )
     for j, combo in enumerate(combos):
@@ -104,8 +94,7 @@ def versus(rows, axes, workdir: Path, made: list[str], acc: str) -> None:
     line, panels = _roles(axes)
     if line is None or not line.numeric:
         return
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a1, a2) = subplots(1, 2, figsize=(10, 4))
     for combo in itertools.product(*(a.values for a in panels)):
         rs = [r for r in rows if row_in(r, panels, combo)]
         rs = sorted(rs, key=lambda r: float(r[line.name]))
@@ -137,8 +126,7 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
     keys = sorted(groups, key=lambda k: tuple(a.position(v) for a, v in zip(axes, k, strict=True)))
     ncol = min(3, len(keys))
     nrow = -(-len(keys) // ncol)
-    plt = _plt()
-    fig, grid = plt.subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), sharey=True,
+    fig, grid = subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), sharey=True,
                              squeeze=False)  # fmt: skip
     for ax, key in zip(grid.flat, keys, strict=False):
         rs = groups[key]
@@ -165,8 +153,7 @@ def grad_norms(results, axes, workdir: Path, made: list[str]) -> None:
     steps = sorted({s for r in picked.values() for s in r.grad_norms}, key=int)
     if not steps:
         return
-    plt = _plt()
-    fig, grid = plt.subplots(1, len(steps), figsize=(5 * len(steps), 3.8), sharey=True,
+    fig, grid = subplots(1, len(steps), figsize=(5 * len(steps), 3.8), sharey=True,
                              squeeze=False)  # fmt: skip
     for ax, step in zip(grid[0], steps, strict=True):
         for v, r in picked.items():

@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+from cnnlab.plotting import subplots
 from cnnlab.records import read_metrics, write_json_atomic
 from cnnlab.stats import mean_std
 
@@ -26,12 +27,7 @@ def _curves(run_dirs: list[Path], split: str, key: str) -> list[tuple[int, float
 
 
 def _plot(c, workdir: Path, seeds) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     for arm, color in (("finetune", "tab:blue"), ("scratch", "tab:orange")):
         for i, seed in enumerate(seeds):
             base = workdir / f"seed{seed}"
@@ -57,7 +53,6 @@ def _plot(c, workdir: Path, seeds) -> str:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(workdir / "curves.png", dpi=110)
-    plt.close(fig)
     return "curves.png"
 
 
