@@ -28,8 +28,8 @@ def bar(iterable=None, *, total=None, desc="", unit="it", initial=0, disable=Fal
 
 
 def write(message: str, file=None) -> None:
-    """Print a line without breaking a live bar."""
-    tqdm.write(message, file=file or sys.stderr)
+    """Print a line (to stdout, like tqdm.write) without breaking a live bar."""
+    tqdm.write(message, file=file or sys.stdout)
 
 
 class PlainProgress:

@@ -24,6 +24,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from cnnlab.paths import path_str
+
 
 @dataclasses.dataclass(frozen=True)
 class Row:
@@ -158,7 +160,7 @@ def _count_frozen(tree, frozen: frozenset[str], prefix: str = "") -> int:
     return sum(
         _prod(x.shape)
         for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
-        if prefix + "/".join(str(k.key) for k in p) in frozen
+        if prefix + path_str(p) in frozen
     )
 
 

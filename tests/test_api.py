@@ -108,3 +108,41 @@ def test_progress_off_a_terminal_prints_plain_lines_at_an_interval(monkeypatch):
     assert "\r" not in log.getvalue() and len(lines) == 20 * 7 // 30 + 1  # every >= 30 s, + end
     assert lines[-1].startswith("train resnet20: 20/20 (100%) steps in ")
     assert lines[-1].endswith("step/s, loss=0.5")
+
+
+def test_make_block_rejects_keywords_its_block_does_not_take():
+    from cnnlab.models.common import make_block
+
+    with pytest.raises(ValueError, match=r"block 'mobilenet_v1' takes no \['expansion'\]"):
+        make_block("mobilenet_v1", "b", features=8, expansion=6)
+    with pytest.raises(ValueError, match="has no shortcut, so skip=True means nothing"):
+        make_block("mobilenet_v1", "b", features=8, skip=True)
+    with pytest.raises(ValueError, match="no swappable k x k conv"):
+        make_block("inverted", "b", features=8, conv=L.SeparableConv)
+    assert make_block("inverted", "b", features=8, expansion=2).expansion == 2
+
+
+def test_every_block_takes_its_norm_act_and_k_by_k_conv_as_fields():
+    import dataclasses
+    import functools
+
+    import flax.linen as nn
+
+    from cnnlab import blocks as B
+
+    conv_field = {"BasicBlock": "conv", "Bottleneck": "conv", "Fire": "conv",
+                  "InvertedResidual": "depthwise", "DepthwiseSeparableBlock": "depthwise",
+                  "ShuffleUnit": "depthwise"}  # fmt: skip
+    for name, field in conv_field.items():
+        names = {f.name for f in dataclasses.fields(getattr(B, name))}
+        assert {"act", field} <= names and ("norm" in names or name == "Fire"), name
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 24))
+    relu6 = B.ShuffleUnit(24, act=nn.relu6)
+    v = relu6.init(jax.random.key(1), x)
+    assert (
+        float(relu6.apply(v, 10 * x).max()) <= 6.0 < float(B.ShuffleUnit(24).apply(v, 10 * x).max())
+    )
+    xla = functools.partial(L.DepthwiseConv, impl="xla")
+    a, b = B.DepthwiseSeparableBlock(16), B.DepthwiseSeparableBlock(16, depthwise=xla)
+    v = a.init(jax.random.key(2), x)
+    np.testing.assert_allclose(a.apply(v, x), b.apply(v, x), rtol=1e-5, atol=1e-5)

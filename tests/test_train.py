@@ -60,7 +60,9 @@ def make_state(model, tx=None):
 def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
     model = models.create("cifar_resnet", depth=8, side_taps=("stage1", "stage2"))
     state = make_state(model)
-    cfg = train.StepConfig(total_steps=4, side_weight=0.3, side_schedule=schedule)
+    cfg = train.StepConfig(
+        total_steps=4, side_weight=0.3, side_schedule=schedule, layer_grad_norms=True
+    )
     new, m = jax.jit(functools.partial(train.train_step, cfg=cfg))(
         state, {"image": X, "label": Y}, jax.random.key(2)
     )
@@ -82,11 +84,14 @@ def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
     )
     assert int(new.step) == 1
     # per-layer gradient norms in forward order, side heads excluded: ResNet-8 = 7 convs + head
-    from cnnlab.train.step import kernels_in_order
+    from cnnlab.train.diagnostics import kernels_in_order
 
     paths = [p for p, _ in kernels_in_order(state.params)]
     assert paths[0] == "stem_conv" and paths[-1] == "head" and len(paths) == 8
     assert m["layer_grad_norms"].shape == (8,) and bool((m["layer_grad_norms"] > 0).all())
+    _, plain = train.train_step(state, {"image": X, "label": Y}, jax.random.key(2),
+                                cfg=train.StepConfig(total_steps=4))  # fmt: skip
+    assert "layer_grad_norms" not in plain  # only when a diagnostic asks
     assert not np.allclose(new.params["head"]["kernel"], state.params["head"]["kernel"])
     assert not np.allclose(
         new.batch_stats["stem_norm"]["mean"], state.batch_stats["stem_norm"]["mean"]

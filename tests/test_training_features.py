@@ -98,11 +98,11 @@ def test_ema_follows_the_recurrence_and_is_evaluated_with_recomputed_statistics(
     against the parameters of every step; `ema/...` metrics use BN statistics recomputed for
     the average over the train_subset images, not the raw weights' running statistics."""
     c = tiny_config(ema_decay=0.9)
-    ds = train.loop.load_data(c)
-    model = train.loop.build_model(c, ds)
+    ds = train.load_data(c)
+    model = train.build_model(c, ds)
     tx, _ = train.make_optimizer(c.optim, c.train.steps, 0.05)
-    state = train.loop.initial_state(c, model, ds, tx)
-    cfg = train.loop.step_config(c)
+    state = train.initial_state(c, model, ds, tx)
+    cfg = train.step_config(c)
     step = jax.jit(functools.partial(train.train_step, cfg=cfg))
     ema = jax.tree.map(np.asarray, state.params)
     it = data.train_iterator(ds, 16, 0)
@@ -121,10 +121,8 @@ def test_ema_follows_the_recurrence_and_is_evaluated_with_recomputed_statistics(
     stats = train.precise_batch_stats(s.apply_fn, {"params": s.ema_params,
                                       "batch_stats": s.batch_stats}, images)  # fmt: skip
     eval_fn = jax.jit(functools.partial(train.eval_step, cfg=cfg))
-    recomputed = train.loop.evaluate(
-        eval_fn, s.replace(params=s.ema_params, batch_stats=stats), ds, c
-    )
-    copied = train.loop.evaluate(eval_fn, s.replace(params=s.ema_params), ds, c)
+    recomputed = train.evaluate(eval_fn, s.replace(params=s.ema_params, batch_stats=stats), ds, c)
+    copied = train.evaluate(eval_fn, s.replace(params=s.ema_params), ds, c)
     assert m["ema/loss"] == pytest.approx(recomputed["loss"], rel=1e-5)
     assert m["ema/loss"] != pytest.approx(copied["loss"], rel=1e-3)
     with pytest.raises(train.ConfigError, match=r"ema_decay > 0 needs config\.train\.train_subset"):

@@ -10,7 +10,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from cnnlab.train.step import kernels_in_order
+from cnnlab.train.diagnostics import kernels_in_order
 
 
 def layer_grad_norms(state, metrics) -> list[tuple[str, float]]:

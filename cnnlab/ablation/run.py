@@ -33,6 +33,7 @@ class Diagnostics:
     def __init__(self, cell_dir: Path, grad_norm_steps, steps: int):
         self.path = cell_dir / "diagnostics.json"
         self.grad_steps = set(grad_norm_steps)
+        self.needs_layer_grad_norms = bool(self.grad_steps)  # fit compiles the step with them
         self.tail_from = steps - max(1, math.ceil(TAIL * steps))
         saved = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.grad_norms = saved.get("grad_norms", {})

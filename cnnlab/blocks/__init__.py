@@ -1,10 +1,15 @@
-"""Network blocks, one family per file. Blocks with a shortcut have `skip` (False: plain twin)."""
+"""Network blocks, one family per file. Blocks with a shortcut have `skip` (False: plain twin).
+
+Every block takes `norm` (default `cnnlab.layers.BatchNorm`), `act` and its k x k conv as a
+field: `conv` in the residual blocks and Fire, `depthwise` in the depthwise families
+(InvertedResidual, DepthwiseSeparableBlock, ShuffleUnit)."""
 
 from cnnlab.blocks.inverted import InvertedResidual, SqueezeExcite
 from cnnlab.blocks.mobile import DepthwiseSeparableBlock, Fire
-from cnnlab.blocks.residual import BasicBlock, BatchNorm, Bottleneck
+from cnnlab.blocks.residual import BasicBlock, Bottleneck
 from cnnlab.blocks.shortcut import SHORTCUTS
 from cnnlab.blocks.shuffle import ShuffleUnit
+from cnnlab.layers import BatchNorm  # re-exported: blocks and models share it
 
 __all__ = [
     "SHORTCUTS",

@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnlab.blocks.drop_path import drop_path
-from cnnlab.blocks.residual import BatchNorm, last_norm
-from cnnlab.layers import DepthwiseConv, PointwiseConv
+from cnnlab.blocks.residual import last_norm
+from cnnlab.layers import BatchNorm, DepthwiseConv, PointwiseConv
 
 
 class SqueezeExcite(nn.Module):

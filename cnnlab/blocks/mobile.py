@@ -11,8 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.blocks.residual import BatchNorm
-from cnnlab.layers import Conv, DepthwiseConv, PointwiseConv
+from cnnlab.layers import BatchNorm, Conv, DepthwiseConv, PointwiseConv
 
 
 class DepthwiseSeparableBlock(nn.Module):
@@ -23,10 +22,11 @@ class DepthwiseSeparableBlock(nn.Module):
     kernel_size: int = 3
     act: Callable = nn.relu
     norm: Any = BatchNorm
+    depthwise: Any = DepthwiseConv  # the k x k conv, as in InvertedResidual and ShuffleUnit
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = DepthwiseConv(self.kernel_size, self.strides, use_bias=False, name="depthwise")(x)
+        x = self.depthwise(self.kernel_size, self.strides, use_bias=False, name="depthwise")(x)
         x = self.act(self.norm(use_running_average=not train, name="depthwise_norm")(x))
         x = PointwiseConv(self.features, use_bias=False, name="pointwise")(x)
         return self.act(self.norm(use_running_average=not train, name="pointwise_norm")(x))
@@ -38,11 +38,13 @@ class Fire(nn.Module):
     squeeze: int
     expand1x1: int
     expand3x3: int
+    act: Callable = nn.relu
+    conv: Any = Conv  # the 3x3 expand conv (SqueezeNet: convs with bias, no BatchNorm)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         del train  # no BN or dropout inside
-        s = nn.relu(PointwiseConv(self.squeeze, name="squeeze")(x))
-        e1 = nn.relu(PointwiseConv(self.expand1x1, name="expand1x1")(s))
-        e3 = nn.relu(Conv(self.expand3x3, 3, name="expand3x3")(s))
+        s = self.act(PointwiseConv(self.squeeze, name="squeeze")(x))
+        e1 = self.act(PointwiseConv(self.expand1x1, name="expand1x1")(s))
+        e3 = self.act(self.conv(self.expand3x3, 3, name="expand3x3")(s))
         return jnp.concatenate([e1, e3], axis=-1)  # (B, H, W, expand1x1 + expand3x3)

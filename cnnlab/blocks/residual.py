@@ -11,7 +11,6 @@ shortcut. A plain twin (`skip=False`) cannot use it: its output would be identic
 field is ignored there and the twins then differ in that one initialisation.
 """
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +19,7 @@ import jax.numpy as jnp
 
 from cnnlab.blocks.drop_path import drop_path
 from cnnlab.blocks.shortcut import RESIDUAL_HINT, check_add, materialize, shortcut
-from cnnlab.layers import Conv, PointwiseConv
-
-# PyTorch's BatchNorm defaults (momentum 0.1 there is 0.9 here; eps 1e-5)
-BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+from cnnlab.layers import BatchNorm, Conv, PointwiseConv
 
 
 def last_norm(block, train: bool, name: str, has_shortcut: bool):

@@ -6,13 +6,16 @@ Bottleneck width is features / 4. `skip=False` drops the add (stride 1) or the p
 (stride 2, where the grouped 1x1 then makes all `features` channels).
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnlab.blocks.drop_path import drop_path
-from cnnlab.blocks.residual import BatchNorm, last_norm
+from cnnlab.blocks.residual import last_norm
 from cnnlab.blocks.shortcut import check_add
-from cnnlab.layers import AvgPool, ChannelShuffle, Conv, DepthwiseConv
+from cnnlab.layers import AvgPool, BatchNorm, ChannelShuffle, Conv, DepthwiseConv
 
 
 class ShuffleUnit(nn.Module):
@@ -23,7 +26,9 @@ class ShuffleUnit(nn.Module):
     strides: int = 1
     skip: bool = True
     group_first_conv: bool = True  # False for the very first unit (input has too few channels)
-    norm: type = BatchNorm
+    norm: Any = BatchNorm
+    act: Callable = nn.relu
+    depthwise: Any = DepthwiseConv  # the 3x3 conv, as in InvertedResidual
     zero_init_residual: bool = False  # norm3 scale starts at 0 in stride-1 units with the add
     drop_path: float = 0.0  # stochastic depth in stride-1 units with the add
 
@@ -34,16 +39,16 @@ class ShuffleUnit(nn.Module):
         mid = self.features // 4
         g1 = self.groups if self.group_first_conv else 1
         y = Conv(mid, 1, groups=g1, use_bias=False, name="gconv1")(x)
-        y = nn.relu(self.norm(use_running_average=not train, name="norm1")(y))
+        y = self.act(self.norm(use_running_average=not train, name="norm1")(y))
         y = ChannelShuffle(self.groups, name="shuffle")(y)
-        y = DepthwiseConv(3, self.strides, use_bias=False, name="depthwise")(y)
+        y = self.depthwise(3, self.strides, use_bias=False, name="depthwise")(y)
         y = self.norm(use_running_average=not train, name="norm2")(y)
         y = Conv(out, 1, groups=self.groups, use_bias=False, name="gconv2")(y)
         y = last_norm(self, train, "norm3", self.skip and not concat)(y)
         if concat:
             pooled = AvgPool(3, self.strides, padding="SAME", name="pool")(x)
-            return nn.relu(jnp.concatenate([pooled, y], axis=-1))
+            return self.act(jnp.concatenate([pooled, y], axis=-1))
         if self.skip:
             check_add(self, x, y, "a stride-1 unit needs features = C_in; use strides=2 to grow")
             y = drop_path(self, y, self.drop_path, train) + x
-        return nn.relu(y)
+        return self.act(y)

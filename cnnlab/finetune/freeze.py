@@ -12,13 +12,13 @@ import flax.linen as nn
 import jax
 import optax
 
+from cnnlab.paths import path_str
 from cnnlab.train.optim import make_optimizer
 
 
 def _stop_frozen(params, frozen: frozenset[str]):
     def leaf(path, x):
-        p = "/".join(str(k.key) for k in path)
-        return jax.lax.stop_gradient(x) if p in frozen else x
+        return jax.lax.stop_gradient(x) if path_str(path) in frozen else x
 
     return jax.tree_util.tree_map_with_path(leaf, params)
 

@@ -17,8 +17,17 @@ from cnnlab.finetune.freeze import FrozenApply, group_optimizer
 from cnnlab.finetune.restore import load_backbone
 from cnnlab.finetune.select import UNITS, call_order, frozen_norms, param_labels, select_frozen
 from cnnlab.summary import summary
-from cnnlab.train.config import ConfigError, check_model, validate
-from cnnlab.train.loop import TrainResult, build_model, fit, input_shape, load_data
+from cnnlab.train import (
+    ConfigError,
+    TrainResult,
+    build_model,
+    check_model,
+    fit,
+    init_variables,
+    input_shape,
+    load_data,
+    validate,
+)
 from cnnlab.train.step import TrainState
 
 PHASES = ("phase1", "phase2")
@@ -113,7 +122,7 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
     shape = input_shape(c, ds)
     check_model(model, shape)
     x = np.zeros((1, *shape), np.float32)
-    variables = jax.jit(model.init)(jax.random.key(c.seed), x)
+    variables = init_variables(c, model, ds)
     variables = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
     info = {}
     if c.finetune.source:

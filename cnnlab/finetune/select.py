@@ -12,6 +12,7 @@ import re
 import flax.traverse_util as tu
 import jax
 
+from cnnlab.paths import path_str
 from cnnlab.summary import summary
 
 NEW = ("head", "side_*")  # top-level modules a fine-tune initialises afresh (new classes)
@@ -109,7 +110,7 @@ def param_labels(params, frozen: frozenset[str], new=NEW):
     """Per-leaf optimiser group: 'frozen', 'backbone' (pre-trained, trainable) or 'head' (new)."""
 
     def label(path, _):
-        p = "/".join(str(k.key) for k in path)
+        p = path_str(path)
         return "frozen" if p in frozen else "head" if is_new(p, new) else "backbone"
 
     return jax.tree_util.tree_map_with_path(label, params)

@@ -15,8 +15,7 @@ from cnnlab import data
 from cnnlab.finetune.recipe import PHASES, finetune, validate_finetune
 from cnnlab.finetune.report import write_report
 from cnnlab.finetune.restore import load_backbone
-from cnnlab.train.config import ConfigError, validate
-from cnnlab.train.loop import build_model, input_shape, load_data, train
+from cnnlab.train import ConfigError, build_model, init_variables, load_data, train, validate
 
 
 def budget(c) -> int:
@@ -39,10 +38,9 @@ def linear_probe(c) -> float:
 
     ds = load_data(c)
     model = build_model(c, ds)
-    x = np.zeros((1, *input_shape(c, ds)), np.float32)
     variables, _ = load_backbone(
         c.finetune.source,
-        jax.jit(model.init)(jax.random.key(c.seed), x),
+        init_variables(c, model, ds),
         step=c.finetune.source_step,
         new=tuple(c.finetune.new),
     )

@@ -2,6 +2,7 @@
 
 from cnnlab.layers.conv import Conv, GroupedConv, PointwiseConv
 from cnnlab.layers.depthwise import DepthwiseConv
+from cnnlab.layers.norm import BatchNorm
 from cnnlab.layers.pooling import AvgPool, GlobalAvgPool, MaxPool
 from cnnlab.layers.porting import from_keras
 from cnnlab.layers.separable import (
@@ -15,6 +16,7 @@ from cnnlab.layers.transpose import ConvTranspose
 
 __all__ = [
     "AvgPool",
+    "BatchNorm",
     "ChannelShuffle",
     "Conv",
     "ConvTranspose",

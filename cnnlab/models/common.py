@@ -1,4 +1,8 @@
-"""What every classifier shares: run stages of blocks, record named features, finish with heads."""
+"""What every classifier shares: run stages of blocks, record named taps, finish with heads.
+
+`taps` is the dict of named intermediates a model returns as its second output (`features` in
+the API: stem, stageI_blockJ, stageI, pre_logits, side_logits); `features` stays a channel
+count, as in the blocks."""
 
 import dataclasses
 from typing import NamedTuple
@@ -28,24 +32,22 @@ def conv_variant(name: str):
 
 
 def make_block(kind: str, name: str, **kwargs) -> nn.Module:
-    """Instantiate BLOCKS[kind] with the kwargs it has; a setting it cannot honour is an error."""
+    """Instantiate BLOCKS[kind]; a keyword the block does not take is an error, never dropped."""
     if kind not in BLOCKS:
         raise ValueError(f"block must be one of {sorted(BLOCKS)}; got {kind!r}")
     cls = BLOCKS[kind]
-    names = {f.name for f in dataclasses.fields(cls)}
-    # settings that only mean something for a block with a shortcut
-    asked = {
-        "skip": kwargs.get("skip") is False,
-        "zero_init_residual": kwargs.get("zero_init_residual"),
-        "drop_path": kwargs.get("drop_path"),
-    }
-    for flag in (f for f, on in asked.items() if on and f not in names):
-        raise ValueError(
-            f"block {kind!r} has no shortcut, so {flag}={kwargs[flag]} means nothing for it"
-        )
-    if "conv" in kwargs and kwargs["conv"] is not L.Conv and "conv" not in names:
+    names = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+    unknown = sorted(set(kwargs) - names)
+    for flag in ("skip", "zero_init_residual", "drop_path"):  # the shortcut's settings
+        if flag in unknown:
+            raise ValueError(
+                f"block {kind!r} has no shortcut, so {flag}={kwargs[flag]} means nothing for it"
+            )
+    if "conv" in unknown:
         raise ValueError(f"block {kind!r} has no swappable k x k conv; use conv='standard'")
-    return cls(**{k: v for k, v in kwargs.items() if k in names}, name=name)
+    if unknown:
+        raise ValueError(f"block {kind!r} takes no {unknown}; its fields: {sorted(names)}")
+    return cls(**kwargs, name=name)
 
 
 class Stage(NamedTuple):
@@ -57,7 +59,7 @@ class Stage(NamedTuple):
     kwargs: dict | None = None
 
 
-def run_stages(x, train, features, stages, block, drop_path_rate: float = 0.0, **block_kwargs):
+def run_stages(x, train, taps, stages, block, drop_path_rate: float = 0.0, **block_kwargs):
     """Stack `stages` of `block`; blocks named stage{i}_block{j}, each output recorded as a tap.
     `drop_path_rate`: stochastic depth growing linearly to that rate at the last block."""
     stages = [Stage(*s) for s in stages]
@@ -75,26 +77,26 @@ def run_stages(x, train, features, stages, block, drop_path_rate: float = 0.0, *
                 **(st.kwargs or {}),
             )
             x = blk(x, train=train)
-            features[f"stage{i}_block{j}"] = x
-        features[f"stage{i}"] = x
+            taps[f"stage{i}_block{j}"] = x
+        taps[f"stage{i}"] = x
     return x
 
 
-def classify(model, x, features, train, dropout: float = 0.0):
-    """Global pool -> [dropout] -> dense `head`; adds side heads. Returns (logits, features)."""
+def classify(model, x, taps, train, dropout: float = 0.0):
+    """Global pool -> [dropout] -> dense `head`; adds side heads. -> (logits, taps)."""
     if x.ndim == 4:
         x = L.GlobalAvgPool(name="pool")(x)
-    features["pre_logits"] = x  # (B, C)
+    taps["pre_logits"] = x  # (B, C)
     if dropout:
         x = nn.Dropout(dropout, deterministic=not train, name="dropout")(x)
     logits = nn.Dense(model.num_classes, name="head")(x)
-    return logits, add_side_heads(model, features, train)
+    return logits, add_side_heads(model, taps, train)
 
 
 def conv_bn(x, train, width, kernel=3, strides=1, padding="SAME", act=nn.relu, name="stem"):
     """Conv (no bias) -> BN -> act, as `{name}_conv` / `{name}_norm`."""
     x = L.Conv(width, kernel, strides, padding=padding, use_bias=False, name=f"{name}_conv")(x)
-    return act(B.BatchNorm(use_running_average=not train, name=f"{name}_norm")(x))
+    return act(L.BatchNorm(use_running_average=not train, name=f"{name}_norm")(x))
 
 
 def check_input(model, x: jnp.ndarray) -> None:

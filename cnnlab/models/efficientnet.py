@@ -55,8 +55,8 @@ class EfficientNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
         w = lambda c: make_divisible(c * self.width)
-        features = {}
-        x = features["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.swish)
+        taps = {}
+        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.swish)
         stages = [
             (w(c), scale_depth(n, self.depth), s, {"expansion": t, "kernel_size": k})
             for t, k, s, c, n in B0_STAGES
@@ -64,7 +64,7 @@ class EfficientNet(nn.Module):
         x = run_stages(
             x,
             train,
-            features,
+            taps,
             stages,
             "inverted",
             skip=self.skip,
@@ -73,5 +73,5 @@ class EfficientNet(nn.Module):
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
         )
-        x = features["head_conv"] = conv_bn(x, train, 4 * x.shape[-1], 1, act=nn.swish, name="head")
-        return classify(self, x, features, train, self.dropout)
+        x = taps["head_conv"] = conv_bn(x, train, 4 * x.shape[-1], 1, act=nn.swish, name="head")
+        return classify(self, x, taps, train, self.dropout)

@@ -38,8 +38,8 @@ class GenericNet(nn.Module):
                 f"GenericNet: stage_sizes {tuple(self.stage_sizes)}, widths "
                 f"{tuple(self.widths)} and strides {tuple(self.strides)} must have equal lengths"
             )
-        features = {}
-        x = features["stem"] = conv_bn(x, train, self.stem_width)
+        taps = {}
+        x = taps["stem"] = conv_bn(x, train, self.stem_width)
         kwargs = dict(self.block_kwargs or {})
         if self.block in ("basic", "bottleneck"):
             kwargs.update(shortcut=self.shortcut, conv=conv_variant(self.conv))
@@ -53,6 +53,6 @@ class GenericNet(nn.Module):
             kwargs["zero_init_residual"] = True
         stages = list(zip(self.widths, self.stage_sizes, self.strides, strict=True))
         x = run_stages(
-            x, train, features, stages, self.block, drop_path_rate=self.drop_path_rate, **kwargs
+            x, train, taps, stages, self.block, drop_path_rate=self.drop_path_rate, **kwargs
         )
-        return classify(self, x, features, train)
+        return classify(self, x, taps, train)

@@ -45,11 +45,11 @@ class MobileNetV1(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
         w = lambda c: make_divisible(c * self.width)
-        features = {}
-        x = features["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.relu6)
+        taps = {}
+        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.relu6)
         stages = [(w(c), 1, s) for c, s in V1_BLOCKS]
-        x = run_stages(x, train, features, stages, "mobilenet_v1", act=nn.relu6)
-        return classify(self, x, features, train, self.dropout)
+        x = run_stages(x, train, taps, stages, "mobilenet_v1", act=nn.relu6)
+        return classify(self, x, taps, train, self.dropout)
 
 
 class MobileNetV2(nn.Module):
@@ -70,13 +70,13 @@ class MobileNetV2(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
         w = lambda c: make_divisible(c * self.width)
-        features = {}
-        x = features["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.relu6)
+        taps = {}
+        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.relu6)
         stages = [(w(c), n, s, {"expansion": t}) for t, c, n, s in V2_STAGES]
         x = run_stages(
             x,
             train,
-            features,
+            taps,
             stages,
             "inverted",
             skip=self.skip,
@@ -86,5 +86,5 @@ class MobileNetV2(nn.Module):
             drop_path_rate=self.drop_path_rate,
         )
         last = make_divisible(1280 * max(1.0, self.width))
-        x = features["head_conv"] = conv_bn(x, train, last, 1, act=nn.relu6, name="head")
-        return classify(self, x, features, train, self.dropout)
+        x = taps["head_conv"] = conv_bn(x, train, last, 1, act=nn.relu6, name="head")
+        return classify(self, x, taps, train, self.dropout)

@@ -51,12 +51,12 @@ class CifarResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
-        n, features = self.n_blocks(), {}
-        x = features["stem"] = conv_bn(x, train, self.width)
+        n, taps = self.n_blocks(), {}
+        x = taps["stem"] = conv_bn(x, train, self.width)
         x = run_stages(
             x,
             train,
-            features,
+            taps,
             [(self.width * 2**i, n, 1 if i == 0 else 2) for i in range(3)],
             self.block,
             skip=self.skip,
@@ -65,7 +65,7 @@ class CifarResNet(nn.Module):
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
         )
-        return classify(self, x, features, train)
+        return classify(self, x, taps, train)
 
 
 class ResNet(nn.Module):
@@ -86,17 +86,17 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
-        features = {}
+        taps = {}
         x = conv_bn(x, train, self.width, 7, 2, padding=3)
         x = L.MaxPool(3, 2, padding=((1, 1), (1, 1)), name="stem_pool")(x)  # (B, H/4, W/4, 64)
-        features["stem"] = x
+        taps["stem"] = x
         stages = [
             (self.width * 2**i, n, 1 if i == 0 else 2) for i, n in enumerate(self.stage_sizes)
         ]
         x = run_stages(
             x,
             train,
-            features,
+            taps,
             stages,
             self.block,
             skip=self.skip,
@@ -105,4 +105,4 @@ class ResNet(nn.Module):
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
         )
-        return classify(self, x, features, train)
+        return classify(self, x, taps, train)

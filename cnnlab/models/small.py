@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnlab import layers as L
-from cnnlab.blocks import BatchNorm
+from cnnlab.layers import BatchNorm
 from cnnlab.models.common import check_input, classify
 
 
@@ -34,14 +34,14 @@ class LeNet5(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
         pool = {"avg": L.AvgPool, "max": L.MaxPool}[self.pool]
-        features = {}
+        taps = {}
         for i, f in enumerate(self.filters, start=1):
-            x = features[f"conv{i}"] = self.act(L.Conv(f, 5, padding="VALID", name=f"conv{i}")(x))
-            x = features[f"pool{i}"] = pool(2, name=f"pool{i}")(x)
+            x = taps[f"conv{i}"] = self.act(L.Conv(f, 5, padding="VALID", name=f"conv{i}")(x))
+            x = taps[f"pool{i}"] = pool(2, name=f"pool{i}")(x)
         x = x.reshape(x.shape[0], -1)  # (B, 5·5·16)
         for i, h in enumerate(self.hidden, start=1):
-            x = features[f"fc{i}"] = self.act(nn.Dense(h, name=f"fc{i}")(x))
-        return classify(self, x, features, train)
+            x = taps[f"fc{i}"] = self.act(nn.Dense(h, name=f"fc{i}")(x))
+        return classify(self, x, taps, train)
 
 
 class MiniXception(nn.Module):
@@ -57,8 +57,8 @@ class MiniXception(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
-        features = {}
-        x = features["stem"] = L.Conv(32, 5, padding="VALID", use_bias=False, name="stem_conv")(x)
+        taps = {}
+        x = taps["stem"] = L.Conv(32, 5, padding="VALID", use_bias=False, name="stem_conv")(x)
         for i, w in enumerate(self.widths, start=1):
             residual = x
             for j in (1, 2):
@@ -70,5 +70,5 @@ class MiniXception(nn.Module):
                     residual
                 )
                 x = x + residual
-            features[f"stage{i}"] = x
-        return classify(self, x, features, train, self.dropout)
+            taps[f"stage{i}"] = x
+        return classify(self, x, taps, train, self.dropout)

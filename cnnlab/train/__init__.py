@@ -1,8 +1,20 @@
 """Training: pure jitted steps, deep-supervision losses, optax optimisers, orbax checkpoints."""
 
 from cnnlab.train.checkpoint import Checkpointer, CheckpointError
-from cnnlab.train.config import ConfigError, validate
-from cnnlab.train.loop import NonFiniteLoss, TrainResult, train
+from cnnlab.train.config import ConfigError, check_model, validate
+from cnnlab.train.loop import (
+    NonFiniteLoss,
+    TrainResult,
+    build_model,
+    evaluate,
+    fit,
+    init_variables,
+    initial_state,
+    input_shape,
+    load_data,
+    step_config,
+    train,
+)
 from cnnlab.train.losses import SIDE_SCHEDULES, cross_entropy, side_weight
 from cnnlab.train.optim import make_optimizer, peak_lr
 from cnnlab.train.precise_bn import precise_batch_stats
@@ -17,12 +29,21 @@ __all__ = [
     "StepConfig",
     "TrainResult",
     "TrainState",
+    "build_model",
+    "check_model",
     "cross_entropy",
     "eval_step",
+    "evaluate",
+    "fit",
+    "init_variables",
+    "initial_state",
+    "input_shape",
+    "load_data",
     "make_optimizer",
     "peak_lr",
     "precise_batch_stats",
     "side_weight",
+    "step_config",
     "train",
     "train_step",
     "validate",

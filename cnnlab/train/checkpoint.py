@@ -16,19 +16,13 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
 from cnnlab.errors import CheckpointError, StorageError, describe
-
-
-def _key(entry) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
+from cnnlab.paths import path_str
 
 
 def _shapes(tree) -> dict[str, tuple]:
     """'params/stage1_block1/conv1/kernel' -> shape, whatever container spells the path."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(map(_key, p)): tuple(getattr(v, "shape", ())) for p, v in flat}
+    return {path_str(p): tuple(getattr(v, "shape", ())) for p, v in flat}
 
 
 class Checkpointer:

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 from cnnlab import data, distributed, models
 from cnnlab import progress as bars
 from cnnlab.errors import CheckpointError, NonFiniteLoss
+from cnnlab.paths import path_str
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import ConfigError, check_model, validate
 from cnnlab.train.optim import make_optimizer, peak_lr
@@ -150,10 +152,15 @@ def input_shape(c, ds) -> tuple[int, int, int]:
     return (size, size, ds.image_shape[2]) if size else tuple(ds.image_shape)
 
 
+def init_variables(c, model, ds) -> dict:
+    """The model's variables initialised from `c.seed` for the config's input shape."""
+    x = np.zeros((1, *input_shape(c, ds)), np.float32)
+    return jax.jit(model.init)(jax.random.key(c.seed), x)
+
+
 def initial_state(c, model, ds, tx):
     """Freshly initialised train state (`fit` places it on the devices)."""
-    x = np.zeros((1, *input_shape(c, ds)), np.float32)
-    variables = jax.jit(model.init)(jax.random.key(c.seed), x)
+    variables = init_variables(c, model, ds)
     return TrainState.create(model.apply, variables, tx, ema=c.train.get("ema_decay", 0.0) > 0)
 
 
@@ -181,7 +188,7 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
 
 def _warn(message: str) -> None:
     if jax.process_index() == 0:
-        bars.write(message)
+        bars.write(message, file=sys.stderr)
 
 
 def non_finite(metrics: dict, state) -> str | None:
@@ -193,7 +200,7 @@ def non_finite(metrics: dict, state) -> str | None:
         leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(state, name)))
         for path, leaf in leaves:
             if not np.isfinite(leaf).all():
-                return f"{name} {jax.tree_util.keystr(path, simple=True, separator='/')}"
+                return f"{name} {path_str(path)}"
     return None
 
 
@@ -267,7 +274,11 @@ def fit(
     if restored:
         start, state, saved = restored
         history = saved.get("early_stopping") or {}
-    cfg = dataclasses.replace(step_config(c), total_steps=steps)
+    cfg = dataclasses.replace(
+        step_config(c),
+        total_steps=steps,
+        layer_grad_norms=bool(getattr(hook, "needs_layer_grad_norms", False)),
+    )
     repl = distributed.replicated(mesh)
     step_fn = jax.jit(
         functools.partial(train_step, cfg=cfg), donate_argnums=0, out_shardings=(repl, repl)

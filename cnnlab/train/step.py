@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cnnlab.train.diagnostics import layer_grad_norms
 from cnnlab.train.losses import cross_entropy, predictions, side_weight
 
 
@@ -56,6 +57,7 @@ class StepConfig:
     side_drop_step: int = 0
     compute_dtype: str = "float32"  # 'bfloat16': bf16 compute, f32 params and updates
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the parameters
+    layer_grad_norms: bool = False  # also return each kernel's gradient norm (diagnostics.py)
 
 
 def _cast(tree, dtype):
@@ -118,25 +120,9 @@ def train_step(state: TrainState, batch: dict, rng, *, cfg: StepConfig):
             ema_params=ema_update(state.ema_params, params, state.step, cfg.ema_decay)
         )
     metrics["grad_norm"] = optax.tree.norm(grads)
-    # per conv/dense kernel in forward order (no side heads): the vanishing-gradient picture
-    metrics["layer_grad_norms"] = jnp.stack(
-        [jnp.linalg.norm(g) for _, g in kernels_in_order(grads)]
-    )
+    if cfg.layer_grad_norms:  # only when a diagnostic asks (the ablation runner does)
+        metrics["layer_grad_norms"] = layer_grad_norms(grads)
     return new_state, metrics
-
-
-def kernels_in_order(tree, prefix=()):
-    """(path, array) for every 'kernel' leaf in module creation (forward) order, no side heads.
-
-    Flax keeps parameters in creation order; jax's tree utilities would sort the keys.
-    """
-    for key, value in tree.items():
-        if key.startswith("side_"):
-            continue
-        if isinstance(value, dict):
-            yield from kernels_in_order(value, (*prefix, key))
-        elif key == "kernel":
-            yield "/".join(prefix), value
 
 
 def eval_step(state: TrainState, batch: dict, *, cfg: StepConfig):
