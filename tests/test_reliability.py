@@ -291,7 +291,7 @@ def test_a_checkpoint_is_only_good_when_it_evaluates_finite(tmp_path, monkeypatc
     """The second evaluation comes back NaN (as with BN statistics at 3e19): the run stops
     without saving it, the first checkpoint stays the last one, and the NaN is logged as null."""
     from cnnlab import train
-    from cnnlab.train import loop
+    from cnnlab.train import evaluation
     from experiments.configs import base
 
     c = base.get_config()
@@ -300,14 +300,14 @@ def test_a_checkpoint_is_only_good_when_it_evaluates_finite(tmp_path, monkeypatc
     )  # fmt: skip
     c.model.kwargs.depth, c.data.batch_size, c.train.train_subset = 8, 16, 0
     c.train.steps, c.train.eval_every, c.train.log_every = 4, 2, 1
-    real, calls = loop.evaluate, []
+    real, calls = evaluation.evaluate, []
 
     def evaluate(*args, **kwargs):
         calls.append(1)
         out = real(*args, **kwargs)
         return {**out, "loss": float("nan")} if len(calls) == 2 else out
 
-    monkeypatch.setattr(loop, "evaluate", evaluate)
+    monkeypatch.setattr(evaluation, "evaluate", evaluate)
     with pytest.raises(
         train.NonFiniteLoss, match=r"loss \(nan\) in evaluation at step 4.*\(step 2\) is kept"
     ):
@@ -318,7 +318,7 @@ def test_a_checkpoint_is_only_good_when_it_evaluates_finite(tmp_path, monkeypatc
 
 
 def test_non_finite_finds_batch_norm_statistics_and_parameters():
-    from cnnlab.train.loop import non_finite
+    from cnnlab.train import non_finite
 
     def state(kernel, var):
         return types.SimpleNamespace(params={"conv": {"kernel": np.array(kernel)}},

@@ -121,8 +121,11 @@ def test_ema_follows_the_recurrence_and_is_evaluated_with_recomputed_statistics(
     stats = train.precise_batch_stats(s.apply_fn, {"params": s.ema_params,
                                       "batch_stats": s.batch_stats}, images)  # fmt: skip
     eval_fn = jax.jit(functools.partial(train.eval_step, cfg=cfg))
-    recomputed = train.evaluate(eval_fn, s.replace(params=s.ema_params, batch_stats=stats), ds, c)
-    copied = train.evaluate(eval_fn, s.replace(params=s.ema_params), ds, c)
+    spec = train.RunSpec.of(c)
+    recomputed = train.evaluate(
+        eval_fn, s.replace(params=s.ema_params, batch_stats=stats), ds, spec
+    )
+    copied = train.evaluate(eval_fn, s.replace(params=s.ema_params), ds, spec)
     assert m["ema/loss"] == pytest.approx(recomputed["loss"], rel=1e-5)
     assert m["ema/loss"] != pytest.approx(copied["loss"], rel=1e-3)
     with pytest.raises(train.ConfigError, match=r"ema_decay > 0 needs config\.train\.train_subset"):

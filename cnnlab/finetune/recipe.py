@@ -19,6 +19,7 @@ from cnnlab.finetune.select import UNITS, call_order, frozen_norms, param_labels
 from cnnlab.summary import summary
 from cnnlab.train import (
     ConfigError,
+    RunSpec,
     TrainResult,
     build_model,
     check_model,
@@ -141,12 +142,11 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
         if jax.process_index() == 0:
             (workdir / name / "summary.txt").write_text(str(table) + "\n")
         last = fit(
-            c,
+            RunSpec.of(c, steps=p.steps),
             workdir / name,
             ds,
             model,
             state,
-            p.steps,
             schedules.get("head") or next(iter(schedules.values())),
             progress=progress,
             desc=f"{name} ({table.trainable_params:,} trainable)",

@@ -2,22 +2,22 @@
 
 from cnnlab.train.checkpoint import Checkpointer, CheckpointError
 from cnnlab.train.config import ConfigError, check_model, validate
+from cnnlab.train.evaluation import Evaluator, RecomputeBN, evaluate, non_finite
 from cnnlab.train.loop import (
     NonFiniteLoss,
     TrainResult,
     build_model,
-    evaluate,
     fit,
     init_variables,
     initial_state,
     input_shape,
     load_data,
-    step_config,
     train,
 )
 from cnnlab.train.losses import SIDE_SCHEDULES, cross_entropy, side_weight
 from cnnlab.train.optim import make_optimizer, peak_lr
 from cnnlab.train.precise_bn import precise_batch_stats
+from cnnlab.train.spec import RunSpec, step_config
 from cnnlab.train.step import StepConfig, TrainState, eval_step, train_step
 
 __all__ = [
@@ -25,7 +25,10 @@ __all__ = [
     "CheckpointError",
     "Checkpointer",
     "ConfigError",
+    "Evaluator",
     "NonFiniteLoss",
+    "RecomputeBN",
+    "RunSpec",
     "StepConfig",
     "TrainResult",
     "TrainState",
@@ -40,6 +43,7 @@ __all__ = [
     "input_shape",
     "load_data",
     "make_optimizer",
+    "non_finite",
     "peak_lr",
     "precise_batch_stats",
     "side_weight",

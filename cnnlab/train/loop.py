@@ -14,12 +14,12 @@ import numpy as np
 from cnnlab import data, distributed, models
 from cnnlab import progress as bars
 from cnnlab.errors import CheckpointError, NonFiniteLoss
-from cnnlab.paths import path_str
 from cnnlab.train.checkpoint import Checkpointer
-from cnnlab.train.config import ConfigError, check_model, validate
+from cnnlab.train.config import check_model
+from cnnlab.train.evaluation import Evaluator, RecomputeBN, non_finite
 from cnnlab.train.optim import make_optimizer, peak_lr
-from cnnlab.train.precise_bn import precise_batch_stats
-from cnnlab.train.step import StepConfig, TrainState, eval_step, train_step
+from cnnlab.train.spec import RunSpec
+from cnnlab.train.step import TrainState, eval_step, train_step
 from cnnlab.train.writer import MetricWriter
 
 
@@ -50,103 +50,6 @@ def build_model(c, ds):
     )
 
 
-def step_config(c) -> StepConfig:
-    return StepConfig(
-        total_steps=c.train.steps,
-        label_smoothing=c.loss.label_smoothing,
-        side_weight=c.loss.side_weight,
-        side_schedule=c.loss.side_schedule,
-        side_gamma=c.loss.side_gamma,
-        side_drop_step=c.loss.side_drop_step,
-        compute_dtype=c.train.compute_dtype,
-        ema_decay=float(c.train.get("ema_decay", 0.0)),
-    )
-
-
-def evaluate(eval_fn, state, ds, c, split: str = "test", limit: int | None = None) -> dict:
-    """Mean loss/accuracy per head over a split (its first `limit` examples if given), every
-    process taking its slice."""
-    sums = None
-    mesh = distributed.data_mesh()
-    batches = data.eval_batches(
-        ds,
-        distributed.local_batch_size(c.data.batch_size),
-        image_size=c.data.image_size or None,
-        split=split,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        limit=limit,
-    )
-    for batch in batches:
-        out = jax.device_get(eval_fn(state, distributed.global_batch(batch, mesh)))
-        sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
-    count = sums.pop("count")
-    return {k: float(v) / float(count) for k, v in sums.items()}
-
-
-class RecomputeBN:
-    """BatchNorm statistics recomputed for given parameters over the first `train.train_subset`
-    training images (unaugmented, one global batch; see precise_bn.py): PreciseBN for the final
-    weights, and the statistics of the weight average, whose running statistics were never
-    tracked. Jitted once per run; the images are read on first use."""
-
-    def __init__(self, c, ds, apply_fn, mesh):
-        n = min(int(c.train.get("train_subset", 0)), len(ds.train))
-        self.n = n - n % jax.device_count()  # one global batch split over the devices
-        self.c, self.ds, self.mesh, self.images = c, ds, mesh, None
-        self.fn = jax.jit(
-            functools.partial(precise_batch_stats, apply_fn),
-            out_shardings=distributed.replicated(mesh),
-        )
-
-    def __call__(self, state, params):
-        """`state` with `params` and BN statistics recomputed for them."""
-        if self.images is None:
-            batch = data.eval_batches(
-                self.ds,
-                self.n // jax.process_count(),
-                image_size=self.c.data.image_size or None,
-                split="train",
-                process_index=jax.process_index(),
-                process_count=jax.process_count(),
-                limit=self.n,
-            )
-            self.images = distributed.global_batch(next(batch), self.mesh)["image"]
-        stats = self.fn({"params": params, "batch_stats": state.batch_stats}, self.images)
-        return state.replace(params=params, batch_stats=stats)
-
-
-def ema_evaluation(eval_fn, state, ds, c, recompute: RecomputeBN) -> dict:
-    """Test metrics of the parameters' moving average (`ema/...`), with BN statistics
-    recomputed for it: the running statistics belong to the raw weights."""
-    if state.ema_params is None:
-        return {}
-    ema = recompute(state, state.ema_params)
-    return {f"ema/{k}": v for k, v in evaluate(eval_fn, ema, ds, c).items()}
-
-
-def final_evaluation(eval_fn, state, ds, c, recompute: RecomputeBN) -> dict:
-    """Extra metrics of the last step: eval-mode accuracy on a fixed training subset
-    (`train_subset/...`, the first `train.train_subset` training images, unaugmented) and, with
-    `train.precise_bn`, test and subset metrics with BN statistics recomputed over that subset
-    (`precise_bn/...`; see precise_bn.py)."""
-    n = min(int(c.train.get("train_subset", 0)), len(ds.train))
-    if not n:
-        return {}
-    out = {f"train_subset/{k}": v for k, v in evaluate(eval_fn, state, ds, c, "train", n).items()}
-    if not c.train.get("precise_bn") or not recompute.n:
-        return out
-    precise = recompute(state, state.params)
-    for split, limit, prefix in (
-        ("test", None, "precise_bn/"),
-        ("train", recompute.n, "precise_bn/train_subset/"),
-    ):
-        out.update(
-            {prefix + k: v for k, v in evaluate(eval_fn, precise, ds, c, split, limit).items()}
-        )
-    return out
-
-
 def input_shape(c, ds) -> tuple[int, int, int]:
     size = c.data.image_size
     return (size, size, ds.image_shape[2]) if size else tuple(ds.image_shape)
@@ -173,35 +76,22 @@ def load_data(c) -> data.Dataset:
 
 
 def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
-    """Train per config `c` in `workdir`, resuming from its latest checkpoint.
+    """Train per config `c` in `workdir`, resuming from its newest checkpoint that restores.
 
     `hook(step, state, metrics)`, if given, runs after every step (e.g. diagnostics).
     """
-    validate(c)
+    spec = RunSpec.of(c)  # validates c before anything is read or written
     ds = load_data(c)
     model = build_model(c, ds)
     check_model(model, input_shape(c, ds))
-    tx, schedule = make_optimizer(c.optim, c.train.steps, peak_lr(c.optim, c.data.batch_size))
+    tx, schedule = make_optimizer(c.optim, spec.steps, peak_lr(c.optim, spec.batch_size))
     state = initial_state(c, model, ds, tx)
-    return fit(c, workdir, ds, model, state, c.train.steps, schedule, progress=progress, hook=hook)
+    return fit(spec, workdir, ds, model, state, schedule, progress=progress, hook=hook)
 
 
 def _warn(message: str) -> None:
     if jax.process_index() == 0:
         bars.write(message, file=sys.stderr)
-
-
-def non_finite(metrics: dict, state) -> str | None:
-    """What is not finite in an evaluation or the state it evaluated, or None."""
-    for key, value in metrics.items():
-        if not math.isfinite(value):
-            return f"{key} ({value}) in evaluation"
-    for name in ("batch_stats", "params"):
-        leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(state, name)))
-        for path, leaf in leaves:
-            if not np.isfinite(leaf).all():
-                return f"{name} {path_str(path)}"
-    return None
 
 
 def _stopped(what: str, step: int, ckpt: Checkpointer) -> str:
@@ -227,77 +117,100 @@ def _early_stop(history: dict, val_loss: float, step: int, patience: int, min_de
     return history
 
 
+def evaluate_at(spec, evaluator, ckpt, writer, state, step: int, history) -> dict:
+    """The evaluation at `step` (1-based): log it, update early stopping, and check that it
+    and the state are finite before the state may be saved as good. -> the checkpoint's
+    metrics."""
+    test, val = evaluator.at(state, last=step == spec.steps)
+    writer.write(step, "test", test)
+    metrics = dict(test)
+    if val is not None:
+        writer.write(step, "val", val)
+        metrics.update({f"val_{k}": v for k, v in val.items()})
+        _early_stop(history, val["loss"], step, spec.patience, spec.min_delta)
+    bad = non_finite(metrics, state)
+    if bad:  # a checkpoint is only good when it evaluates finite
+        raise NonFiniteLoss(_stopped(bad, step, ckpt))
+    return metrics
+
+
+def finish(spec, evaluator, ckpt, state, history, final: dict):
+    """After the last step: the best-val-loss weights when early stopping chose them, or, for
+    a run that had already finished, its saved metrics. -> (state, metrics)."""
+    best = history.get("best_step")
+    if spec.patience and best and best != int(state.step):
+        state, saved = ckpt.restore(best, state)
+        return state, saved["metrics"]
+    if not final:
+        final = ckpt.restore_meta(int(state.step)).get("metrics") or evaluator.test(state)
+    return state, final
+
+
 def fit(
-    c,
+    spec: RunSpec,
     workdir,
     ds: data.Dataset,
     model,
     state: TrainState,
-    steps: int,
     schedule,
     *,
     progress: bool = True,
     hook=None,
     desc: str | None = None,
 ) -> TrainResult:
-    """Run `steps` train steps from `state` (or from workdir's latest checkpoint) with evals.
+    """Run `spec.steps` train steps from `state` (or from workdir's newest checkpoint that
+    restores) with evaluations.
 
-    Every `train.eval_every` steps: test metrics, plus `val_*` metrics when `ds` has a validation
-    split, and a checkpoint. With `train.patience` > 0, training stops after that many evals
-    without a `train.min_delta` drop in val loss and the best-val-loss state is restored.
+    Every `spec.eval_every` steps: test metrics, plus `val_*` metrics when `ds` has a validation
+    split, and a checkpoint. With `spec.patience` > 0, training stops after that many evals
+    without a `spec.min_delta` drop in val loss and the best-val-loss state is restored.
+    `hook(step, state, metrics)` runs after every step; a hook with `needs_layer_grad_norms`
+    gets per-kernel gradient norms in `metrics`.
     """
     workdir = Path(workdir).absolute()  # orbax needs absolute paths
     workdir.mkdir(parents=True, exist_ok=True)
-    patience = int(c.train.get("patience", 0))
-    if patience and ds.val is None:
-        raise ConfigError(
-            "config.train.patience > 0 (early stopping) needs a validation split; set "
-            "config.data.val_per_class (examples per class held out of train)"
-        )
     mesh = distributed.data_mesh()  # params replicated, batches split over all devices
     state = distributed.replicate(state, mesh)
     it = data.train_iterator(
         ds,
-        distributed.local_batch_size(c.data.batch_size),
-        c.seed,
-        image_size=c.data.image_size or None,
-        augment=c.data.augment,
+        distributed.local_batch_size(spec.batch_size),
+        spec.seed,
+        image_size=spec.image_size,
+        augment=spec.augment,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
-    best = (c.train.best_metric, c.train.get("best_mode", "max"))
-    if patience:  # the best-val-loss checkpoint must survive: training ends by restoring it
-        best = ("val_loss", "min")
-    ckpt = Checkpointer(workdir / "checkpoints", c.train.keep_checkpoints, *best)
+    ckpt = Checkpointer(
+        workdir / "checkpoints", spec.keep_checkpoints, spec.best_metric, spec.best_mode
+    )
     start, history = 0, {}
     restored = ckpt.restore_newest(state, it, warn=_warn)
     if restored:
         start, state, saved = restored
         history = saved.get("early_stopping") or {}
     cfg = dataclasses.replace(
-        step_config(c),
-        total_steps=steps,
-        layer_grad_norms=bool(getattr(hook, "needs_layer_grad_norms", False)),
+        spec.step, layer_grad_norms=bool(getattr(hook, "needs_layer_grad_norms", False))
     )
     repl = distributed.replicated(mesh)
     step_fn = jax.jit(
         functools.partial(train_step, cfg=cfg), donate_argnums=0, out_shardings=(repl, repl)
     )
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
-    recompute = RecomputeBN(c, ds, model.apply, mesh)
+    evaluator = Evaluator(spec, ds, eval_fn, RecomputeBN(spec, ds, model.apply, mesh))
     writer = MetricWriter(workdir, jax.process_index(), resume_step=start)
     if jax.process_index() == 0:
-        (workdir / "config.json").write_text(c.to_json_best_effort(indent=2))
-    base_rng = jax.random.key(c.seed + 1)
+        (workdir / "config.json").write_text(json.dumps(spec.config, indent=2))
+    base_rng = jax.random.key(spec.seed + 1)
+    steps = spec.steps
     end = start if history.get("stopped") else steps
     bar = bars.bar(
         total=steps,
         initial=start,
         disable=not progress or jax.process_index() > 0,
         unit="step",
-        desc=desc or f"train {c.model.name}",
+        desc=desc or f"train {spec.model_name}",
     )
-    meta = {"config": json.loads(c.to_json_best_effort()), "dataset": ds.name}
+    meta = {"config": spec.config, "dataset": ds.name}
     final, seen, t0, times, finished = {}, 0, time.perf_counter(), [], False
     timing = dict.fromkeys(("compile_s", "data_s", "compute_s", "eval_s", "checkpoint_s"), 0.0)
     try:
@@ -320,7 +233,7 @@ def fit(
             if not math.isfinite(loss):
                 raise NonFiniteLoss(_stopped(f"loss ({loss}) in training", step + 1, ckpt))
             seen += len(batch["label"])
-            if (step + 1) % c.train.log_every == 0 or step + 1 == steps:
+            if (step + 1) % spec.log_every == 0 or step + 1 == steps:
                 m = {k: float(v) for k, v in jax.device_get(metrics).items() if np.ndim(v) == 0}
                 m["lr"] = float(schedule(step))
                 writer.write(step + 1, "train", m)
@@ -329,21 +242,9 @@ def fit(
                     loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.3f}", img_s=f"{rate:.0f}"
                 )
             bar.update(1)
-            if (step + 1) % c.train.eval_every == 0 or step + 1 == steps:
+            if (step + 1) % spec.eval_every == 0 or step + 1 == steps:
                 t_eval = time.perf_counter()
-                final = evaluate(eval_fn, state, ds, c)
-                final.update(ema_evaluation(eval_fn, state, ds, c, recompute))
-                if step + 1 == steps:
-                    final.update(final_evaluation(eval_fn, state, ds, c, recompute))
-                writer.write(step + 1, "test", final)
-                if ds.val is not None:
-                    val = evaluate(eval_fn, state, ds, c, split="val")
-                    writer.write(step + 1, "val", val)
-                    final.update({f"val_{k}": v for k, v in val.items()})
-                    _early_stop(history, val["loss"], step + 1, patience, float(c.train.min_delta))
-                bad = non_finite(final, state)
-                if bad:  # a checkpoint is only good when it evaluates finite
-                    raise NonFiniteLoss(_stopped(bad, step + 1, ckpt))
+                final = evaluate_at(spec, evaluator, ckpt, writer, state, step + 1, history)
                 t_save = time.perf_counter()
                 timing["eval_s"] += t_save - t_eval
                 ckpt.save(step + 1, state, it, {**meta, "early_stopping": history}, final)
@@ -353,14 +254,7 @@ def fit(
         t_save = time.perf_counter()
         ckpt.wait()
         timing["checkpoint_s"] += time.perf_counter() - t_save
-        best = history.get("best_step")
-        if patience and best and best != int(state.step):  # restore the best-val-loss weights
-            state, saved = ckpt.restore(best, state)
-            final = saved["metrics"]
-        elif not final:  # already finished: report the saved run's metrics
-            final = ckpt.restore_meta(int(state.step)).get("metrics") or evaluate(
-                eval_fn, state, ds, c
-            )
+        state, final = finish(spec, evaluator, ckpt, state, history, final)
         finished = True
     finally:
         bar.close()

@@ -1,0 +1,120 @@
+"""Evaluation during and after training: test / validation metrics per head, the weight
+average's, PreciseBN's and the training subset's, and the check that what is about to be saved
+as a good checkpoint evaluates finite."""
+
+import functools
+import math
+
+import jax
+import numpy as np
+
+from cnnlab import data, distributed
+from cnnlab.paths import path_str
+from cnnlab.train.precise_bn import precise_batch_stats
+from cnnlab.train.spec import RunSpec
+
+
+def evaluate(eval_fn, state, ds, spec: RunSpec, split: str = "test", limit=None) -> dict:
+    """Mean loss/accuracy per head over a split (its first `limit` examples if given), every
+    process taking its slice."""
+    sums = None
+    mesh = distributed.data_mesh()
+    batches = data.eval_batches(
+        ds,
+        distributed.local_batch_size(spec.batch_size),
+        image_size=spec.image_size,
+        split=split,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        limit=limit,
+    )
+    for batch in batches:
+        out = jax.device_get(eval_fn(state, distributed.global_batch(batch, mesh)))
+        sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
+    count = sums.pop("count")
+    return {k: float(v) / float(count) for k, v in sums.items()}
+
+
+class RecomputeBN:
+    """BatchNorm statistics recomputed for given parameters over the first `train_subset`
+    training images (unaugmented, one global batch; see precise_bn.py): PreciseBN for the final
+    weights, and the statistics of the weight average, whose running statistics were never
+    tracked. Jitted once per run; the images are read on first use."""
+
+    def __init__(self, spec: RunSpec, ds, apply_fn, mesh):
+        n = min(spec.train_subset, len(ds.train))
+        self.n = n - n % jax.device_count()  # one global batch split over the devices
+        self.spec, self.ds, self.mesh, self.images = spec, ds, mesh, None
+        self.fn = jax.jit(
+            functools.partial(precise_batch_stats, apply_fn),
+            out_shardings=distributed.replicated(mesh),
+        )
+
+    def __call__(self, state, params):
+        """`state` with `params` and BN statistics recomputed for them."""
+        if self.images is None:
+            batch = data.eval_batches(
+                self.ds,
+                self.n // jax.process_count(),
+                image_size=self.spec.image_size,
+                split="train",
+                process_index=jax.process_index(),
+                process_count=jax.process_count(),
+                limit=self.n,
+            )
+            self.images = distributed.global_batch(next(batch), self.mesh)["image"]
+        stats = self.fn({"params": params, "batch_stats": state.batch_stats}, self.images)
+        return state.replace(params=params, batch_stats=stats)
+
+
+class Evaluator:
+    """Every evaluation of one run, with its jitted eval step and BN recomputation."""
+
+    def __init__(self, spec: RunSpec, ds, eval_fn, recompute: RecomputeBN):
+        self.spec, self.ds, self.eval_fn, self.recompute = spec, ds, eval_fn, recompute
+
+    def test(self, state, split: str = "test", limit=None) -> dict:
+        return evaluate(self.eval_fn, state, self.ds, self.spec, split, limit)
+
+    def ema(self, state) -> dict:
+        """Test metrics of the parameters' moving average (`ema/...`), with BN statistics
+        recomputed for it: the running statistics belong to the raw weights."""
+        if state.ema_params is None:
+            return {}
+        average = self.recompute(state, state.ema_params)
+        return {f"ema/{k}": v for k, v in self.test(average).items()}
+
+    def final(self, state) -> dict:
+        """Extra metrics of the last step: eval-mode metrics on the first `train_subset`
+        training images (`train_subset/...`, unaugmented) and, with `precise_bn`, test and
+        subset metrics with BN statistics recomputed over them (`precise_bn/...`)."""
+        n = min(self.spec.train_subset, len(self.ds.train))
+        if not n:
+            return {}
+        out = {f"train_subset/{k}": v for k, v in self.test(state, "train", n).items()}
+        if not self.spec.precise_bn or not self.recompute.n:
+            return out
+        precise = self.recompute(state, state.params)
+        out.update({f"precise_bn/{k}": v for k, v in self.test(precise).items()})
+        subset = self.test(precise, "train", self.recompute.n)
+        out.update({f"precise_bn/train_subset/{k}": v for k, v in subset.items()})
+        return out
+
+    def at(self, state, last: bool) -> tuple[dict, dict | None]:
+        """-> (test-split metrics: raw weights, weight average and, at the `last` step, the
+        final extras; the validation metrics, or None without a validation split)."""
+        test = {**self.test(state), **self.ema(state), **(self.final(state) if last else {})}
+        return test, self.test(state, "val") if self.ds.val is not None else None
+
+
+def non_finite(metrics: dict, state) -> str | None:
+    """What is not finite in an evaluation or the state it evaluated, or None."""
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            return f"{key} ({value}) in evaluation"
+    for name in ("batch_stats", "params"):
+        leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(getattr(state, name)))
+        for path, leaf in leaves:
+            if not np.isfinite(leaf).all():
+                return f"{name} {path_str(path)}"
+    return None
