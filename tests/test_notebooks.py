@@ -20,9 +20,18 @@ def test_there_are_notebooks_and_none_is_stored_with_outputs():
         assert code and all(not c.outputs and c.execution_count is None for c in code), path.name
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One data directory and one compilation cache for all notebooks (the digits are prepared
+    once; identical cells of a grid, e.g. its seeds, compile once)."""
+    return tmp_path_factory.mktemp("notebooks")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, tmp_path, monkeypatch):
-    monkeypatch.setenv("CNNLAB_DATA_DIR", os.environ.get("CNNLAB_DATA_DIR", str(tmp_path / "data")))
+def test_notebook_runs(path, tmp_path, shared, monkeypatch):
+    monkeypatch.setenv("CNNLAB_DATA_DIR", os.environ.get("CNNLAB_DATA_DIR", str(shared / "data")))
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(shared / "jax_cache"))
+    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
