@@ -17,11 +17,12 @@ steps residual-56 was still fitting (test accuracy 0.746 ± 0.130 over 3 seeds; 
 Zero-init of the residual BN scales, the other cited remedy, lifted ResNet-56 to 0.946 ± 0.018
 at 150 steps but left ResNet-8 at 0.687 ± 0.067 at this lr, so it is off.
 
-Measured: 11 min 38 s and 12 min 41 s on 2 CPU cores (2026-12-01), compile cache empty. Claims, as the report judges them
-(3 seeds, PreciseBN test accuracy): plain nets degrade (train loss 0.092 -> 2.223, 3 of 3
-seeds): held; residual nets do not degrade (0.989 -> 0.891 ± 0.083, inside the tolerance its
-own spread sets, lower on 3 of 3 seeds): held narrowly; the skip connection helps at depth 56
-(+0.779 ± 0.062): held; side heads help plain nets: did not hold (+0.022 ± 0.060 at depth 20).
+Measured: 11 min 38 s and 12 min 41 s on 2 CPU cores (2026-12-01), compile cache empty.
+Claims, as the report judges them (3 seeds, PreciseBN test accuracy): plain nets degrade
+(train loss 0.092 -> 2.223, 3 of 3 seeds): held; residual nets do not degrade (0.989 -> 0.891
+± 0.083, inside the tolerance its own spread sets, lower on 3 of 3 seeds): held narrowly; the
+skip connection helps at depth 56 (+0.779 ± 0.062): held; side heads help plain nets: did not
+hold (+0.022 ± 0.060 at depth 20).
 """
 
 from experiments.configs import base
