@@ -80,13 +80,19 @@ class Checkpointer:
         if free < need:
             raise StorageError(
                 f"no space left on the device of {self.directory} for checkpoint step {step} "
-                f"(needs about {need / 1e6:.1f} MB, {free / 1e6:.1f} MB free); {self._kept()}. "
+                f"(needs about {need / 1e6:.1f} MB, {free / 1e6:.1f} MB free); {self.kept()}. "
                 f"Free space, then re-run the same command to resume"
             )
 
-    def _kept(self) -> str:
+    def kept(self, which: str = "complete", where: bool = False) -> str:
+        """'the last <which> checkpoint (step N) is kept[ in DIR]', for a message that stops a
+        run; 'no checkpoint had been saved yet' before the first save."""
         last = self.latest_step()
-        return f"the last complete checkpoint (step {last}) is kept" if last else "none was saved"
+        if not last:
+            return "no checkpoint had been saved yet"
+        return f"the last {which} checkpoint (step {last}) is kept" + (
+            f" in {self.directory}" if where else ""
+        )
 
     @contextlib.contextmanager
     def _storage(self, step: int | None = None):
@@ -99,13 +105,13 @@ class Checkpointer:
                 what = f"checkpoint step {step}" if step else "a checkpoint"
                 raise StorageError(
                     f"no space left on the device of {self.directory} while saving {what}; "
-                    f"{self._kept()}. Free space, then re-run the same command to resume"
+                    f"{self.kept()}. Free space, then re-run the same command to resume"
                 ) from None
             if isinstance(e, OSError):
                 raise
             raise StorageError(
                 f"saving {'step ' + str(step) if step else 'a checkpoint'} in {self.directory} "
-                f"failed ({describe(e)}); {self._kept()}"
+                f"failed ({describe(e)}); {self.kept()}"
             ) from None
 
     def wait(self) -> None:

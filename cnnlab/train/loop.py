@@ -95,15 +95,10 @@ def _warn(message: str) -> None:
 
 
 def _stopped(what: str, step: int, ckpt: Checkpointer) -> str:
-    last = ckpt.latest_step()
-    kept = (
-        f"the last good checkpoint (step {last}) is kept in {ckpt.directory}"
-        if last
-        else "no checkpoint had been saved yet"
-    )
     return (
-        f"non-finite {what} at step {step}; stopped without saving it, {kept}. Lower "
-        f"config.optim.lr, or check the data and config.model"
+        f"non-finite {what} at step {step}; stopped without saving it, "
+        f"{ckpt.kept('good', where=True)}. Lower config.optim.lr, or check the data and "
+        f"config.model"
     )
 
 
