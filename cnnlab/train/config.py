@@ -39,8 +39,9 @@ def validate(c) -> None:
             f"config.model.kwargs has {unknown}, which model {c.model.name!r} does not take; "
             f"allowed: {models.fields(c.model.name)}"
         )
+    defaults = models.defaults(c.model.name)
     for key, value in kwargs.items():
-        _same_kind(f"model.kwargs.{key}", value, models.defaults(c.model.name).get(key))
+        _same_kind(f"model.kwargs.{key}", value, defaults.get(key))
     _choice("optim.optimizer", c.optim.optimizer, OPTIMIZERS)
     _choice("optim.schedule", c.optim.schedule, SCHEDULES)
     _choice("optim.warmup", c.optim.get("warmup", "linear"), WARMUPS)
@@ -66,18 +67,18 @@ def validate(c) -> None:
         raise ConfigError(
             f"config.data.image_size={c.data.image_size} must be >= 0 (0 = as stored)"
         )
-    for key, low, high, what in (
-        ("optim.lr", 0.0, math.inf, "> 0 and finite"),
-        ("optim.weight_decay", -1e-300, math.inf, ">= 0 and finite"),
-        ("optim.momentum", -1e-300, 1.0, "in [0, 1)"),
-        ("loss.label_smoothing", -1e-300, 1.0, "in [0, 1)"),
-        ("loss.side_weight", -1e-300, math.inf, ">= 0 and finite"),
-        ("loss.side_gamma", -1e-300, math.inf, ">= 0 and finite"),
-        ("train.min_delta", -1e-300, math.inf, ">= 0 and finite"),
-        ("optim.warmup_factor", 0.0, 1.0 + 1e-12, "in (0, 1]"),
-        ("train.ema_decay", -1e-300, 1.0, "in [0, 1) (0 = off)"),
+    for key, low, high, what, default in (  # default: what the code uses when a key is absent
+        ("optim.lr", 0.0, math.inf, "> 0 and finite", None),
+        ("optim.weight_decay", -1e-300, math.inf, ">= 0 and finite", None),
+        ("optim.momentum", -1e-300, 1.0, "in [0, 1)", None),
+        ("loss.label_smoothing", -1e-300, 1.0, "in [0, 1)", None),
+        ("loss.side_weight", -1e-300, math.inf, ">= 0 and finite", None),
+        ("loss.side_gamma", -1e-300, math.inf, ">= 0 and finite", None),
+        ("train.min_delta", -1e-300, math.inf, ">= 0 and finite", 0.0),
+        ("optim.warmup_factor", 0.0, 1.0 + 1e-12, "in (0, 1]", 0.1),
+        ("train.ema_decay", -1e-300, 1.0, "in [0, 1) (0 = off)", 0.0),
     ):
-        if not low < _number(c, key, float, default={"train.ema_decay": 0.0}.get(key, 1.0)) < high:
+        if not low < _number(c, key, float, default=default) < high:
             raise ConfigError(f"config.{key}={_get(c, key)} must be {what}")
     if _number(c, "train.ema_decay", float, default=0.0) and not c.train.get("train_subset"):
         raise ConfigError(
