@@ -219,6 +219,43 @@ def test_resume_falls_back_to_the_newest_step_that_restores(tmp_path, saved, kin
     assert len(keys) == len(set(keys)) and ("train", 6) in keys and ("test", 4) in keys
 
 
+def test_late_read_errors_of_a_step_being_restored_are_not_logged(tmp_path, caplog):
+    """orbax raises a damaged step's first read error; its sibling read tasks' errors are
+    logged by asyncio ("Task exception was never retrieved", with a traceback) whenever the
+    tasks are collected. Driven here with real tasks, so the outcome does not depend on when
+    the garbage collector runs (CI once saw such a traceback after a correct fallback)."""
+    import asyncio
+    import gc
+
+    from cnnlab.train.checkpoint import reading
+
+    step = tmp_path / "checkpoints" / "4"
+
+    async def read(path):
+        raise ValueError(f"OUT_OF_RANGE: Error reading local file {path}/state/d/0")
+
+    def abandon(path):  # a task whose exception nobody retrieves, then collected
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(read(path))
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        del task
+        gc.collect()
+
+    with pytest.raises(ValueError):
+        with reading(step):
+            raise ValueError("the first error, which orbax raises")
+    abandon(step)  # after the failed restore: still quiet
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    abandon(tmp_path / "elsewhere")  # an unrelated task's error is still logged
+    logged = [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert len(logged) == 1 and "elsewhere" in str(logged[0].exc_info[1])
+    with reading(tmp_path / "checkpoints" / "2"):
+        pass  # a successful restore is forgotten: later errors about it are logged again
+    abandon(tmp_path / "checkpoints" / "2")
+    assert len([r for r in caplog.records if "never retrieved" in r.getMessage()]) == 2
+
+
 def test_no_step_restores_is_an_error_and_nothing_is_deleted(tmp_path, saved):
     run = tmp_path / "run"
     shutil.copytree(saved, run)

@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 
 from cnnlab.errors import CheckpointError, describe
 from cnnlab.finetune.select import NEW, is_new, paths
+from cnnlab.train.checkpoint import reading
 
 COLLECTIONS = ("params", "batch_stats")
 
@@ -124,16 +125,17 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
             for col in COLLECTIONS
             if want[col]
         }
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item=abstract,
-                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-                    partial_restore=True,
-                )
-            ),
-        )["state"]
+        with reading(Path(directory) / str(step)):
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item=abstract,
+                        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+                        partial_restore=True,
+                    )
+                ),
+            )["state"]
     except CheckpointError:
         raise
     except Exception as e:  # damaged files surface as many exception types from orbax

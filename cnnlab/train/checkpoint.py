@@ -7,6 +7,7 @@ paths, never orbax's silent pad/truncate.
 """
 
 import contextlib
+import logging
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,43 @@ def _shapes(tree) -> dict[str, tuple]:
     """'params/stage1_block1/conv1/kernel' -> shape, whatever container spells the path."""
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {path_str(p): tuple(getattr(v, "shape", ())) for p, v in flat}
+
+
+class _UnretrievedReadErrors(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" records (a traceback each) for
+    TensorStore reads of a checkpoint step being restored. When a damaged step fails to
+    restore, orbax raises the first error and the sibling read tasks' errors are logged when
+    the tasks are garbage-collected, at a moment nobody chooses; the failure itself is
+    reported once, by whoever called restore. Records about anything else pass."""
+
+    MESSAGE = "Task exception was never retrieved"
+
+    def __init__(self):
+        super().__init__()
+        self.paths: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if not text.startswith(self.MESSAGE):
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            text += str(record.exc_info[1])
+        return not any(p in text for p in self.paths)
+
+
+_read_errors = _UnretrievedReadErrors()
+logging.getLogger("asyncio").addFilter(_read_errors)
+
+
+@contextlib.contextmanager
+def reading(step_dir):
+    """Around a restore of `step_dir`: its read tasks' late, unretrieved errors are not logged
+    (see _UnretrievedReadErrors). Kept after a failed read (the tasks are collected later);
+    forgotten after a successful one."""
+    path = str(Path(step_dir).absolute())
+    _read_errors.paths.add(path)
+    yield
+    _read_errors.paths.discard(path)
 
 
 class Checkpointer:
@@ -146,7 +184,8 @@ class Checkpointer:
         args = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
         if data_iter is not None:
             args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-        out = self.manager.restore(step, args=ocp.args.Composite(**args))
+        with reading(self.directory / str(step)):
+            out = self.manager.restore(step, args=ocp.args.Composite(**args))
         return out["state"], out["meta"]
 
     def restore_newest(self, target, data_iter=None, warn=print):
