@@ -21,6 +21,7 @@ from cnnlab.ablation.result import CellResult
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.records import read_metrics, write_json_atomic
 from cnnlab.summary import summary
+from cnnlab.train.batched import NO_EARLY_STOPPING
 
 TAIL = 0.1  # final training loss: mean over this last fraction of the steps
 
@@ -61,13 +62,48 @@ def run_cell(config, overrides: dict, cell_dir: Path) -> CellResult:
     t0 = time.perf_counter()
     cfg = cell_config(config, overrides)
     cell_dir.mkdir(parents=True, exist_ok=True)
-    result = CellResult(cell_name(overrides), overrides)
     diag = Diagnostics(cell_dir, cfg.get("grad_norm_steps", (0,)), cfg.train.steps)
     try:
         res = train.train(cfg, cell_dir / "run", progress=False, hook=diag)
     except CnnlabError as e:
-        result.reason = str(e).split(". ")[0]
-        return result
+        return failed(overrides, e)
+    return collect(cfg, overrides, cell_dir, res, diag, time.perf_counter() - t0)
+
+
+def run_seeds(config, group: list[dict], workdir: Path) -> list[CellResult]:
+    """Train the cells of `group` (one configuration, several seeds) together
+    (`cnnlab.train.batched`, config.batch_seeds); -> a CellResult per cell, as `run_cell`'s.
+    Each cell's wall time is its share of the group's."""
+    t0 = time.perf_counter()
+    cfgs = [cell_config(config, o) for o in group]
+    dirs = [workdir / "cells" / cell_name(o) for o in group]
+    diags = []
+    for cfg, d in zip(cfgs, dirs, strict=True):
+        d.mkdir(parents=True, exist_ok=True)
+        diags.append(Diagnostics(d, cfg.get("grad_norm_steps", (0,)), cfg.train.steps))
+    seeds = "+".join(str(o["seed"]) for o in group)
+    group_dir = workdir / "batched" / cell_name({**group[0], "seed": seeds})
+    try:
+        outs = train.train_seeds(
+            cfgs, [d / "run" for d in dirs], group_dir, progress=False, hooks=diags
+        )
+    except CnnlabError as e:
+        return [failed(o, e) for o in group]
+    wall = (time.perf_counter() - t0) / len(group)
+    return [
+        failed(o, out) if isinstance(out, Exception) else collect(cfg, o, d, out, diag, wall)
+        for cfg, o, d, out, diag in zip(cfgs, group, dirs, outs, diags, strict=True)
+    ]
+
+
+def failed(overrides: dict, error: Exception) -> CellResult:
+    return CellResult(cell_name(overrides), overrides, reason=str(error).split(". ")[0])
+
+
+def collect(cfg, overrides: dict, cell_dir: Path, res, diag, wall_s: float) -> CellResult:
+    """A trained cell's CellResult: metrics, diagnostics, size, curves and where its wall time
+    (`wall_s`) went."""
+    result = CellResult(cell_name(overrides), overrides)
     x = next(iter(data.eval_batches(res.dataset, 64, image_size=cfg.data.image_size or None)))
     images = x["image"]
     s = summary(res.model, images[:1])
@@ -84,7 +120,7 @@ def run_cell(config, overrides: dict, cell_dir: Path) -> CellResult:
     result.curves = sorted(curves, key=lambda m: (m["step"], m["split"]))
     # where the cell's wall time went; 'other' = model build, data open, diagnostics, summary
     timing = {k: round(v, 3) for k, v in res.timing.items()}
-    timing["wall_s"] = round(time.perf_counter() - t0, 3)
+    timing["wall_s"] = round(wall_s, 3)
     timing["other_s"] = round(timing["wall_s"] - sum(res.timing.values()), 3)
     result.timing = timing
     return result
@@ -123,9 +159,15 @@ def grid_spec(config) -> dict:
 def check_grid(config, spec: str = "0/1") -> list[dict]:
     """The cells of this shard, each config checked before anything trains (ValueError)."""
     cells = shard(expand(config.grid), spec)
+    batch_seeds = config.get("batch_seeds", False)
+    if not isinstance(batch_seeds, bool):
+        raise ConfigError(f"config.batch_seeds={batch_seeds!r} must be True or False")
     for overrides in cells:
         try:
-            train.validate(cell_config(config, overrides))
+            cfg = cell_config(config, overrides)
+            train.validate(cfg)
+            if batch_seeds and int(cfg.train.get("patience", 0)):
+                raise ConfigError(NO_EARLY_STOPPING)
         except ConfigError as e:
             raise ConfigError(f"grid cell {cell_name(overrides)}: {e}") from None
     return cells
@@ -138,23 +180,55 @@ def run_grid(config, workdir, *, shard: str = "0/1", progress: bool = True) -> l
     workdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(workdir / "grid.json", grid_spec(config))
     quiet = not progress or jax.process_index() > 0
-    bar = bars.bar(cells, desc="grid", unit="cell", disable=quiet)
+    bar = bars.bar(total=len(cells), desc="grid", unit="cell", disable=quiet)
     say = (lambda msg: None) if quiet else bars.write
-    results = []
-    for overrides in bar:
-        name = cell_name(overrides)
-        bar.set_postfix_str(name)
-        done = workdir / "cells" / name / "result.json"
-        if done.exists() and (r := CellResult.load(done)).done:
-            say(f"skip (finished): {name}")
-            results.append(r)
+    results = {}
+    for batch in _batches(config, cells):
+        names = [cell_name(o) for o in batch]
+        bar.set_postfix_str(names[0] if len(batch) == 1 else f"{names[0]} (+{len(batch) - 1})")
+        todo = []
+        for overrides, name in zip(batch, names, strict=True):
+            done = workdir / "cells" / name / "result.json"
+            if done.exists() and (r := CellResult.load(done)).done:
+                say(f"skip (finished): {name}")
+                results[name] = r
+                bar.update(1)
+            else:
+                todo.append(overrides)
+        if not todo:
             continue
         t0 = time.perf_counter()
-        r = run_cell(config, overrides, done.parent)
-        r.save(done)
-        r = CellResult.load(done)  # as a later run or the report will see it (JSON types)
-        results.append(r)
-        acc = r.metrics.get("accuracy")
-        tail = f", test accuracy {acc:.4f}" if acc is not None else f" ({r.reason})"
-        say(f"{r.status}: {name} in {time.perf_counter() - t0:.0f}s{tail}")
-    return results
+        if len(todo) > 1:
+            fresh = run_seeds(config, todo, workdir)
+        else:
+            fresh = [run_cell(config, todo[0], workdir / "cells" / cell_name(todo[0]))]
+        for r in fresh:
+            done = workdir / "cells" / r.name / "result.json"
+            r.save(done)
+            r = results[r.name] = CellResult.load(done)  # as a later run or the report sees it
+            acc = r.metrics.get("accuracy")
+            tail = f", test accuracy {acc:.4f}" if acc is not None else f" ({r.reason})"
+            say(f"{r.status}: {r.name} in {time.perf_counter() - t0:.0f}s{tail}")
+            bar.update(1)
+    bar.close()
+    return [results[cell_name(o)] for o in cells]
+
+
+def _batches(config, cells: list[dict]) -> list[list[dict]]:
+    """The cells in the order they train: one each, or with config.batch_seeds the cells that
+    differ only in `seed` together (at the place of the first of them)."""
+    if not config.get("batch_seeds", False):
+        return [[o] for o in cells]
+    groups: dict[str, list[dict]] = {}
+    for o in cells:
+        rest = {k: v for k, v in o.items() if k != "seed"}
+        if "seed" not in o or _when_reads_seed(config):
+            groups[cell_name(o)] = [o]
+        else:
+            groups.setdefault(cell_name(rest), []).append(o)
+    return list(groups.values())
+
+
+def _when_reads_seed(config) -> bool:
+    """A `config.when` condition on the seed would give seeds different recipes."""
+    return any(k == "seed" for condition, _ in config.get("when", ()) for k, _ in condition)

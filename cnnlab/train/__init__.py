@@ -1,5 +1,6 @@
 """Training: pure jitted steps, deep-supervision losses, optax optimisers, orbax checkpoints."""
 
+from cnnlab.train.batched import train_seeds
 from cnnlab.train.checkpoint import Checkpointer, CheckpointError
 from cnnlab.train.config import ConfigError, check_model, validate
 from cnnlab.train.evaluation import Evaluator, RecomputeBN, evaluate, non_finite
@@ -49,6 +50,7 @@ __all__ = [
     "side_weight",
     "step_config",
     "train",
+    "train_seeds",
     "train_step",
     "validate",
 ]

@@ -63,23 +63,42 @@ def reading(step_dir):
     _read_errors.paths.discard(path)
 
 
+def _data_items(data_iter) -> dict:
+    """Checkpoint item name -> grain iterator: 'data' for one, 'data_0', ... for a list (the
+    seeds trained together, cnnlab.train.batched)."""
+    if data_iter is None:
+        return {}
+    if isinstance(data_iter, (list, tuple)):
+        return {f"data_{i}": it for i, it in enumerate(data_iter)}
+    return {"data": data_iter}
+
+
 class Checkpointer:
+    """`best_metric=None`: keep only the last `keep` steps. `iterators=n` > 0: every step
+    holds a list of n data iterators (items data_0, ...); 0: one iterator or none ('data')."""
+
     def __init__(
-        self, directory, keep: int = 3, best_metric: str = "accuracy", best_mode: str = "max"
+        self,
+        directory,
+        keep: int = 3,
+        best_metric: str | None = "accuracy",
+        best_mode: str = "max",
+        iterators: int = 0,
     ):
-        policy = cm.AnyPreservationPolicy(
-            [
-                cm.LatestN(keep),
-                cm.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1),
-            ]
-        )
+        policies = [cm.LatestN(keep)]
+        if best_metric is not None:
+            policies.append(
+                cm.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1)
+            )
+        policy = cm.AnyPreservationPolicy(policies)
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)
         directory = Path(directory).absolute()  # orbax needs absolute paths
         self.directory, self.best_metric, self.best_mode = directory, best_metric, best_mode
+        names = _data_items([None] * iterators) if iterators else {"data": None}
         handlers = {
             "state": ocp.StandardCheckpointHandler(),
             "meta": ocp.JsonCheckpointHandler(),
-            "data": grain.checkpoint.CheckpointHandler(),
+            **{name: grain.checkpoint.CheckpointHandler() for name in names},
         }  # registered up front so a restarted process can read metadata and restore
         self.manager = ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
@@ -104,8 +123,8 @@ class Checkpointer:
         self._check_space(step, state)
         meta = {**meta, "metrics": metrics}  # also in meta: orbax forgets them across restarts
         args = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
-        if data_iter is not None:
-            args["data"] = grain.checkpoint.CheckpointSave(data_iter)
+        for name, it in _data_items(data_iter).items():
+            args[name] = grain.checkpoint.CheckpointSave(it)
         with self._storage(step):
             self.manager.save(step, args=ocp.args.Composite(**args), metrics=metrics)
 
@@ -182,8 +201,8 @@ class Checkpointer:
         self.check_shapes(step, target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         args = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
-        if data_iter is not None:
-            args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+        for name, it in _data_items(data_iter).items():
+            args[name] = grain.checkpoint.CheckpointRestore(it)
         with reading(self.directory / str(step)):
             out = self.manager.restore(step, args=ocp.args.Composite(**args))
         return out["state"], out["meta"]

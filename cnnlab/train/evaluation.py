@@ -41,11 +41,11 @@ class RecomputeBN:
     weights, and the statistics of the weight average, whose running statistics were never
     tracked. Jitted once per run; the images are read on first use."""
 
-    def __init__(self, spec: RunSpec, ds, apply_fn, mesh):
+    def __init__(self, spec: RunSpec, ds, apply_fn, mesh, fn=None):
         n = min(spec.train_subset, len(ds.train))
         self.n = n - n % jax.device_count()  # one global batch split over the devices
         self.spec, self.ds, self.mesh, self.images = spec, ds, mesh, None
-        self.fn = jax.jit(
+        self.fn = fn or jax.jit(  # `fn`: another instance's, for runs of one model (seeds)
             functools.partial(precise_batch_stats, apply_fn),
             out_shardings=distributed.replicated(mesh),
         )

@@ -67,11 +67,30 @@ def initial_state(c, model, ds, tx):
     return TrainState.create(model.apply, variables, tx, ema=c.train.get("ema_decay", 0.0) > 0)
 
 
-def load_data(c) -> data.Dataset:
-    """The config's dataset, restricted to data.classes with few-shot/val splits if asked."""
-    ds = data.load(c.data.name, c.data.data_dir or None, dict(c.data.synthetic))
+def open_dataset(c) -> data.Dataset:
+    """The config's dataset as stored (every class, every example)."""
+    return data.load(c.data.name, c.data.data_dir or None, dict(c.data.synthetic))
+
+
+def load_data(c, opened: data.Dataset | None = None) -> data.Dataset:
+    """The config's dataset (`opened`: what `open_dataset(c)` returned before), restricted to
+    data.classes with few-shot/val splits drawn with c.seed if asked."""
+    ds = open_dataset(c) if opened is None else opened
     return data.subset(
         ds, c.data.classes, c.data.train_per_class, c.data.val_per_class, seed=c.seed
+    )
+
+
+def train_iterator(spec: RunSpec, ds: data.Dataset):
+    """This process's endless training batches for the run (seeded order and augmentation)."""
+    return data.train_iterator(
+        ds,
+        distributed.local_batch_size(spec.batch_size),
+        spec.seed,
+        image_size=spec.image_size,
+        augment=spec.augment,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
 
 
@@ -87,6 +106,21 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
     tx, schedule = make_optimizer(c.optim, spec.steps, peak_lr(c.optim, spec.batch_size))
     state = initial_state(c, model, ds, tx)
     return fit(spec, workdir, ds, model, state, schedule, progress=progress, hook=hook)
+
+
+def timed_step(step_fn, state, batch, rng, timing: dict, times: list):
+    """One train step, timed into `timing` ('compile_s', 'compute_s') and `times` (each step's
+    seconds). The first (empty `times`) compiles the jitted `step_fn` ahead of time, so that
+    compile and compute are apart. -> (compiled step_fn, state, metrics)."""
+    if not times:
+        t_compile = time.perf_counter()
+        step_fn = step_fn.lower(state, batch, rng).compile()
+        timing["compile_s"] = time.perf_counter() - t_compile
+    t_step = time.perf_counter()
+    state, metrics = jax.block_until_ready(step_fn(state, batch, rng))  # times are real
+    times.append(time.perf_counter() - t_step)
+    timing["compute_s"] += times[-1]
+    return step_fn, state, metrics
 
 
 def _warn(message: str) -> None:
@@ -166,15 +200,7 @@ def fit(
     workdir.mkdir(parents=True, exist_ok=True)
     mesh = distributed.data_mesh()  # params replicated, batches split over all devices
     state = distributed.replicate(state, mesh)
-    it = data.train_iterator(
-        ds,
-        distributed.local_batch_size(spec.batch_size),
-        spec.seed,
-        image_size=spec.image_size,
-        augment=spec.augment,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
+    it = train_iterator(spec, ds)
     ckpt = Checkpointer(
         workdir / "checkpoints", spec.keep_checkpoints, spec.best_metric, spec.best_mode
     )
@@ -214,15 +240,8 @@ def fit(
             batch = distributed.global_batch(next(it), mesh)
             rng = jax.random.fold_in(base_rng, step)
             timing["data_s"] += time.perf_counter() - t_data
-            if step == start:  # compile ahead of time, so that compile and compute are apart
-                t_compile = time.perf_counter()
-                step_fn = step_fn.lower(state, batch, rng).compile()
-                timing["compile_s"] = time.perf_counter() - t_compile
-            t_step = time.perf_counter()
-            state, metrics = step_fn(state, batch, rng)
-            loss = float(metrics["total_loss"])  # waits for the step: times are real
-            times.append(time.perf_counter() - t_step)
-            timing["compute_s"] += times[-1]
+            step_fn, state, metrics = timed_step(step_fn, state, batch, rng, timing, times)
+            loss = float(metrics["total_loss"])
             if hook is not None:
                 hook(step, state, metrics)
             if not math.isfinite(loss):

@@ -36,6 +36,9 @@ def get_config():
     c.train.log_every = 5
     c.train.keep_checkpoints = 1
     c.train.precise_bn = True
+    # True: the seeds of each configuration train together, one vmapped step over stacked
+    # states (cnnlab.train.batched); results as separate runs', to float tolerance
+    c.batch_seeds = False
     c.grad_norm_steps = (0, 75)  # per-layer gradient norms: at initialisation and mid-run
     # (dotted config key, values): cells are the cartesian product, seeds last; the first value
     # of a categorical axis is the baseline the report's paired effects are measured from
