@@ -66,6 +66,7 @@ SLOW = {
     "resnet34",
     "resnet44", "resnet56", "resnet110", "plain32", "plain44", "plain56", "plain110",
     "resnet50", "resnet101", "resnet152", "mobilenet_v2",
+    "mobilenet_v1", "mini_xception",  # depthwise-heavy: XLA:CPU's slow path, 18-22 s each
 } | {f"efficientnet_b{i}" for i in range(8)}  # fmt: skip
 
 

@@ -30,8 +30,7 @@ def shared(tmp_path_factory):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, tmp_path, shared, monkeypatch):
     monkeypatch.setenv("CNNLAB_DATA_DIR", os.environ.get("CNNLAB_DATA_DIR", str(shared / "data")))
-    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(shared / "jax_cache"))
-    monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    monkeypatch.setenv("CNNLAB_CACHE_DIR", str(shared / "cache"))  # distributed.start()'s cache
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
