@@ -31,6 +31,11 @@ class Diagnostics:
     final head's training loss over the last `TAIL` of the steps, kept in a file so that a
     resumed run still has the steps it ran before the restart."""
 
+    @classmethod
+    def of(cls, cfg, cell_dir: Path) -> "Diagnostics":
+        """The diagnostics a cell's config asks for (config.grad_norm_steps, default (0,))."""
+        return cls(cell_dir, cfg.get("grad_norm_steps", (0,)), cfg.train.steps)
+
     def __init__(self, cell_dir: Path, grad_norm_steps, steps: int):
         self.path = cell_dir / "diagnostics.json"
         self.grad_steps = set(grad_norm_steps)
@@ -62,7 +67,7 @@ def run_cell(config, overrides: dict, cell_dir: Path) -> CellResult:
     t0 = time.perf_counter()
     cfg = cell_config(config, overrides)
     cell_dir.mkdir(parents=True, exist_ok=True)
-    diag = Diagnostics(cell_dir, cfg.get("grad_norm_steps", (0,)), cfg.train.steps)
+    diag = Diagnostics.of(cfg, cell_dir)
     try:
         res = train.train(cfg, cell_dir / "run", progress=False, hook=diag)
     except CnnlabError as e:
@@ -77,10 +82,9 @@ def run_seeds(config, group: list[dict], workdir: Path) -> list[CellResult]:
     t0 = time.perf_counter()
     cfgs = [cell_config(config, o) for o in group]
     dirs = [workdir / "cells" / cell_name(o) for o in group]
-    diags = []
-    for cfg, d in zip(cfgs, dirs, strict=True):
+    for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
-        diags.append(Diagnostics(d, cfg.get("grad_norm_steps", (0,)), cfg.train.steps))
+    diags = [Diagnostics.of(cfg, d) for cfg, d in zip(cfgs, dirs, strict=True)]
     seeds = "+".join(str(o["seed"]) for o in group)
     group_dir = workdir / "batched" / cell_name({**group[0], "seed": seeds})
     try:

@@ -123,12 +123,11 @@ def train_seeds(
     del states
     its = [train_iterator(s, ds) for s, ds in zip(specs, datasets, strict=True)]
     ckpt = Checkpointer(group_dir / "checkpoints", spec0.keep_checkpoints, None, iterators=n)
-    start, failed, saved_metrics = 0, {}, {}
+    start, saved = 0, {}
     restored = ckpt.restore_newest(state, its, warn=_warn)
     if restored:
         start, state, saved = restored
-        failed = {int(k): v for k, v in (saved.get("failed") or {}).items()}
-        saved_metrics = {int(k): v for k, v in (saved.get("seed_metrics") or {}).items()}
+    failed = {int(k): v for k, v in (saved.get("failed") or {}).items()}  # JSON keys: seeds
     errors = {i: NonFiniteLoss(failed[s.seed]) for i, s in enumerate(specs) if s.seed in failed}
     live = [i for i in range(n) if i not in errors]
 
@@ -141,10 +140,11 @@ def train_seeds(
         out_shardings=(repl, repl),
     )
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
-    recompute = RecomputeBN(spec0, loaded, model.apply, mesh)
+    recompute = [RecomputeBN(spec0, loaded, model.apply, mesh)]  # one jitted fn for all seeds
+    recompute += [RecomputeBN(s, ds, model.apply, mesh, fn=recompute[0].fn)
+                  for s, ds in zip(specs[1:], datasets[1:], strict=True)]  # fmt: skip
     evaluators = [
-        Evaluator(s, ds, eval_fn, RecomputeBN(s, ds, model.apply, mesh, fn=recompute.fn))
-        for s, ds in zip(specs, datasets, strict=True)
+        Evaluator(s, ds, eval_fn, r) for s, ds, r in zip(specs, datasets, recompute, strict=True)
     ]
     writers = [MetricWriter(w, jax.process_index(), resume_step=start) for w in workdirs]
     if jax.process_index() == 0:
@@ -168,8 +168,9 @@ def train_seeds(
         disable=not progress or jax.process_index() > 0,
         desc=f"train {spec0.model_name} x{n} seeds",
     )
-    final = dict(saved_metrics) if start >= spec0.steps else {}
-    final = {i: final[specs[i].seed] for i in live if specs[i].seed in final}
+    # a group that had finished: its seeds' final metrics, as saved with the last step
+    done = {int(k): v for k, v in (saved.get("seed_metrics") or {}).items()}
+    final = {i: done[specs[i].seed] for i in live if start >= spec0.steps}
     seen, t0, times, finished = 0, time.perf_counter(), [], False
     timing = dict.fromkeys(("compile_s", "data_s", "compute_s", "eval_s", "checkpoint_s"), 0.0)
     try:
