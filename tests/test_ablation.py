@@ -70,20 +70,24 @@ SPEC = {
     "axes": [["model.kwargs.depth", ["8", "56"]], ["model.kwargs.skip", ["False", "True"]],
              ["loss.side_taps", ["none", "stage1"]], ["seed", ["0", "1", "2"]]],
     "claims": [
-        ["Plain nets degrade", "degrades", "model.kwargs.depth",
-         [["model.kwargs.skip", False], ["loss.side_taps", ()]]],
-        ["Residual nets do not degrade", "does_not_degrade", "model.kwargs.depth",
-         [["model.kwargs.skip", True], ["loss.side_taps", ()]]],
-        ["Side heads help plain nets", "helps", "loss.side_taps", [["model.kwargs.skip", False]]],
+        dict(text="Plain nets degrade", rule="degrades", margin=0.1, axis="model.kwargs.depth",
+             where=[["model.kwargs.skip", False], ["loss.side_taps", []]]),
+        dict(text="Residual nets do not degrade", rule="does_not_degrade", margin=0.02,
+             axis="model.kwargs.depth", where=[["model.kwargs.skip", True],
+                                               ["loss.side_taps", []]]),
+        dict(text="Side heads help plain-8", rule="helps", margin=0.02, axis="loss.side_taps",
+             where=[["model.kwargs.depth", 8], ["model.kwargs.skip", False]]),
+        dict(text="Side heads help plain-56", rule="helps", margin=0.02, axis="loss.side_taps",
+             where=[["model.kwargs.depth", 56], ["model.kwargs.skip", False]]),
     ],
     "recipe": {"zero_init_residual": True},
 }  # fmt: skip
 
 
 def hand_made():
-    """Plain: train loss 0.11 ± 0.01 at depth 8, 2.25 ± 0.05 at 56 (degrades). Residual: test
-    acc 0.95 ± 0.01 -> 0.94 ± 0.01 (within the 0.02 floor). Side heads on plain-8: paired
-    +0.08, +0.05, +0.04 (mean 0.0567, 2 SE 0.024: helps); on plain-56: +0.05, -0.04, +0.01."""
+    """Plain: train loss 0.10, 0.12, 0.11 at depth 8 -> 2.20, 2.30, 2.25 at 56 (rise 2.14 ±
+    0.04). Residual: test acc 0.95, 0.96, 0.94 -> 0.94, 0.95, 0.93 (-0.01 on every seed). Side
+    heads on plain-8: paired +0.08, +0.05, +0.04; on plain-56: +0.05, -0.04, +0.01."""
     r = []
     for seed, (pl8, pl56, re8, re56) in enumerate(
         [(0.10, 2.20, 0.95, 0.94), (0.12, 2.30, 0.96, 0.95), (0.11, 2.25, 0.94, 0.93)]
@@ -117,41 +121,40 @@ def test_verdict_rules_on_hand_made_results():
     assert side["side_gain_mean"] == pytest.approx(0.17 / 3)
     assert side["side_gain_std"] == pytest.approx(np.std([0.08, 0.05, 0.04], ddof=1))
     f = ablation.findings(results, rows, axes, SPEC)
-    trends = " ".join(f["trends"])
-    assert (
-        "skip=False, side_taps=none: depth 8 -> 56: final train loss 0.110 ± 0.010 -> "
-        "2.250 ± 0.050 (+2.140; 2 seed-std 0.100: degrades; higher on 3 of 3 seeds)" in trends
+    v = {x.claim.text: x for x in f["verdicts"]}
+    # rise 2.14 ± 0.04 (std of 2.10, 2.18, 2.14): 2.14 ± 4.303 · 0.04 / √3 = [2.041, 2.239]
+    d = v["Plain nets degrade"]
+    assert d.verdict == "held"
+    assert (d.ci.low, d.ci.high) == (
+        pytest.approx(2.0406, abs=1e-3),
+        pytest.approx(2.2394, abs=1e-3),
     )
-    assert (
-        "skip=True, side_taps=none: depth 8 -> 56: final train loss 0.300 ± 0.000 -> "
-        "0.200 ± 0.000 (-0.100; 2 seed-std 0.000: no degradation; higher on 0 of 3 seeds); "
-        "test acc 0.950 ± 0.010 -> 0.940 ± 0.010 (-0.010; tolerance 0.020: does not degrade; "
-        "lower on 3 of 3 seeds)" in trends
-    )
-    effects = " ".join(f["effects"])
-    assert (
-        "depth=8, skip=False: side_taps none -> stage1: test acc +0.057 ± 0.021 over 3 "
-        "paired seeds (2 SE 0.024; higher on 3 of 3 seeds): helps" in effects
-    )
-    assert (
-        "depth=56, skip=False: side_taps none -> stage1: test acc +0.007 ± 0.045 over 3 "
-        "paired seeds (2 SE 0.052; higher on 2 of 3 seeds): no effect beyond 2 SE" in effects
-    )
+    # -0.01 on every seed: a zero-width interval above -0.02
+    assert v["Residual nets do not degrade"].verdict == "held"
+    # +0.0567 ± 4.303 · 0.0208 / √3 = [0.005, 0.108]: above 0
+    assert v["Side heads help plain-8"].verdict == "held"
+    # +0.0067 ± 4.303 · 0.0451 / √3 = [-0.105, +0.119]: straddles 0 and the margin
+    s56 = v["Side heads help plain-56"]
+    assert s56.verdict == "inconclusive" and s56.seeds_needed > 3
     claims = f["claims"]
-    assert claims[0].startswith("**Plain nets degrade** (rule: degrades): held. [yes] skip=False")
-    assert claims[1].startswith("**Residual nets do not degrade** (rule: does not degrade): held.")
-    assert claims[2].startswith("**Side heads help plain nets** (rule: helps): held in 1 of 2. ")
-    assert "[yes] depth=8, skip=False: side_taps none -> stage1: test acc +0.057" in claims[2]
-    assert "[no] depth=56, skip=False" in claims[2]
+    assert claims[0].startswith("**Plain nets degrade**: **held**. depth 8 -> 56 at skip=False")
+    assert "final train loss +2.140, 95% CI [+2.041, +2.239] over 3 paired seeds" in claims[0]
+    assert f"Seeds needed to decide it at this spread: {s56.seeds_needed}." in claims[3]
+    explored = " ".join(f["exploratory"])
+    assert "skip=True, side_taps=none: depth 8 -> 56: final train loss -0.100" in explored
     assert "zero_init_residual" in " ".join(f["notes"]) and "checked" in " ".join(f["notes"])
 
 
-def test_residual_accuracy_drop_beyond_the_tolerance_is_not_called_stable():
+def test_a_residual_drop_beyond_the_margin_is_contradicted():
     results = [cell(8, True, s, 0.95 + d, 0.3) for s, d in enumerate((0, 0.01, -0.01))]
     results += [cell(56, True, s, 0.92 + d, 0.2) for s, d in enumerate((0, 0.01, -0.01))]
+    where = (("model.kwargs.skip", True), ("loss.side_taps", ()))
+    spec = {"claims": [dict(text="r", rule="does_not_degrade", margin=0.02,
+                            axis="model.kwargs.depth", where=where)]}  # fmt: skip
     axes = ablation.axes_of(results)
-    f = ablation.findings(results, ablation.aggregate(results), axes)
-    assert "(-0.030; tolerance 0.020: drops; lower on 3 of 3 seeds)" in f["trends"][0]
+    f = ablation.findings(results, ablation.aggregate(results), axes, spec)
+    assert f["verdicts"][0].verdict == "contradicted"  # -0.03 on every seed, below -0.02
+    assert "test accuracy -0.030, 95% CI [-0.030, -0.030]" in f["claims"][0]
 
 
 def test_tables_list_every_axis_and_sort_numerically(tmp_path):
@@ -201,7 +204,7 @@ def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path):
     )
     args = [sys.executable, "-m", "experiments.ablate", f"--workdir={tmp_path / 'w'}",
             "--config.train.steps=4", "--config.train.eval_every=2", "--config.train.log_every=1",
-            "--config.grad_norm_steps=(0,)", f"--config.grid={grid}",
+            "--config.grad_norm_steps=(0,)", f"--config.grid={grid}", "--config.claims=()",
             "--config.optim.schedule=constant"]  # fmt: skip
     shards = [subprocess.run([*args, f"--shard={i}/2"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=900) for i in range(2)]  # fmt: skip
@@ -247,6 +250,7 @@ def test_tiny_grid_in_process(tmp_path, monkeypatch):
     c.grad_norm_steps = (0, 5)
     c.grid = (("model.kwargs.depth", (8,)), ("model.kwargs.skip", (False, True)),
               ("seed", (0, 1)))  # fmt: skip
+    c.claims = ()
     results = ablation.run_grid(c, tmp_path / "w", progress=False)
     assert [r.name for r in results] == [
         "depth=8,skip=False,seed=0", "depth=8,skip=False,seed=1",
@@ -284,10 +288,11 @@ def test_paper_config_is_valid_and_warms_up_only_resnet110():
         first = 0.01 if overrides["model.kwargs.depth"] == 110 else 0.1
         got = [float(lr(s)) for s in (0, 399, 400, 32_000, 48_000)]
         assert got == pytest.approx([first, first, 0.1, 0.01, 0.001])
-    # the default grid: depth-56 cells (both twins) get their longer budget, others do not
+    # the default grid: one budget at every depth, the cells its claims read
     d = ablate_default.get_config()
-    steps = {o["model.kwargs.depth"]: cell_config(d, o).train.steps for o in ablation.check_grid(d)}
-    assert steps == {8: 150, 20: 150, 56: 250}
+    cells = ablation.check_grid(d)
+    assert len(cells) == 18
+    assert {cell_config(d, o).train.steps for o in cells} == {150}
 
 
 def test_fashion_mnist_study_config_is_valid():

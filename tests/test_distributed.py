@@ -116,7 +116,8 @@ def test_ablation_grid_on_two_processes(tmp_path):
     grid = "(('model.kwargs.depth',(8,)),('seed',(0,)))"
     cmd = [sys.executable, "-m", "experiments.ablate", f"--workdir={tmp_path / 'g'}",
            "--config.train.steps=2", "--config.train.eval_every=2", "--config.train.log_every=1",
-           "--config.grad_norm_steps=(0,)", f"--config.grid={grid}"]  # fmt: skip
+           "--config.grad_norm_steps=(0,)", f"--config.grid={grid}",
+           "--config.claims=()"]  # fmt: skip
     procs = [
         subprocess.Popen(
             cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

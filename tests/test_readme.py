@@ -19,5 +19,9 @@ def test_readme_python_blocks_run_and_match_shown_output():
     assert namespace["y"].shape == (8, 16, 16, 64)  # the comment in the first block
     shown = re.search(r"```\n(-{20,}\n.*?)```", README, re.S).group(1)
     assert printed.getvalue().strip() == shown.strip()
-    # the notebook block ran a real grid: its paired finding is there
-    assert namespace["out"]["findings"]["effects"][0].startswith("depth=8: skip False -> True:")
+    # the notebook block ran a real grid: its claim is judged on 2 paired seeds
+    (claim,) = namespace["out"]["findings"]["claims"]
+    assert claim.startswith("**The skip helps ResNet-8**: **")
+    assert (
+        "skip False -> True at depth=8: test accuracy" in claim and "over 2 paired seeds" in claim
+    )

@@ -6,14 +6,13 @@ write_report(workdir)                  # results.csv/md, figures, report.md
 
 from cnnlab.ablation.aggregate import aggregate, axes_of
 from cnnlab.ablation.diagnostics import activation_sparsity, layer_grad_norms
-from cnnlab.ablation.findings import RULES, findings
+from cnnlab.ablation.findings import findings
 from cnnlab.ablation.grid import apply, cell_name, expand, shard
 from cnnlab.ablation.report import write_report
 from cnnlab.ablation.result import CellResult, load_results
 from cnnlab.ablation.run import check_grid, run_cell, run_grid
 
 __all__ = [
-    "RULES",
     "CellResult",
     "activation_sparsity",
     "aggregate",

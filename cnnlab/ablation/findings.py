@@ -1,15 +1,13 @@
-"""Findings in numbers, by stated rules, over whatever axes a grid names.
+"""Findings in numbers over whatever axes a grid names: the claims' verdicts (rules in
+`cnnlab.ablation.claims`), exploratory comparisons with multiplicity-adjusted intervals, the
+gradients and activations of the deepest cells, and notes.
 
-Numeric axes (depth, width, ...) are judged end to end, per configuration of the other axes:
-  - "degrades": the final training loss at the axis's largest value exceeds the smallest's by
-    more than 2 seed-std (the larger std of the two), the ResNet paper's measure of degradation;
-  - "does not degrade": test accuracy at the largest value is within max(2 seed-std, 0.02) of
-    the smallest's, or above it.
-Categorical axes (skip, side_taps, conv, ...) are judged against their first grid value, paired
-by seed: "helps" when the mean paired difference in test accuracy exceeds 2 standard errors
-(2·std/√seeds), "hurts" below -2 SE, else "no effect beyond 2 SE".
-Test accuracy is PreciseBN's when the runs recorded it. A grid config may list `claims`
-((text, rule, axis key, ((key, value), ...)), ...) to be judged by these rules.
+Exploratory comparisons are every comparison no claim names: along each categorical axis, each
+value against the baseline (test accuracy); along each numeric axis, its smallest value against
+its largest (test accuracy and final train loss); each in every configuration of the other axes,
+paired by seed. With k of them, each interval is Bonferroni's simultaneous one (level 1 - α/k)
+and "differs" means Holm's step-down test rejects "no difference" at α, so that none of them
+reads as a finding by chance.
 """
 
 import dataclasses
@@ -19,143 +17,138 @@ import statistics
 from cnnlab.ablation.aggregate import (
     SEED,
     Axis,
-    acc_column,
     by_seed,
     gradient_cells,
     row_in,
     sort_rows,
+    verdict_acc,
 )
+from cnnlab.ablation.claims import INCONCLUSIVE, Claim, Verdict, judge
 from cnnlab.ablation.grid import label
 from cnnlab.ablation.result import CellResult
-from cnnlab.stats import paired
+from cnnlab.stats import MAX_SEEDS, holm, interval, p_value, paired
 
-RULES = (
-    "Rules: along a numeric axis, *degrades* = final train loss (mean of the last 10% of steps) "
-    "at its largest value above the smallest's by > 2 seed-std; *does not degrade* = test "
-    "accuracy at the largest value within max(2 seed-std, 0.02) of the smallest's, or above. "
-    "Against a categorical axis's first value, paired by seed: *helps* = mean difference in "
-    "test accuracy > 2 SE (2·std/√seeds), *hurts* < -2 SE, else no effect beyond 2 SE."
-)
+ALPHA = 0.05  # every claim at 1 - ALPHA (1 - ALPHA/2 per look with two-stage seeds)
+METRICS = {"accuracy": "test accuracy", "train_loss": "final train loss"}
 
 
-@dataclasses.dataclass
-class Finding:
-    """One judged comparison: which axis, in which configuration of the others, the verdicts
-    it earned (any of 'degrades', 'does_not_degrade', 'helps', 'hurts') and the sentence."""
-
-    axis: str  # dotted key
-    where: dict  # dotted key -> value label, the other axes
-    verdicts: set
-    text: str
-
-    def matches(self, where: dict) -> bool:
-        return all(self.where.get(k) == label(v) for k, v in where.items())
-
-
-def _group_label(where: dict) -> str:
-    return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in where.items()) or "all cells"
+def rules_text(level: float) -> str:
+    return (
+        f"Rules: each claim is one comparison, paired by seed: the estimate is the mean "
+        f"difference, its interval Student's t at {100 * level:g}% with n - 1 degrees of freedom "
+        "(n = seeds both configurations finished), and its margin is stated in the claim. "
+        "*helps* / *hurts* / *degrades*: held when the interval lies above 0, contradicted when "
+        "not held and it lies wholly below the margin, else inconclusive. *does not degrade* "
+        "(non-inferiority): held when it lies above -margin, contradicted when wholly below "
+        "-margin. Test accuracy is PreciseBN's when the runs recorded it; final train loss is "
+        "the mean over the last 10% of steps."
+    )
 
 
-def _seeds_where(a: dict, b: dict, better) -> str:
-    """'k of n seeds' for which better(a[seed], b[seed]) holds, over the seeds both have."""
-    seeds = [k for k in a if k in b]
-    return f"{sum(better(a[k], b[k]) for k in seeds)} of {len(seeds)} seeds"
+def _metric(name: str):
+    return verdict_acc if name == "accuracy" else (lambda r: r.train_loss)
 
 
-def trend_findings(
-    rows: list[dict], axes: list[Axis], results: list[CellResult] = ()
-) -> list[Finding]:
-    out, acc = [], acc_column(rows)
-    losses = by_seed(results, axes, lambda r: r.train_loss)
-    accs = by_seed(results, axes)
-    for a in (a for a in axes if a.numeric):
-        others = [b for b in axes if b is not a]
-        for combo in itertools.product(*(b.values for b in others)):
-            where = {b.key: v for b, v in zip(others, combo, strict=True)}
-            ends = [
-                next((r for r in rows if r[a.name] == v and row_in(r, others, combo)), None)
-                for v in (a.values[0], a.values[-1])
-            ]
-            if None in ends:
-                continue
-            lo, hi = ends
-            key = lambda row: tuple(row[b.name] for b in axes)
-            up = _seeds_where(losses[key(lo)], losses[key(hi)], lambda x, y: y > x)
-            down = _seeds_where(accs[key(lo)], accs[key(hi)], lambda x, y: y < x)
-            dl = hi["train_loss_mean"] - lo["train_loss_mean"]
-            loss_bar = 2 * max(lo["train_loss_std"], hi["train_loss_std"])
-            da = hi[f"{acc}_mean"] - lo[f"{acc}_mean"]
-            tol = max(2 * max(lo[f"{acc}_std"], hi[f"{acc}_std"]), 0.02)
-            verdicts = set()
-            if dl > loss_bar:
-                verdicts.add("degrades")
-            if da >= -tol:
-                verdicts.add("does_not_degrade")
-            text = (
-                f"{_group_label(where)}: {a.name} {lo[a.name]} -> {hi[a.name]}: final train loss "
-                f"{lo['train_loss_mean']:.3f} ± {lo['train_loss_std']:.3f} -> "
-                f"{hi['train_loss_mean']:.3f} ± {hi['train_loss_std']:.3f} ({dl:+.3f}; "
-                f"2 seed-std {loss_bar:.3f}: {'degrades' if dl > loss_bar else 'no degradation'}"
-                f"; higher on {up}); test acc {lo[f'{acc}_mean']:.3f} ± {lo[f'{acc}_std']:.3f} "
-                f"-> {hi[f'{acc}_mean']:.3f} ± {hi[f'{acc}_std']:.3f} ({da:+.3f}; tolerance "
-                f"{tol:.3f}: {'does not degrade' if da >= -tol else 'drops'}; lower on {down})."
-            )
-            out.append(Finding(a.key, where, verdicts, text))
-    return out
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """b - a of a metric along one axis, the other axes fixed by `where` (value labels)."""
+
+    axis: Axis
+    a: str
+    b: str
+    where: tuple[tuple[str, str], ...]
+    metric: str
+
+    def config(self, side: str, axes: list[Axis]) -> tuple[str, ...]:
+        fixed = dict(self.where) | {self.axis.key: getattr(self, side)}
+        return tuple(fixed[x.key] for x in axes)
+
+    def text(self) -> str:
+        where = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.where)
+        return f"{where + ': ' if where else ''}{self.axis.name} {self.a} -> {self.b}"
 
 
-def paired_findings(results: list[CellResult], axes: list[Axis]) -> list[Finding]:
-    out, accs = [], by_seed(results, axes)
-    for i, a in enumerate(axes):
-        if a.numeric:
-            continue
-        others = [b for b in axes if b is not a]
-        for v in a.values[1:]:
-            for combo in itertools.product(*(b.values for b in others)):
-                key = (*combo[:i], v, *combo[i:])
-                base = (*combo[:i], a.baseline, *combo[i:])
-                if key not in accs or base not in accs:
-                    continue
-                p = paired(accs[base], accs[key])
-                if not p.n:
-                    continue
-                bar = 2 * p.se
-                verdict = "helps" if p.mean > bar else "hurts" if p.mean < -bar else None
-                where = {b.key: c for b, c in zip(others, combo, strict=True)}
-                out.append(
-                    Finding(
-                        a.key,
-                        where,
-                        {verdict} if verdict else set(),
-                        f"{_group_label(where)}: {a.name} {a.baseline} -> {v}: test acc "
-                        f"{p.mean:+.3f} ± {p.std:.3f} over {p.n} paired seeds (2 SE {bar:.3f}; "
-                        f"higher on {_seeds_where(accs[base], accs[key], lambda x, y: y > x)}): "
-                        f"{verdict or 'no effect beyond 2 SE'}.",
-                    )
-                )
-    return out
+def paired_interval(results, axes, a, b, metric: str, level: float, sign: int = 1):
+    """The paired t interval of metric(b) - metric(a) (a - b with sign -1) over shared seeds."""
+    values = by_seed(results, axes, _metric(metric))
+    x, y = values.get(a, {}), values.get(b, {})
+    p = paired(y, x) if sign < 0 else paired(x, y)
+    return p, interval(p, level)
 
 
-def judge_claims(claims, found: list[Finding]) -> list[str]:
-    """'held' / 'held in k of m' / 'did not hold' for each (text, rule, axis key, where)."""
-    out = []
-    for text, rule, axis, where in claims:
-        where = dict(where)
-        hits = [f for f in found if f.axis == axis and f.matches(where)]
-        if not hits:
-            out.append(f"**{text}**: not tested (no cells match {_group_label(where)}).")
-            continue
-        held = [f for f in hits if rule in f.verdicts]
-        verdict = (
-            "held"
-            if len(held) == len(hits)
-            else f"held in {len(held)} of {len(hits)}"
-            if held
-            else "did not hold"
+def verdicts(claims: list[Claim], results, axes: list[Axis], level: float) -> list[Verdict]:
+    keys = [a.key for a in axes]
+    return [
+        judge(c, paired_interval(results, axes, c.config("a", keys), c.config("b", keys),
+                                 c.rule.metric, level, c.rule.sign)[1])
+        for c in claims
+    ]  # fmt: skip
+
+
+def claim_text(v: Verdict) -> str:
+    c, ci = v.claim, v.ci
+    name = c.axis.rsplit(".", 1)[-1]
+    head = f"**{c.text}**: **{v.verdict}**. {name} {c.a} -> {c.b} at {c.where_text()}: "
+    what = METRICS[c.rule.metric] + (" (a - b)" if c.rule.sign < 0 else "")
+    if ci.n < 2:
+        return head + f"{what}: {ci.n} paired seed(s) finished, too few for an interval."
+    out = (
+        f"{head}{what} {ci.estimate:+.3f}, {100 * ci.level:g}% CI [{ci.low:+.3f}, "
+        f"{ci.high:+.3f}] over {ci.n} paired seeds (std of the differences {ci.std:.3f}); rule "
+        f"*{c.rule.name.replace('_', ' ')}*, margin {c.margin:g}: "
+        f"{c.rule.says.format(m=f'{c.margin:g}')}."
+    )
+    if v.verdict == INCONCLUSIVE:
+        out += (
+            f" Seeds needed to decide it at this spread: {v.seeds_needed}."
+            if v.seeds_needed
+            else f" No number of seeds up to {MAX_SEEDS} would decide it at this spread."
         )
-        rule_name = rule.replace("_", " ")
-        lines = " ".join(f"[{'yes' if f in held else 'no'}] {f.text}" for f in hits)
-        out.append(f"**{text}** (rule: {rule_name}): {verdict}. {lines}")
+    return out
+
+
+def comparisons(axes: list[Axis], claims: list[Claim]) -> list[Comparison]:
+    """Every comparison the grid allows that no claim names (see the module docstring)."""
+    out = []
+    for ax in axes:
+        others = [b for b in axes if b is not ax]
+        if ax.numeric:
+            pairs = [(ax.values[0], ax.values[-1], m) for m in METRICS]
+        else:
+            pairs = [(ax.baseline, v, "accuracy") for v in ax.values[1:]]
+        for combo in itertools.product(*(b.values for b in others)):
+            where = tuple((b.key, v) for b, v in zip(others, combo, strict=True))
+            out += [Comparison(ax, a, b, where, m) for a, b, m in pairs]
+    named = {(c.axis, c.a, c.b, c.where, c.rule.metric) for c in claims}
+    named |= {(c.axis, c.b, c.a, c.where, c.rule.metric) for c in claims}
+    return [c for c in out if (c.axis.key, c.a, c.b, c.where, c.metric) not in named]
+
+
+def exploratory(results, axes: list[Axis], claims: list[Claim]) -> list[dict]:
+    """The exploratory comparisons with >= 2 paired seeds: estimate, Bonferroni interval,
+    Holm-adjusted p-value, and whether Holm's test finds a difference."""
+    found = []
+    for c in comparisons(axes, claims):
+        p, _ = paired_interval(results, axes, c.config("a", axes), c.config("b", axes),
+                               c.metric, 0.95)  # fmt: skip
+        if p.n >= 2:
+            found.append((c, p))
+    k = len(found)
+    adjusted = holm([p_value(p) for _, p in found])
+    out = []
+    for (c, p), p_adj in zip(found, adjusted, strict=True):
+        ci = interval(p, 1 - ALPHA / k)
+        differs = p_adj < ALPHA
+        out.append({
+            "comparison": c.text(), "metric": c.metric, "estimate": ci.estimate,
+            "ci_low": ci.low, "ci_high": ci.high, "level": ci.level, "seeds": ci.n,
+            "p_holm": p_adj, "differs": differs,
+            "text": (
+                f"{c.text()}: {METRICS[c.metric]} {ci.estimate:+.3f}, simultaneous CI "
+                f"[{ci.low:+.3f}, {ci.high:+.3f}] over {ci.n} paired seeds; Holm-adjusted "
+                f"p {p_adj:.2g}: {'differs' if differs else 'no difference shown'}."
+            ),
+        })  # fmt: skip
     return out
 
 
@@ -225,11 +218,16 @@ def twins_note(rows: list[dict], axes: list[Axis], recipe: dict) -> list[str]:
 
 def findings(
     results: list[CellResult], rows: list[dict], axes: list[Axis], spec: dict | None = None
-) -> dict[str, list[str]]:
-    """Sections of the report: claims, trends, paired effects, gradients, notes."""
+) -> dict:
+    """Sections of the report (claims, exploratory, gradients, notes) and the verdicts."""
+    from cnnlab.ablation.claims import parse_claims
+
     spec = spec or {}
     rows = sort_rows(rows, axes)
-    trends, effects = trend_findings(rows, axes, results), paired_findings(results, axes)
+    level = spec.get("level", 1 - ALPHA)
+    claims = parse_claims(spec.get("claims", ()), [(a.key, a.values) for a in axes])
+    judged = verdicts(claims, results, axes, level)
+    explored = exploratory(results, axes, claims)
     failed = [r for r in results if not r.done]
     notes = twins_note(rows, axes, spec.get("recipe", {}))
     if failed:
@@ -238,9 +236,11 @@ def findings(
             + "; ".join(f"{r.name}: {r.reason or '?'}" for r in failed[:5])
         )
     return {
-        "claims": judge_claims(spec.get("claims", ()), trends + effects),
-        "trends": [f.text for f in trends],
-        "effects": [f.text for f in effects],
+        "rules": rules_text(level),
+        "claims": [claim_text(v) for v in judged],
+        "verdicts": judged,
+        "exploratory": [e["text"] for e in explored],
+        "exploratory_records": explored,
         "gradients": gradient_findings(results, axes),
         "notes": notes,
     }

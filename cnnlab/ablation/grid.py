@@ -5,32 +5,74 @@ import itertools
 
 from cnnlab.errors import ConfigError
 
-
-def check_axes(axes) -> None:
-    """config.grid must be ((dotted key, (value, ...)), ...), every axis with a value."""
-    form = "config.grid must be ((dotted key, (value, ...)), ...), e.g. (('seed', (0, 1)),)"
-    if not isinstance(axes, (tuple, list)) or not axes:
-        raise ConfigError(f"{form}; got {axes!r}")
-    for axis in axes:
-        if not (isinstance(axis, (tuple, list)) and len(axis) == 2 and isinstance(axis[0], str)):
-            raise ConfigError(f"{form}; got the axis {axis!r}")
-        key, values = axis
-        if not isinstance(values, (tuple, list)):
-            raise ConfigError(f"config.grid axis {key!r}: values must be a tuple; got {values!r}")
-        if not values:
-            raise ConfigError(f"config.grid axis {key!r} has no values; give it at least one")
-    names = [k for k, _ in axes]
-    if len(set(names)) < len(names):
-        raise ConfigError(f"config.grid names a key twice: {names}")
+FORM = (
+    "config.grid must be one product ((dotted key, (value, ...)), ...), e.g. (('seed', (0, 1)),), "
+    "or a tuple of such products (their cells joined)"
+)
 
 
-def expand(axes) -> list[dict]:
-    """axes: ((dotted config key, values), ...) -> [{key: value, ...}] in row-major order."""
-    check_axes(axes)
-    keys = [k for k, _ in axes]
-    return [
-        dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(v for _, v in axes))
-    ]
+def _is_axis(axis) -> bool:
+    return isinstance(axis, (tuple, list)) and len(axis) == 2 and isinstance(axis[0], str)
+
+
+def products(grid) -> list:
+    """config.grid as a list of products: one product ((key, values), ...) or several
+    (((key, values), ...), ...), whose cells are joined (a grid made of several products)."""
+    if not isinstance(grid, (tuple, list)) or not grid:
+        raise ConfigError(f"{FORM}; got {grid!r}")
+    return [grid] if all(_is_axis(a) for a in grid) else list(grid)
+
+
+def check_axes(grid) -> None:
+    """Every product of config.grid well formed, every axis with a value, and every product
+    naming the same keys in the same order (so that cell names line up)."""
+    keys = None
+    for product in products(grid):
+        if not isinstance(product, (tuple, list)) or not product:
+            raise ConfigError(f"{FORM}; got {product!r}")
+        for axis in product:
+            if not _is_axis(axis):
+                raise ConfigError(f"{FORM}; got the axis {axis!r}")
+            key, values = axis
+            if not isinstance(values, (tuple, list)):
+                raise ConfigError(
+                    f"config.grid axis {key!r}: values must be a tuple; got {values!r}"
+                )
+            if not values:
+                raise ConfigError(f"config.grid axis {key!r} has no values; give it at least one")
+        names = [k for k, _ in product]
+        if len(set(names)) < len(names):
+            raise ConfigError(f"config.grid names a key twice: {names}")
+        if keys is not None and names != keys:
+            raise ConfigError(
+                f"config.grid: every product must name the same keys in the same order; "
+                f"{names} differs from {keys}"
+            )
+        keys = names
+
+
+def expand(grid) -> list[dict]:
+    """config.grid -> [{key: value, ...}]: each product in row-major order, products in turn,
+    a cell that two products share listed once."""
+    check_axes(grid)
+    cells = {}
+    for product in products(grid):
+        keys = [k for k, _ in product]
+        for combo in itertools.product(*(v for _, v in product)):
+            cell = dict(zip(keys, combo, strict=True))
+            cells.setdefault(cell_name(cell), cell)
+    return list(cells.values())
+
+
+def grid_axes(grid) -> list[tuple[str, list]]:
+    """(key, values) of every axis over all products: values in first-seen order, once each."""
+    check_axes(grid)
+    out: dict[str, dict] = {}
+    for product in products(grid):
+        for key, values in product:
+            for v in values:
+                out.setdefault(key, {}).setdefault(label(v), v)
+    return [(k, list(v.values())) for k, v in out.items()]
 
 
 def label(value) -> str:

@@ -5,10 +5,13 @@ import json
 from pathlib import Path
 
 from cnnlab.ablation.aggregate import TIMING, acc_column, aggregate, axes_of, write_tables
-from cnnlab.ablation.findings import RULES, findings
+from cnnlab.ablation.findings import findings
+from cnnlab.ablation.grid import cell_name
 from cnnlab.ablation.plots import plots
 from cnnlab.ablation.result import CellResult, load_results
+from cnnlab.ablation.two_stage import load_plan
 from cnnlab.errors import ConfigError
+from cnnlab.records import write_json_atomic
 
 
 def time_split(results: list[CellResult]) -> list[str]:
@@ -44,6 +47,26 @@ def _recipe(spec: dict) -> str:
     )
 
 
+def _seed_order(s: str):
+    return (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s)
+
+
+def _plan_lines(plan: dict | None, results: list[CellResult]) -> list[str]:
+    """What the two-stage plan did for each claim, and whether its cells have finished."""
+    if plan is None:
+        return []
+    out = [
+        f"{n['claim']}: pilot ({n['pilot_seeds']} seeds) {n['pilot_verdict']}; {n['why']}."
+        for n in plan["claims"]
+    ]
+    names = {r.name for r in results if r.done}
+    planned = [cell_name(o) for o in plan["cells"]]
+    left = [n for n in planned if n not in names]
+    status = f"{len(left)} not finished: verdicts use the seeds that have" if left else "done"
+    out.append(f"{len(planned)} cells added (estimated {plan['estimated_s']:.0f} s), {status}.")
+    return out
+
+
 def write_report(workdir: Path, title: str = "Ablation report") -> dict:
     """(Re)build every output from the cell results found under workdir/cells."""
     workdir = Path(workdir)
@@ -61,7 +84,18 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
     acc = acc_column(rows)
     made = plots(results, rows, axes, workdir, acc)
     f = findings(results, rows, axes, spec)
-    seeds = sorted({str(r.overrides.get("seed", 0)) for r in results})
+    plan = load_plan(workdir)
+    keys = [a.key for a in axes]
+    write_json_atomic(
+        workdir / "verdicts.json",
+        {
+            "level": spec.get("level", 0.95),
+            "claims": [v.record(keys) for v in f["verdicts"]],
+            "exploratory": f["exploratory_records"],
+            "seeds_plan": plan,
+        },
+    )
+    seeds = sorted({str(r.overrides.get("seed", 0)) for r in results}, key=_seed_order)
     section = lambda name, items: (
         [f"## {name}", "", *[f"- {x}" for x in items], ""] if items else []
     )
@@ -72,11 +106,15 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
         f"(mean ± sample std over seeds). Table: [results.md](results.md), data: results.csv.",
         "",
         *([_recipe(spec), ""] if spec.get("recipe") else []),
-        RULES,
+        f["rules"],
         "",
         *section("Claims", f["claims"]),
-        *section("Along numeric axes", f["trends"]),
-        *section("Paired effects", f["effects"]),
+        *section("Seeds added where a claim needed them", _plan_lines(plan, results)),
+        *section(
+            f"Exploratory comparisons ({len(f['exploratory'])}, named by no claim; "
+            "Bonferroni-simultaneous 95% intervals, Holm's test at 5%)",
+            f["exploratory"],
+        ),
         *section("Gradients and activations", f["gradients"]),
         *section("Notes", f["notes"] + time_split(results)),
         "## Figures",

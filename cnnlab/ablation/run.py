@@ -15,8 +15,12 @@ import jax
 
 from cnnlab import data, train
 from cnnlab import progress as bars
+from cnnlab.ablation import two_stage
+from cnnlab.ablation.claims import parse_claims
 from cnnlab.ablation.diagnostics import activation_sparsity, layer_grad_norms
-from cnnlab.ablation.grid import cell_config, cell_name, expand, label, shard
+from cnnlab.ablation.findings import verdicts
+from cnnlab.ablation.grid import cell_config, cell_name, expand, grid_axes, label
+from cnnlab.ablation.grid import shard as shard_cells
 from cnnlab.ablation.result import CellResult
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.records import read_metrics, write_json_atomic
@@ -134,6 +138,7 @@ def grid_spec(config) -> dict:
     """What the report needs from the config: axes (dotted key, value labels) in grid order,
     the claims to judge, and the recipe shared by every cell."""
     o, t = config.optim, config.train
+    axes = grid_axes(config.grid)
     recipe = {
         "steps": t.steps,
         "batch_size": config.data.batch_size,
@@ -147,11 +152,14 @@ def grid_spec(config) -> dict:
         "train_subset": t.get("train_subset", 0),
         # on in the base config, or in some cells through a grid axis
         "zero_init_residual": bool(config.model.kwargs.get("zero_init_residual", False))
-        or any(k.endswith("zero_init_residual") and True in v for k, v in config.grid),
+        or any(k.endswith("zero_init_residual") and True in v for k, v in axes),
     }
+    ts = _two_stage(config)
     return {
-        "axes": [[key, [label(v) for v in values]] for key, values in config.grid],
-        "claims": [list(c) for c in config.get("claims", ())],
+        "axes": [[key, [label(v) for v in values]] for key, values in axes],
+        "claims": [_plain(dict(c)) for c in config.get("claims", ())],
+        "level": ts.level,
+        "two_stage": {"max_seeds": ts.max_seeds, "budget_s": ts.budget_s},
         "when": [
             [list(map(list, cond)), list(map(list, extra))]
             for cond, extra in config.get("when", ())
@@ -160,9 +168,32 @@ def grid_spec(config) -> dict:
     }
 
 
+def _plain(x):
+    """Tuples -> lists, recursively (as JSON stores them)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return [_plain(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _two_stage(config) -> two_stage.TwoStage:
+    seeds = dict(grid_axes(config.grid)).get("seed", [config.get("seed", 0)])
+    return two_stage.TwoStage.of(config, seeds)
+
+
+def claims_of(config) -> list:
+    """The config's claims, checked against its grid (axes, values, cells) before training."""
+    axes = [(k, [label(v) for v in vs]) for k, vs in grid_axes(config.grid) if k != "seed"]
+    keys = [k for k, _ in axes]
+    configs = {tuple(label(o.get(k)) for k in keys) for o in expand(config.grid)}
+    return parse_claims(config.get("claims", ()), axes, configs)
+
+
 def check_grid(config, spec: str = "0/1") -> list[dict]:
-    """The cells of this shard, each config checked before anything trains (ValueError)."""
-    cells = shard(expand(config.grid), spec)
+    """The cells of this shard, each config checked before anything trains (ValueError), and
+    the claims and two-stage settings with them."""
+    cells = shard_cells(expand(config.grid), spec)
+    claims_of(config)
+    _two_stage(config)
     batch_seeds = config.get("batch_seeds", False)
     if not isinstance(batch_seeds, bool):
         raise ConfigError(f"config.batch_seeds={batch_seeds!r} must be True or False")
@@ -178,14 +209,54 @@ def check_grid(config, spec: str = "0/1") -> list[dict]:
 
 
 def run_grid(config, workdir, *, shard: str = "0/1", progress: bool = True) -> list[CellResult]:
-    """Train every cell of this shard of `config.grid` in `workdir` (resumable)."""
+    """Train every cell of this shard of `config.grid` in `workdir` (resumable); with
+    config.two_stage, then the seeds its plan adds (`cnnlab.ablation.two_stage`)."""
     workdir = Path(workdir).absolute()
     cells = check_grid(config, shard)
     workdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(workdir / "grid.json", grid_spec(config))
     quiet = not progress or jax.process_index() > 0
-    bar = bars.bar(total=len(cells), desc="grid", unit="cell", disable=quiet)
     say = (lambda msg: None) if quiet else bars.write
+    results = _train_cells(config, cells, workdir, quiet, say, "grid")
+    ts = _two_stage(config)
+    if not ts.on:
+        return results
+    plan = two_stage.load_plan(workdir) or _plan(config, workdir, ts, say)
+    if plan is None:
+        return results
+    added = shard_cells(two_stage.plan_cells(plan), shard)
+    say(f"two-stage seeds: {len(plan['cells'])} cells added by the plan ({len(added)} here)")
+    return results + _train_cells(config, added, workdir, quiet, say, "stage 2")
+
+
+def _plan(config, workdir: Path, ts, say) -> dict | None:
+    """The second stage's plan from every pilot cell (all shards'), saved once; None while
+    some pilot cells have not finished."""
+    pilot = expand(config.grid)
+    found = {}
+    for o in pilot:
+        path = workdir / "cells" / cell_name(o) / "result.json"
+        if path.exists():
+            found[cell_name(o)] = CellResult.load(path)
+    if len(found) < len(pilot):
+        say(
+            f"two-stage seeds: {len(found)} of {len(pilot)} pilot cells finished (other shards "
+            f"still running); run this command again once they have, to add the planned seeds"
+        )
+        return None
+    from cnnlab.ablation.aggregate import axes_of
+
+    results = list(found.values())
+    axes = axes_of(results, grid_spec(config))
+    claims = claims_of(config)
+    plan = two_stage.make_plan(ts, claims, verdicts(claims, results, axes, ts.level), results)
+    two_stage.save_plan(workdir, plan)
+    return two_stage.load_plan(workdir)
+
+
+def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> list[CellResult]:
+    """Train `cells` (skipping finished ones), one at a time or seeds together."""
+    bar = bars.bar(total=len(cells), desc=desc, unit="cell", disable=quiet)
     results = {}
     for batch in _batches(config, cells):
         names = [cell_name(o) for o in batch]

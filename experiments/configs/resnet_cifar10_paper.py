@@ -55,9 +55,10 @@ def get_config():
         ),
     )
     c.claims = (
-        ("Plain nets degrade with depth (figure 6, left)", "degrades", "model.kwargs.depth",
-         (("model.kwargs.skip", False),)),
-        ("Residual nets do not degrade with depth (figure 6, middle)", "does_not_degrade",
-         "model.kwargs.depth", (("model.kwargs.skip", True),)),
+        dict(text="Plain nets degrade with depth (figure 6, left)", rule="degrades",
+             margin=0.05, axis="model.kwargs.depth", where=(("model.kwargs.skip", False),)),
+        dict(text="Residual nets do not degrade with depth (figure 6, middle)",
+             rule="does_not_degrade", margin=0.01, axis="model.kwargs.depth",
+             where=(("model.kwargs.skip", True),)),
     )  # fmt: skip
     return c
