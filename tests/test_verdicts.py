@@ -149,8 +149,12 @@ def test_exploratory_comparisons_are_adjusted_and_exclude_claims():
     assert "depth=8: skip False -> True" in names
     k = len(names)
     assert k == 5  # 2 depths x (accuracy, loss) + skip at depth 8
+    # Holm: the r-th smallest p-value is tested at 0.05 / (k - r + 1), its interval at that level
+    levels = sorted(e["level"] for e in f["exploratory_records"])
+    assert levels == pytest.approx(sorted(1 - 0.05 / j for j in range(1, k + 1)))
     for e in f["exploratory_records"]:
-        assert e["level"] == pytest.approx(1 - 0.05 / k)
+        if e["differs"]:  # Holm's rejection implies the interval excludes 0
+            assert e["ci_low"] > 0 or e["ci_high"] < 0
 
 
 def grid_config(max_seeds=8, budget_s=0.0):

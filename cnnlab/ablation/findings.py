@@ -5,9 +5,11 @@ gradients and activations of the deepest cells, and notes.
 Exploratory comparisons are every comparison no claim names: along each categorical axis, each
 value against the baseline (test accuracy); along each numeric axis, its smallest value against
 its largest (test accuracy and final train loss); each in every configuration of the other axes,
-paired by seed. With k of them, each interval is Bonferroni's simultaneous one (level 1 - α/k)
-and "differs" means Holm's step-down test rejects "no difference" at α, so that none of them
-reads as a finding by chance.
+paired by seed. With k of them, Holm's step-down procedure (Holm 1979) at α: sorted by p-value,
+the r-th (r = 1..k) is tested at α/(k - r + 1), and its interval is the paired t interval at
+that level (a Holm-adjusted interval). "differs" is Holm's rejection (adjusted p < α): it implies
+that the interval excludes 0; an interval that excludes 0 after the procedure has stopped at an
+earlier comparison is not a difference. So none of them reads as a finding by chance.
 """
 
 import dataclasses
@@ -125,8 +127,8 @@ def comparisons(axes: list[Axis], claims: list[Claim]) -> list[Comparison]:
 
 
 def exploratory(results, axes: list[Axis], claims: list[Claim]) -> list[dict]:
-    """The exploratory comparisons with >= 2 paired seeds: estimate, Bonferroni interval,
-    Holm-adjusted p-value, and whether Holm's test finds a difference."""
+    """The exploratory comparisons with >= 2 paired seeds: estimate, Holm-adjusted interval
+    and p-value, and whether Holm's test finds a difference."""
     found = []
     for c in comparisons(axes, claims):
         p, _ = paired_interval(results, axes, c.config("a", axes), c.config("b", axes),
@@ -134,17 +136,19 @@ def exploratory(results, axes: list[Axis], claims: list[Claim]) -> list[dict]:
         if p.n >= 2:
             found.append((c, p))
     k = len(found)
-    adjusted = holm([p_value(p) for _, p in found])
+    raw = [p_value(p) for _, p in found]
+    adjusted = holm(raw)
+    rank = {i: r for r, i in enumerate(sorted(range(k), key=lambda i: raw[i]))}
     out = []
-    for (c, p), p_adj in zip(found, adjusted, strict=True):
-        ci = interval(p, 1 - ALPHA / k)
+    for i, ((c, p), p_adj) in enumerate(zip(found, adjusted, strict=True)):
+        ci = interval(p, 1 - ALPHA / (k - rank[i]))
         differs = p_adj < ALPHA
         out.append({
             "comparison": c.text(), "metric": c.metric, "estimate": ci.estimate,
             "ci_low": ci.low, "ci_high": ci.high, "level": ci.level, "seeds": ci.n,
             "p_holm": p_adj, "differs": differs,
             "text": (
-                f"{c.text()}: {METRICS[c.metric]} {ci.estimate:+.3f}, simultaneous CI "
+                f"{c.text()}: {METRICS[c.metric]} {ci.estimate:+.3f}, {100 * ci.level:.4g}% CI "
                 f"[{ci.low:+.3f}, {ci.high:+.3f}] over {ci.n} paired seeds; Holm-adjusted "
                 f"p {p_adj:.2g}: {'differs' if differs else 'no difference shown'}."
             ),

@@ -5,7 +5,9 @@
   shaded band = ± one seed-std;
 - accuracy_vs_<axis>.png: test accuracy and final training loss against the numeric axis;
 - side_heads.png: each side head's test accuracy over training, one panel per configuration;
-- grad_norms.png: per-layer gradient norms at each recorded step, at the largest numeric value.
+- grad_norms.png: per-layer gradient norms at each recorded step, at the largest numeric value;
+- verdicts.png: each claim's estimate and confidence interval against 0 and its margin, coloured
+  by verdict (a forest plot, one panel per claim since their units differ).
 """
 
 import itertools
@@ -65,7 +67,8 @@ def _groups(results, axes):
 def curves(results, axes, workdir: Path, made: list[str]) -> None:
     line, panels = _roles(axes)
     groups = _groups(results, axes)
-    combos = list(itertools.product(*(a.values for a in panels)))
+    present = {tuple(k[axes.index(a)] for a in panels) for k in groups}  # grids of products
+    combos = [c for c in itertools.product(*(a.values for a in panels)) if c in present]
     fig, grid = subplots(
         2, len(combos), figsize=(3.4 * len(combos), 5.6), sharex="col", sharey="row", squeeze=False
     )
@@ -166,6 +169,41 @@ def grad_norms(results, axes, workdir: Path, made: list[str]) -> None:
     grid[0][0].legend(fontsize=8)
     fig.suptitle(f"Per-layer gradient norms, {where}first seed", fontsize=10)
     _save(fig, workdir / "grad_norms.png", made)
+
+
+VERDICT_COLOURS = {"held": "tab:green", "contradicted": "tab:red", "inconclusive": "tab:gray"}
+
+
+def verdicts(judged, workdir: Path, made: list[str]) -> None:
+    """verdicts.png: one row per claim with an interval (see the module docstring)."""
+    judged = [v for v in judged if v.ci.n >= 2]
+    if not judged:
+        return
+    fig, grid = subplots(len(judged), 1, figsize=(8, 1.25 * len(judged) + 0.6), squeeze=False)
+    for ax, v in zip(grid[:, 0], judged, strict=True):
+        c, ci, m = v.claim, v.ci, v.claim.margin
+        colour = VERDICT_COLOURS[v.verdict]
+        ax.errorbar([ci.estimate], [0], xerr=[[ci.estimate - ci.low], [ci.high - ci.estimate]],
+                    fmt="o", color=colour, capsize=5, lw=2)  # fmt: skip
+        ax.axvline(0, color="black", lw=0.8)
+        bound = -m if c.rule.non_inferiority else m
+        ax.axvline(bound, color="tab:blue", ls="--", lw=1)
+        ax.text(bound, 0.55, f" margin {bound:+g}", color="tab:blue", fontsize=7, va="center")
+        lo, hi = min(ci.low, 0, bound), max(ci.high, 0, bound)
+        pad = 0.08 * (hi - lo or 1)
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(-1, 1)
+        ax.set_yticks([])
+        unit = "test accuracy" if c.rule.metric == "accuracy" else "final train loss"
+        sign = " (a - b)" if c.rule.sign < 0 else ""
+        what = f"{c.axis.rsplit('.', 1)[-1]} {c.a} -> {c.b}, {unit}{sign}, n={ci.n}"
+        ax.set_title(f"{c.text}: {v.verdict.upper()}   [{what}]", fontsize=8, loc="left",
+                     color=colour)  # fmt: skip
+        ax.grid(alpha=0.3, axis="x")
+    level = judged[0].ci.level
+    fig.suptitle(f"Claims: estimate and {100 * level:g}% CI (paired t) against 0 and the margin",
+                 fontsize=10)  # fmt: skip
+    _save(fig, workdir / "verdicts.png", made)
 
 
 def plots(results, rows, axes, workdir: Path, acc: str = "test_acc") -> list[str]:

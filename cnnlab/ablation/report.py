@@ -7,7 +7,7 @@ from pathlib import Path
 from cnnlab.ablation.aggregate import TIMING, acc_column, aggregate, axes_of, write_tables
 from cnnlab.ablation.findings import findings
 from cnnlab.ablation.grid import cell_name
-from cnnlab.ablation.plots import plots
+from cnnlab.ablation.plots import plots, verdicts
 from cnnlab.ablation.result import CellResult, load_results
 from cnnlab.ablation.two_stage import load_plan
 from cnnlab.errors import ConfigError
@@ -84,6 +84,7 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
     acc = acc_column(rows)
     made = plots(results, rows, axes, workdir, acc)
     f = findings(results, rows, axes, spec)
+    verdicts(f["verdicts"], workdir, made)
     plan = load_plan(workdir)
     keys = [a.key for a in axes]
     write_json_atomic(
@@ -111,8 +112,8 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
         *section("Claims", f["claims"]),
         *section("Seeds added where a claim needed them", _plan_lines(plan, results)),
         *section(
-            f"Exploratory comparisons ({len(f['exploratory'])}, named by no claim; "
-            "Bonferroni-simultaneous 95% intervals, Holm's test at 5%)",
+            f"Exploratory comparisons ({len(f['exploratory'])}, named by no claim; Holm's "
+            "procedure at 5%, each interval at its Holm level)",
             f["exploratory"],
         ),
         *section("Gradients and activations", f["gradients"]),

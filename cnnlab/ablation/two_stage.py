@@ -28,7 +28,7 @@ ALPHA = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class TwoStage:
-    """config.two_stage, checked: off when max_seeds is 0."""
+    """config.two_stage, checked: off when max_seeds is 0 or the grid states no claims."""
 
     max_seeds: int
     budget_s: float
@@ -61,6 +61,8 @@ class TwoStage:
                     f"config.two_stage.max_seeds={max_seeds} must exceed the grid's "
                     f"{len(pilot)} pilot seeds {list(pilot)} (or be 0 to turn it off)"
                 )
+            if not config.get("claims"):
+                max_seeds = 0  # seeds are added for claims; with none there is nothing to do
         return cls(max_seeds, float(budget), pilot)
 
 
