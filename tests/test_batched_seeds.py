@@ -33,7 +33,13 @@ GRID = (("model.kwargs.depth", (8,)), ("optim.lr", (0.05, 1e30)), ("seed", (0, 1
 SETTINGS = {  # a small grid: ResNet-8, 24 steps, an eval and a checkpoint every 4
     "train.steps": STEPS, "train.eval_every": 4, "train.log_every": 2, "train.train_subset": 64,
     "data.batch_size": 32, "optim.warmup_steps": 2, "grad_norm_steps": (0, 8),
+    # lr scaled to the batch (0.05 at 128 -> 0.0125), no zero-init: chaos stays small in 24 steps
+    "optim.lr_batch": 128, "model.kwargs.zero_init_residual": False,
 }  # fmt: skip
+# An accuracy of two computations that agree to float rounding may still differ by one example
+# where an argmax flips (seen on an AMD EPYC: 0.40404 vs 0.40741 of 297 test images); the
+# smallest set an accuracy is taken over here is a training batch of 32.
+ONE_EXAMPLE = 1 / 32 + 1e-9
 
 
 def config(batch_seeds: bool, grid=GRID):
@@ -53,7 +59,8 @@ def assert_same_cell(a: ablation.CellResult, b: ablation.CellResult):
     assert (a.name, a.status, a.params, a.macs) == (b.name, b.status, b.params, b.macs)
     assert a.metrics.keys() == b.metrics.keys()
     for k in a.metrics:
-        assert b.metrics[k] == pytest.approx(a.metrics[k], rel=1e-4, abs=1e-6), k
+        tol = dict(abs=ONE_EXAMPLE) if k.endswith("accuracy") else dict(rel=1e-4, abs=1e-6)
+        assert b.metrics[k] == pytest.approx(a.metrics[k], **tol), k
     assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4)
     assert a.grad_norms.keys() == b.grad_norms.keys()
     for step in a.grad_norms:
@@ -67,8 +74,10 @@ def assert_same_cell(a: ablation.CellResult, b: ablation.CellResult):
     ]
     for x, y in zip(a.curves, b.curves, strict=True):
         for k in x.keys() - {"split"}:
-            tol = 1e-3 if k == "grad_norm" else 1e-4
-            assert y[k] == pytest.approx(x[k], rel=tol, abs=1e-6, nan_ok=True), (x["step"], k)
+            tol = dict(rel=1e-3 if k == "grad_norm" else 1e-4, abs=1e-6)
+            if k.endswith("accuracy"):
+                tol = dict(abs=ONE_EXAMPLE)
+            assert y[k] == pytest.approx(x[k], nan_ok=True, **tol), (x["step"], k)
 
 
 @pytest.fixture(scope="module")

@@ -192,8 +192,6 @@ def check_grid(config, spec: str = "0/1") -> list[dict]:
     """The cells of this shard, each config checked before anything trains (ValueError), and
     the claims and two-stage settings with them."""
     cells = shard_cells(expand(config.grid), spec)
-    claims_of(config)
-    _two_stage(config)
     batch_seeds = config.get("batch_seeds", False)
     if not isinstance(batch_seeds, bool):
         raise ConfigError(f"config.batch_seeds={batch_seeds!r} must be True or False")
@@ -205,6 +203,8 @@ def check_grid(config, spec: str = "0/1") -> list[dict]:
                 raise ConfigError(NO_EARLY_STOPPING)
         except ConfigError as e:
             raise ConfigError(f"grid cell {cell_name(overrides)}: {e}") from None
+    claims_of(config)
+    _two_stage(config)
     return cells
 
 
