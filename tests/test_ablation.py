@@ -292,6 +292,12 @@ def test_paper_config_is_valid_and_warms_up_only_resnet110():
     d = ablate_default.get_config()
     cells = ablation.check_grid(d)
     assert len(cells) == 22  # residual nets 5 seeds, plain nets and side heads 3
+    # each claim compares what its text says (a grid of products orders values as first seen)
+    from cnnlab.ablation.run import claims_of
+
+    ends = [(c.axis.rsplit(".", 1)[-1], c.a, c.b) for c in claims_of(d)]
+    assert ends == [("depth", "8", "56"), ("depth", "8", "56"), ("skip", "False", "True"),
+                    ("side_taps", "none", "stage1+stage2")]  # fmt: skip
     assert {cell_config(d, o).train.steps for o in cells} == {150}
 
 

@@ -59,20 +59,22 @@ def get_config(seeds: str | None = None):
     c.grad_norm_steps = (0, 75)  # per-layer gradient norms: at initialisation and mid-run
     # Two products of (dotted config key, values), their cells joined, seeds last: only the
     # cells some claim reads. The first value of a categorical axis is its baseline.
+    # Products' cells are joined; an axis's values are ordered as first seen, so the plain
+    # twins come first (skip=False is the skip axis's baseline).
     c.grid = (
-        (  # residual nets at both ends of the depth range (the ResNet paper's figure 6), with
-            # 5 seeds: "does not degrade" compares two close accuracies against a 0.03 margin,
-            # and residual-8's spread at this budget needs them (3 seeds left it undecided)
-            ("model.kwargs.depth", (8, 56)),
-            ("model.kwargs.skip", (True,)),
-            ("loss.side_taps", ((),)),
-            ("seed", more),
-        ),
-        (  # their plain twins: the degradation and the skip's gain are large effects
+        (  # plain nets at both ends of the depth range (the ResNet paper's figures 1 and 6):
+            # the degradation and, against their residual twins, the skip's gain are large
             ("model.kwargs.depth", (8, 56)),
             ("model.kwargs.skip", (False,)),
             ("loss.side_taps", ((),)),
             ("seed", base_seeds),
+        ),
+        (  # residual nets, with 5 seeds: "does not degrade" compares two close accuracies
+            # against a 0.03 margin, and residual-8's spread at this budget needs them
+            ("model.kwargs.depth", (8, 56)),
+            ("model.kwargs.skip", (True,)),
+            ("loss.side_taps", ((),)),
+            ("seed", more),
         ),
         (  # side heads on the plain net that is deep but still trains (SCIENCE-NOTES)
             ("model.kwargs.depth", (20,)),
@@ -101,10 +103,10 @@ def get_config(seeds: str | None = None):
              rule="does_not_degrade", margin=0.03, axis="model.kwargs.depth",
              where=(("model.kwargs.skip", True), ("loss.side_taps", ()))),
         dict(text="The skip connection helps the deepest nets", rule="helps", margin=0.02,
-             axis="model.kwargs.skip",
+             axis="model.kwargs.skip", compare=(False, True),
              where=(("model.kwargs.depth", 56), ("loss.side_taps", ()))),
         dict(text="Side heads help a deep plain net (DSN, Lee et al. 2015)", rule="helps",
-             margin=0.02, axis="loss.side_taps",
+             margin=0.02, axis="loss.side_taps", compare=((), ("stage1", "stage2")),
              where=(("model.kwargs.depth", 20), ("model.kwargs.skip", False))),
     )  # fmt: skip
     return c
