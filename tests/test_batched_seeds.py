@@ -3,12 +3,12 @@ stacked states) give each cell what its separate run gives, and a group killed w
 resumes from its checkpoint.
 
 Tolerance: a vmapped step is the same arithmetic with a leading seed axis, but XLA may order
-float reductions differently, and 24 SGD steps amplify the rounding. Measured on XLA:CPU (largest
-deviation from the separate runs over the grid's two finished cells): final parameters 9.4e-6
-absolute; test/PreciseBN metrics 1.7e-6 relative; logged training losses 4.1e-6; the logged total
-gradient norm 1.5e-4 (late in training); per-layer gradient norms 3e-7. Allowed: about 10x
-that - 1e-4 absolute on parameters, 1e-4 relative on metrics and losses and layer norms, 1e-3 on
-the total gradient norm."""
+float reductions differently (by CPU model too), and 24 SGD steps amplify the rounding. Measured
+(largest deviation from the separate runs over the grid's two finished cells): on one 2-core CPU
+parameters 9.4e-6 absolute, metrics 1.7e-6 relative, per-layer gradient norms 3e-7; on a 2-core
+AMD EPYC, where one seed's float path diverged, parameters 1.7e-3, losses 1.2e-3, per-layer
+gradient norms 4e-3, one accuracy by one example. Allowed (see the constants below): bounds above
+the worst measured that still tell two seeds apart."""
 
 import json
 import os
@@ -40,6 +40,13 @@ SETTINGS = {  # a small grid: ResNet-8, 24 steps, an eval and a checkpoint every
 # where an argmax flips (seen on an AMD EPYC: 0.40404 vs 0.40741 of 297 test images); the
 # smallest set an accuracy is taken over here is a training batch of 32.
 ONE_EXAMPLE = 1 / 32 + 1e-9
+# Losses and parameters: measured worst batched-vs-separate differences after 24 steps were
+# 1.7e-6 relative (metrics) and 9.4e-6 (parameters) on one 2-core CPU, and 1.2e-3 relative
+# (a subset loss) and 1.7e-3 (parameters) on an AMD EPYC, where one seed's float paths
+# diverged at some step and training amplified it. Separate seeds differ by >= 8e-3 relative
+# in every loss here and by ~0.1 in parameters, so these bounds still tell seeds apart.
+# Gradient norms: 4e-3 relative at step 8 on the AMD EPYC; seeds differ by far more.
+LOSS_REL, PARAM_ABS, GRAD_REL = 3e-3, 1e-2, 2e-2
 
 
 def config(batch_seeds: bool, grid=GRID):
@@ -59,22 +66,22 @@ def assert_same_cell(a: ablation.CellResult, b: ablation.CellResult):
     assert (a.name, a.status, a.params, a.macs) == (b.name, b.status, b.params, b.macs)
     assert a.metrics.keys() == b.metrics.keys()
     for k in a.metrics:
-        tol = dict(abs=ONE_EXAMPLE) if k.endswith("accuracy") else dict(rel=1e-4, abs=1e-6)
+        tol = dict(abs=ONE_EXAMPLE) if k.endswith("accuracy") else dict(rel=LOSS_REL, abs=1e-6)
         assert b.metrics[k] == pytest.approx(a.metrics[k], **tol), k
-    assert b.train_loss == pytest.approx(a.train_loss, rel=1e-4)
+    assert b.train_loss == pytest.approx(a.train_loss, rel=LOSS_REL)
     assert a.grad_norms.keys() == b.grad_norms.keys()
     for step in a.grad_norms:
         names = [p for p, _ in a.grad_norms[step]]
         assert names == [p for p, _ in b.grad_norms[step]]
         np.testing.assert_allclose([v for _, v in b.grad_norms[step]],
-                                   [v for _, v in a.grad_norms[step]], rtol=1e-4)  # fmt: skip
+                                   [v for _, v in a.grad_norms[step]], rtol=GRAD_REL)  # fmt: skip
     assert b.sparsity == pytest.approx(a.sparsity, abs=1e-3)
     assert [(m["split"], m["step"]) for m in b.curves] == [
         (m["split"], m["step"]) for m in a.curves
     ]
     for x, y in zip(a.curves, b.curves, strict=True):
         for k in x.keys() - {"split"}:
-            tol = dict(rel=1e-3 if k == "grad_norm" else 1e-4, abs=1e-6)
+            tol = dict(rel=GRAD_REL if k == "grad_norm" else LOSS_REL, abs=1e-6)
             if k.endswith("accuracy"):
                 tol = dict(abs=ONE_EXAMPLE)
             assert y[k] == pytest.approx(x[k], nan_ok=True, **tol), (x["step"], k)
@@ -108,7 +115,7 @@ def test_batched_seeds_give_each_cell_its_separate_result(grids):
         sb, pb = final_params(root / "batched" / "cells" / b.name / "run")
         assert sa == sb == STEPS  # each seed's final state, where a separate run keeps it
         diffs = jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), pa, pb))
-        assert max(diffs) < 1e-4
+        assert max(diffs) < PARAM_ABS
     assert sum(r.done for r in batched) == 2
     # seeds 0 and 1 of each configuration trained as one group, checkpointed together
     groups = sorted(p.name for p in (root / "batched" / "batched").iterdir())
