@@ -10,7 +10,8 @@ parameters; seeds 0-2), and plain-20 without and with side heads on stage1 + sta
 heads, GoogLeNet's constant weight 0.3; seeds 0-2): 22 real training runs, resumable. The seeds
 go where a claim needs them: the plain-net degradation and the skip's gain at depth 56 are large
 effects that 3 seeds decide; "residual nets do not degrade" compares two close accuracies with a
-0.03 margin, and with 3 seeds (and seeds 3-5) residual-8's spread left it inconclusive.
+0.03 margin, and residual-8's spread at this budget needs more (a two-stage run with seeds 3-5
+as its pilot left it inconclusive even after a 4th seed: residual-8 reached 0.875 on seed 6).
 
 Recipe (every cell): 150 SGD steps of batch 64, momentum 0.9, wd 1e-4, peak lr 0.1 after 15
 warm-up steps, cosine to 0 over exactly the budget (Li et al. 2020), zero-init of each residual
@@ -24,12 +25,13 @@ the same budget at every depth. Residual-20 and side heads on other nets are rea
 and are not trained.
 
 Measured 2026-12-02 on a 2-core AMD EPYC (lscpu model name "AMD EPYC"), compile cache empty:
-13 min 51 s (18 pilot cells 11 min 13 s, 6 added cells 2 min 10 s). Verdicts (97.5% paired t
-intervals, two looks): plain nets degrade held (train loss +2.19 [+2.05, +2.34]); residual nets
-do not degrade held (test accuracy +0.025 [+0.018, +0.032], margin 0.03); the skip helps at
-depth 56 held (+0.884 [+0.799, +0.970]); side heads help plain-20 inconclusive (+0.050
-[-0.012, +0.111] over 6 seeds; about 8 seeds would decide it at that spread). The decimals differ
-on another CPU and with batch_seeds; the README lists the verdicts of three replications.
+12 min 44 s. Verdicts (95% paired t intervals of b - a): plain nets degrade held (train loss
++2.19 [+2.09, +2.29]); residual nets do not degrade held (test accuracy +0.022 [+0.006, +0.037],
+margin 0.03); the skip helps at depth 56 held (+0.884 [+0.825, +0.944]); side heads help
+plain-20 inconclusive (+0.024 [-0.114, +0.161]; about 24 seeds would decide it at that spread).
+With batch_seeds and with seeds 3-5 the three depth/skip claims held again; the side-head claim
+was inconclusive and held (README, Ablations): it is underpowered at 3 seeds. The decimals differ
+by CPU.
 """
 
 import ml_collections
