@@ -225,8 +225,8 @@ def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path):
         assert r["step_s"] > 0 and r["first_step_s"] > r["step_s"]
         t = r["timing"]  # the wall time split: every part measured, the rest is 'other'
         assert t["compile_s"] > 0 and t["compute_s"] > 0 and t["data_s"] > 0 and t["eval_s"] > 0
-        parts = sum(t[k] for k in t if k != "wall_s")
-        assert parts == pytest.approx(t["wall_s"], abs=0.01) and t["other_s"] >= 0
+        measured = sum(t[k] for k in t if k not in ("wall_s", "other_s"))
+        assert measured <= t["wall_s"] + 0.01  # the parts, timed separately, fit in the wall
     rows = list(csv.DictReader((tmp_path / "w" / "results.csv").open()))
     assert len(rows) == 4 and {r["failed"] for r in rows} == {"0", "1"}
     report = (tmp_path / "w" / "report.md").read_text()

@@ -60,6 +60,7 @@ def make_state(model, tx=None):
 def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
     model = models.create("cifar_resnet", depth=8, side_taps=("stage1", "stage2"))
     state = make_state(model)
+    state = state.replace(step=state.step + 1)  # at step 1 of 4 the linear weight is 0.3 * 3/4
     cfg = train.StepConfig(
         total_steps=4, side_weight=0.3, side_schedule=schedule, layer_grad_norms=True
     )
@@ -74,7 +75,7 @@ def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
         mutable=["batch_stats"],
     )
     ce = lambda z: float(-log_softmax_np(z)[np.arange(6), np.asarray(Y)].mean())
-    w = 0.3 if schedule == "constant" else 0.3 * (1 - 0 / 4)
+    w = 0.3 if schedule == "constant" else 0.3 * (1 - 1 / 4)
     expected = ce(logits) + w * (
         ce(feats["side_logits"]["stage1"]) + ce(feats["side_logits"]["stage2"])
     )
@@ -82,7 +83,7 @@ def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
     assert float(m["side/stage1/loss"]) == pytest.approx(
         ce(feats["side_logits"]["stage1"]), rel=1e-5
     )
-    assert int(new.step) == 1
+    assert int(new.step) == 2
     # per-layer gradient norms in forward order, side heads excluded: ResNet-8 = 7 convs + head
     from cnnlab.train.diagnostics import kernels_in_order
 
@@ -122,6 +123,18 @@ def test_mixed_precision_keeps_f32_params():
     (_, m32), (s16, m16) = step("float32"), step("bfloat16")
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(s16.params))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(s16.batch_stats))
+
+    # the convolutions really run in bf16 (an f32-only path would have no bf16 conv)...
+    def convs(dtype):
+        cfg = train.StepConfig(compute_dtype=dtype)
+        fn = functools.partial(train.train_step, cfg=cfg)
+        text = str(jax.make_jaxpr(fn)(state, batch, jax.random.key(0)))
+        return [line for line in text.splitlines() if "conv_general_dilated" in line]
+
+    assert convs("bfloat16") and any("bf16[" in line for line in convs("bfloat16"))
+    assert convs("float32") and not any("bf16[" in line for line in convs("float32"))
+    # ...so the loss moves off f32's by bf16 rounding, but stays close to it
+    assert float(m16["loss"]) != float(m32["loss"])
     assert float(m16["loss"]) == pytest.approx(float(m32["loss"]), rel=0.05)
 
 
