@@ -299,3 +299,20 @@ def test_compare_flags_differing_verdicts(tmp_path, capsys):
     assert "**NO**" in out and "1 of 2 claims differ" in out
     assert compare.main([a, str(tmp_path / "missing")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_two_stage_counts_each_configurations_own_pilot_seeds():
+    """A grid of products may give configurations different pilot seeds (the default grid:
+    residual nets 0-4, plain 0-2): each is extended to the planned total from its own count."""
+    from cnnlab.ablation import two_stage
+
+    claim = dict(text="t", rule="helps", margin=0.02, axis="k", where=())
+    c = Claim.of(claim, 0, [("k", ["a", "b"])])
+    pilot = [_cell({"k": "a", "seed": s}, 0.8) for s in range(5)]
+    pilot += [_cell({"k": "b", "seed": s}, 0.8 + (0.05, -0.01, 0.04)[s]) for s in range(3)]
+    ts = two_stage.TwoStage(max_seeds=8, budget_s=0.0, pilot=(0, 1, 2, 3, 4))
+    v = judge(c, interval(_p(0.0267, 0.0321, 3), ts.level))
+    plan = two_stage.make_plan(ts, [c], [v], pilot)
+    added = sorted((o["k"], o["seed"]) for o in plan["cells"])
+    # b first gets the seeds 3, 4 that a has, so both stay paired on seeds 0-7
+    assert added == [("a", 5), ("a", 6), ("a", 7)] + [("b", s) for s in range(3, 8)]

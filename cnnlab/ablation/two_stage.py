@@ -68,10 +68,14 @@ class TwoStage:
 
 def make_plan(ts: TwoStage, claims: list[Claim], pilot_verdicts, pilot: list[CellResult]):
     """-> {'claims': [why each claim got seeds or not], 'cells': [overrides to train]}."""
-    new_seeds = [max(ts.pilot) + 1 + i for i in range(ts.max_seeds - len(ts.pilot))]
+    # a grid of products may give its configurations different pilot seeds: each is counted on
+    # its own and gets first the grid's seeds it lacks (so that the compared configurations
+    # stay paired), then new values after the pilot's largest
+    seeds = [*sorted(ts.pilot), *(max(ts.pilot) + 1 + i for i in range(ts.max_seeds))]
     by_config: dict[tuple, list[CellResult]] = {}
     for r in pilot:
         by_config.setdefault(_key(r.overrides), []).append(r)
+    have = {k: len(rs) for k, rs in by_config.items()}
     target: dict[tuple, int] = {}  # configuration -> seeds in all
     spent, notes = 0.0, []
     for c, v in zip(claims, pilot_verdicts, strict=True):
@@ -86,7 +90,7 @@ def make_plan(ts: TwoStage, claims: list[Claim], pilot_verdicts, pilot: list[Cel
         cost = 0.0
         for name in sides:
             cells = by_config.get(name, [])
-            add = max(0, n - max(target.get(name, len(ts.pilot)), len(ts.pilot)))
+            add = max(0, n - max(target.get(name, 0), have.get(name, 0)))
             walls = [r.timing.get("wall_s", 0.0) for r in cells if r.done and r.timing]
             cost += add * (sum(walls) / len(walls) if walls else 0.0)
         if ts.budget_s and spent + cost > ts.budget_s:
@@ -103,7 +107,8 @@ def make_plan(ts: TwoStage, claims: list[Claim], pilot_verdicts, pilot: list[Cel
     cells = []
     for name, n in target.items():
         template = by_config[name][0].overrides
-        for seed in new_seeds[: n - len(ts.pilot)]:
+        own = {r.overrides.get("seed") for r in by_config[name]}
+        for seed in [s for s in seeds if s not in own][: n - have[name]]:
             cells.append({**template, "seed": seed})
     return {"level": ts.level, "budget_s": ts.budget_s, "estimated_s": round(spent, 1),
             "claims": notes, "cells": cells}  # fmt: skip
