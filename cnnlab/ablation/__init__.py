@@ -5,7 +5,7 @@ write_report(workdir)                  # results.csv/md, figures, report.md
 """
 
 from cnnlab.ablation.aggregate import aggregate, axes_of
-from cnnlab.ablation.diagnostics import activation_sparsity, layer_grad_norms
+from cnnlab.ablation.diagnostics import activation_sparsity, forward_order, layer_grad_norms
 from cnnlab.ablation.findings import findings
 from cnnlab.ablation.grid import apply, cell_name, expand, shard
 from cnnlab.ablation.report import write_report
@@ -22,6 +22,7 @@ __all__ = [
     "check_grid",
     "expand",
     "findings",
+    "forward_order",
     "layer_grad_norms",
     "load_results",
     "run_cell",

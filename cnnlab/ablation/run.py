@@ -17,7 +17,7 @@ from cnnlab import data, train
 from cnnlab import progress as bars
 from cnnlab.ablation import two_stage
 from cnnlab.ablation.claims import parse_claims
-from cnnlab.ablation.diagnostics import activation_sparsity, layer_grad_norms
+from cnnlab.ablation.diagnostics import activation_sparsity, forward_order, layer_grad_norms
 from cnnlab.ablation.findings import verdicts
 from cnnlab.ablation.grid import cell_config, cell_name, expand, grid_axes, label
 from cnnlab.ablation.grid import shard as shard_cells
@@ -123,8 +123,13 @@ def collect(cfg, overrides: dict, cell_dir: Path, res, diag, wall_s: float) -> C
     result.train_loss = diag.train_loss()
     result.params, result.macs = s.total_params, s.conv_dense_macs
     result.first_step_s, result.step_s = res.first_step_s, res.step_s
-    result.grad_norms = diag.grad_norms
-    result.sparsity = activation_sparsity(res.model, res.state, images)
+    rows = [r.path for r in s.rows]  # forward order: jax hands back dicts sorted by key
+    result.grad_norms = {
+        step: [(p, by_path[p]) for p in forward_order(by_path, rows)]
+        for step, pairs in diag.grad_norms.items()
+        for by_path in [dict(pairs)]
+    }
+    result.sparsity = activation_sparsity(res.model, res.state, images, rows)
     result.curves = sorted(curves, key=lambda m: (m["step"], m["split"]))
     # where the cell's wall time went; 'other' = model build, data open, diagnostics, summary
     timing = {k: round(v, 3) for k, v in res.timing.items()}
