@@ -1,7 +1,20 @@
-"""cnnlab: a JAX/Flax research framework for convolutional networks."""
+"""cnnlab: a JAX/Flax research framework for convolutional networks.
 
-from cnnlab import layers, summary  # summary: a module you can call, cnnlab.summary(model, x)
-from cnnlab.summary import Row, Summary
+Submodules load on first use (`cnnlab.layers`, `cnnlab.summary(model, x)`, `from cnnlab import
+train`), so `import cnnlab` and the entry points' flag checks do not pay for importing JAX.
+"""
+
+import importlib
 
 __all__ = ["Row", "Summary", "layers", "summary"]
 __version__ = "0.1.0"
+
+_FROM_SUMMARY = ("Row", "Summary")
+
+
+def __getattr__(name: str):
+    if name in _FROM_SUMMARY:
+        return getattr(importlib.import_module("cnnlab.summary"), name)
+    if name in ("layers", "summary"):  # summary: a module you can call, cnnlab.summary(model, x)
+        return importlib.import_module(f"cnnlab.{name}")
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

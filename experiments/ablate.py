@@ -8,11 +8,9 @@ results.md, figures and report.md to WORKDIR (default runs/<config name>). Shard
 
 from pathlib import Path
 
-import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
-from cnnlab import ablation
 from experiments import cli, runtime
 
 DEFAULT_CONFIG = str(Path(__file__).parent / "configs" / "ablate_default.py")
@@ -24,7 +22,11 @@ _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only (re)build the repor
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.WARNING)
+    logging.set_verbosity(logging.WARNING)  # before the imports (matplotlib logs a font cache)
+    import jax  # here, not at the top: flag errors come before JAX is imported
+
+    from cnnlab import ablation
+
     c = _CONFIG.value
     workdir = runtime.workdir(_WORKDIR.value, default=Path("runs") / str(c.get("name", "grid")))
     # first, before any JAX call (jax.distributed); writes nothing. Identical cells across

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import ml_collections
 from absl import app, flags
+from ml_collections import config_flags
 
 from cnnlab.errors import CnnlabError, ConfigError
 
@@ -161,18 +162,41 @@ def parse_flags(argv, default_config: str | None = None):
             argv, fields = check_overrides(load_config(spec), argv)
         sys.argv = list(argv)  # config_flags reads its overrides from sys.argv
         rest = flags.FLAGS(argv)
-        config = flags.FLAGS["config"].value
-        for key, value in fields.items():
-            parent, _, leaf = key.rpartition(".")
-            node = _node(config, parent)
-            with node.unlocked(), node.ignore_type():
-                node[leaf] = value
+        _set_fields(flags.FLAGS["config"].value, fields)
         return rest
     except Exception as e:
         if _debugging(argv):
             raise
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         fail(message if isinstance(e, CnnlabError) else f"{message}; see --helpfull")
+
+
+def _set_fields(config, fields: dict) -> None:
+    """Model fields the config file does not list (check_overrides), set without type checks:
+    `train.validate` checks them against the model."""
+    for key, value in fields.items():
+        parent, _, leaf = key.rpartition(".")
+        node = _node(config, parent)
+        with node.unlocked(), node.ignore_type():
+            node[leaf] = value
+
+
+def config_from_args(*args: str) -> ml_collections.ConfigDict:
+    """The config an entry point runs with for these flags (`--config=FILE[:ARG]` first, then any
+    `--config.KEY=VALUE`), read in this process by the same checks and `config_flags` parser as
+    the command line: for notebooks and tests. Every failure is a ConfigError."""
+    spec = _config_spec(args)
+    if spec is None:
+        raise ConfigError("pass --config=FILE first, e.g. --config=experiments/configs/base.py")
+    argv, fields = check_overrides(load_config(spec), ["cnnlab", *args])
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, flag_values=values, sys_argv=argv)
+    try:
+        values(argv)
+    except flags.Error as e:
+        raise ConfigError(str(e).strip().splitlines()[0]) from None
+    _set_fields(values["config"].value, fields)
+    return values["config"].value
 
 
 def describe_os_error(e: OSError) -> str:

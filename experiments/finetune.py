@@ -7,7 +7,6 @@ scratch for comparison (config.study.scratch) and writes DIR/report.md. Re-runni
 from absl import flags, logging
 from ml_collections import config_flags
 
-from cnnlab import finetune
 from experiments import cli, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.")
@@ -19,6 +18,8 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     workdir = runtime.workdir(_WORKDIR.value)
+    from cnnlab import finetune  # here: flag and workdir errors come before JAX is imported
+
     runtime.start()  # jax.distributed when configured; compilation cache ~/.cache/cnnlab/jax
     report = finetune.run_study(_CONFIG.value, workdir)
     if not report.exists():  # processes > 0 of a multi-host run: process 0 writes it

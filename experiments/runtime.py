@@ -1,16 +1,17 @@
-"""Flags every entry point shares: the distributed runtime and the compilation cache."""
+"""Flags every entry point shares: the distributed runtime and the compilation cache.
+
+Nothing here imports JAX: a bad flag or config is reported before the heavy imports (the entry
+points import cnnlab's training code inside `main`)."""
 
 from pathlib import Path
 
 from absl import flags
 
-from cnnlab import distributed
 from cnnlab.errors import ConfigError
 
-DISTRIBUTED = flags.DEFINE_enum(
+DISTRIBUTED = flags.DEFINE_string(  # checked against cnnlab.distributed.MODES by start()
     "distributed",
     "auto",
-    list(distributed.MODES),
     "Start jax.distributed: 'auto' when JAX_COORDINATOR_ADDRESS is set or a TPU pod slice / "
     "SLURM / MPI job is detected; 'on' always (auto-detection); 'off' never.",
 )
@@ -23,6 +24,8 @@ COMPILE_CACHE = flags.DEFINE_string(
 
 def start(default_cache: str | None = None) -> None:
     """Call first in main(): distributed runtime, compilation cache, fast init."""
+    from cnnlab import distributed
+
     distributed.start(DISTRIBUTED.value, COMPILE_CACHE.value or default_cache)
 
 

@@ -91,13 +91,11 @@ def assert_same_cell(a: ablation.CellResult, b: ablation.CellResult):
 def grids(tmp_path_factory):
     """The same grid run with separate cells and with batched seeds (in-process, one data dir)."""
     root = tmp_path_factory.mktemp("batched")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CNNLAB_DATA_DIR", str(root / "data"))
-        # lr 1e30 is left out here: its separate runs fail (tests/test_ablation.py), nothing
-        # to compare but that, which the batched grid shows for itself
-        good = tuple((k, (0.05,) if k == "optim.lr" else v) for k, v in GRID)
-        separate = ablation.run_grid(config(False, good), root / "separate", progress=False)
-        batched = ablation.run_grid(config(True), root / "batched", progress=False)
+    # lr 1e30 is left out here: its separate runs fail (tests/test_ablation.py), nothing
+    # to compare but that, which the batched grid shows for itself
+    good = tuple((k, (0.05,) if k == "optim.lr" else v) for k, v in GRID)
+    separate = ablation.run_grid(config(False, good), root / "separate", progress=False)
+    batched = ablation.run_grid(config(True), root / "batched", progress=False)
     return root, separate, batched
 
 
@@ -124,20 +122,22 @@ def test_batched_seeds_give_each_cell_its_separate_result(grids):
     assert [r for r in again if r.done] == [r for r in batched if r.done]  # skipped, unchanged
 
 
+@pytest.mark.slow  # kills a real grid: the full tier
 def test_a_killed_batched_grid_resumes_to_the_same_results(grids, tmp_path):
-    root, _, batched = grids
+    _, _, batched = grids
     workdir = tmp_path / "w"
     grid = "(('model.kwargs.depth',(8,)),('optim.lr',(0.05,)),('seed',(0,1)))"
     args = [f"--config.{k}={v}" for k, v in SETTINGS.items()]
     cmd = [sys.executable, "-m", "experiments.ablate", f"--workdir={workdir}", *args,
            f"--config.grid={grid}", "--config.when=()", "--config.batch_seeds=True",
            "--config.claims=()"]  # fmt: skip
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "CNNLAB_DATA_DIR": str(root / "data")}
+    env = dict(os.environ)  # the session's data dir and caches (conftest)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     ckpts = workdir / "batched" / "depth=8,lr=0.05,seed=0+1" / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and not [p for p in ckpts.glob("*") if p.name in ("8", "12")]:
+        assert proc.poll() is None, f"the grid exited with {proc.returncode} before the kill"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

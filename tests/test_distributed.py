@@ -25,7 +25,6 @@ ARGS = [
 def env(tmp_path, devices: int, **extra) -> dict:
     return {
         **os.environ,
-        "CNNLAB_DATA_DIR": str(tmp_path / "data"),
         "CNNLAB_CACHE_DIR": str(tmp_path / "cache"),
         "JAX_PLATFORMS": "cpu",
         "JAX_NUM_CPU_DEVICES": str(devices),
@@ -75,6 +74,7 @@ def assert_same_run(a, b):
     assert metrics_a["loss"] == pytest.approx(metrics_b["loss"], rel=1e-3)
 
 
+@pytest.mark.slow  # separate processes and devices: the full tier
 def test_eight_devices_match_one_device(tmp_path):
     one = run_train(tmp_path / "one", env(tmp_path, 1))
     finish(one)
@@ -98,6 +98,7 @@ def two_process_envs(tmp_path, devices: int) -> list[dict]:
     return [env(tmp_path, devices, **cluster, JAX_PROCESS_ID=str(i)) for i in range(2)]
 
 
+@pytest.mark.slow  # separate processes and devices: the full tier
 def test_two_processes_match_one_process(tmp_path):
     """Two processes on this machine (2 CPU devices each) through jax.distributed: per-process
     data slices, global batches, and one multi-process orbax checkpoint."""
@@ -110,6 +111,7 @@ def test_two_processes_match_one_process(tmp_path):
     assert config["data"]["batch_size"] == 32
 
 
+@pytest.mark.slow  # separate processes and devices: the full tier
 def test_ablation_grid_on_two_processes(tmp_path):
     """experiments.ablate starts jax.distributed before its first JAX call (validating the grid
     asks for the device count), and process 0 alone writes the report."""

@@ -20,6 +20,7 @@ def run(*args, cwd=ROOT):
     )
 
 
+@pytest.mark.slow  # a benchmark end to end: the full tier
 def test_conv_variants_benchmark_writes_results(tmp_path):
     out = run(
         "-m",
@@ -50,6 +51,7 @@ def test_ablate_bad_config_is_one_line_error(tmp_path):
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow  # a benchmark end to end: the full tier
 def test_depthwise_benchmark_smoke():
     out = run("-m", "benchmarks.depthwise", "--quick")
     assert out.returncode == 0, out.stderr
@@ -64,6 +66,7 @@ def test_ruff_lint_and_format_are_clean():
         assert out.returncode == 0, f"ruff {' '.join(args)}:\n{out.stdout}{out.stderr}"
 
 
+@pytest.mark.slow  # a benchmark end to end: the full tier
 def test_vs_torch_benchmark_smoke(tmp_path):
     out = run(
         "-m", "benchmarks.vs_torch", f"--workdir={tmp_path}", "--torch_python=",

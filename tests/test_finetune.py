@@ -288,7 +288,6 @@ def test_early_stopping_counts_evals_without_improvement():
 
 def test_early_stopping_restores_best_and_survives_a_restart(tmp_path):
     c = base.get_config()
-    c.data.data_dir = str(tmp_path / "data")
     c.data.train_per_class, c.data.val_per_class, c.data.batch_size = 8, 4, 16
     c.model.kwargs.depth = 8
     c.optim.schedule = "constant"
@@ -324,10 +323,9 @@ def saved_params_step(run):
 # --- the recipe end to end --------------------------------------------------------------------
 
 
-def tiny(tmp, **over):
+def tiny(**over):
     """ResNet-8, digits 5-9 with 5 labels per class; 8 + 8 steps."""
     c = finetune_config.get_config()
-    c.data.data_dir = str(tmp / "data")
     c.data.classes = (5, 6, 7, 8, 9)
     c.data.train_per_class, c.data.val_per_class, c.data.batch_size = 5, 4, 16
     c.model.kwargs.depth = 8
@@ -347,7 +345,7 @@ def tiny(tmp, **over):
 
 
 def test_two_phase_recipe_and_report(tmp_path):
-    c = tiny(tmp_path)
+    c = tiny()
     report = finetune.run_study(c, tmp_path / "w", progress=False)
     src = saved_params(tmp_path / "w/pretrain")
     ph1 = saved_params(tmp_path / "w/seed0/finetune/phase1")
@@ -390,19 +388,19 @@ def test_recipe_config_errors(tmp_path):
     with pytest.raises(train.ConfigError, match=r"config has no \['finetune', 'phase1'"):
         finetune.run_study(base.get_config(), tmp_path / "z")
     with pytest.raises(train.ConfigError, match=r"config.phase2: unfreeze_last=9 but"):
-        finetune.finetune(tiny(tmp_path, **{"phase2.unfreeze_last": 9}), tmp_path / "a")
+        finetune.finetune(tiny(**{"phase2.unfreeze_last": 9}), tmp_path / "a")
     with pytest.raises(train.ConfigError, match=r"config\.finetune\.bn='off' is not allowed"):
-        finetune.finetune(tiny(tmp_path, **{"finetune.bn": "off"}), tmp_path / "b")
+        finetune.finetune(tiny(**{"finetune.bn": "off"}), tmp_path / "b")
     with pytest.raises(train.ConfigError, match=r"phase2\.backbone_lr=0 but unfreeze_last=1"):
-        finetune.finetune(tiny(tmp_path, **{"phase2.backbone_lr": 0.0}), tmp_path / "c")
+        finetune.finetune(tiny(**{"phase2.backbone_lr": 0.0}), tmp_path / "c")
     with pytest.raises(train.ConfigError, match=r"patience > 0 .* needs a validation split"):
-        finetune.finetune(tiny(tmp_path, **{"data.val_per_class": 0}), tmp_path / "d")
+        finetune.finetune(tiny(**{"data.val_per_class": 0}), tmp_path / "d")
 
 
 def test_cli_mismatched_source_is_a_one_line_error_and_keeps_files(tmp_path, source_run):
     workdir, _ = source_run
     before = sorted((p, p.stat().st_mtime) for p in workdir.rglob("*"))
-    env = {**os.environ, "CNNLAB_DATA_DIR": str(tmp_path / "data"), "JAX_PLATFORMS": "cpu"}
+    env = dict(os.environ)  # the session's data dir and caches (conftest)
     out = subprocess.run(
         [
             sys.executable,
@@ -445,7 +443,7 @@ def test_report_without_phase2_has_no_phases_1_plus_2_row(tmp_path):
     from cnnlab.finetune.recipe import PhaseResult
     from cnnlab.finetune.report import write_report
 
-    c = tiny(tmp_path, **{"phase2.steps": 0})
+    c = tiny(**{"phase2.steps": 0})
     phase1 = PhaseResult("phase1", {"accuracy": 0.8, "loss": 0.5}, 325, 77_000, {})
     scratch = SimpleNamespace(metrics={"accuracy": 0.6, "loss": 1.0}, early_stopping={})
     runs = {0: {"finetune": [phase1], "scratch": scratch, "probe": 0.7}}

@@ -62,6 +62,7 @@ REFERENCE_GMACS = {
 # Full compile + run in the default suite costs seconds per model; these deep ones are `slow`
 # (their blocks are compiled in test_blocks.py and every model is still traced abstractly here).
 SLOW = {
+    "resnet20", "plain20",  # the cifar_resnet code path, compiled here as `cifar_resnet`
     "resnet32",
     "resnet34",
     "resnet44", "resnet56", "resnet110", "plain32", "plain44", "plain56", "plain110",
@@ -211,7 +212,15 @@ def test_registry_errors_name_the_problem():
 TAPS = ("stem", "stage1", "pre_logits")
 
 
-@pytest.mark.parametrize("name", models.available())
+# EfficientNet-B2..B7 repeat B0/B1's blocks at more depth: their tracing (3-6 s each) is in
+# the full tier; their parameter counts (test_parameter_count_matches_reference) trace them here.
+DEEP_TRACES = {f"efficientnet_b{i}" for i in range(2, 8)}
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in DEEP_TRACES else n
+             for n in models.available()]
+)  # fmt: skip
 def test_every_model_traces_in_train_and_eval(name):
     """Abstract (no compile): init, eval and train forward; gradients are compiled below."""
     m, hw = models.create(name), models.spec(name).input_shape

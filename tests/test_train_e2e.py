@@ -3,6 +3,7 @@ the same command ends with exactly the parameters and metrics of an uninterrupte
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from test_reliability import snapshot
+
+from cnnlab import train
+from cnnlab.errors import CnnlabError, NonFiniteLoss
+from experiments import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # A small, fast run: a CIFAR ResNet-8 with a side head on the digits, checkpoint every 4 steps.
@@ -23,15 +29,23 @@ ARGS = [
 ]  # fmt: skip
 
 
-def command(workdir, data_dir, *extra):
-    env = {**os.environ, "CNNLAB_DATA_DIR": str(data_dir), "JAX_PLATFORMS": "cpu"}
+def command(workdir, *extra):
+    """The command line and its environment (the session's data dir and caches, conftest)."""
     cmd = [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *ARGS, *extra]
-    return cmd, env
+    return cmd, dict(os.environ)
 
 
-def run(workdir, data_dir, *extra):
-    cmd, env = command(workdir, data_dir, *extra)
+def run(workdir, *extra):
+    cmd, env = command(workdir, *extra)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def wait_for(path_ready, proc, timeout=300):
+    """Poll until `path_ready()` or the child exits (a crash fails at once, not after timeout)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not path_ready():
+        assert proc.poll() is None, f"the run exited with {proc.returncode} before the kill"
+        time.sleep(0.05)
 
 
 def final_params(workdir):
@@ -41,27 +55,23 @@ def final_params(workdir):
     return step, state
 
 
+@pytest.mark.slow  # kills a real run: the full tier
 def test_sigkill_and_resume_reaches_identical_result(tmp_path):
-    data_dir = tmp_path / "data"
-    full = run(tmp_path / "full", data_dir)
+    full = run(tmp_path / "full")
     assert full.returncode == 0, full.stderr[-3000:]
 
-    cmd, env = command(tmp_path / "killed", data_dir)
+    cmd, env = command(tmp_path / "killed")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline:  # kill once a checkpoint past step 4 is committed
-        done = [p for p in ckpts.glob("*") if p.name.isdigit() and int(p.name) >= 8]
-        if done:
-            break
-        time.sleep(0.05)
+    # kill once a checkpoint past step 4 is committed
+    wait_for(lambda: [p for p in ckpts.glob("*") if p.name.isdigit() and int(p.name) >= 8], proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = max(int(p.name) for p in ckpts.glob("*") if p.name.isdigit())
     assert killed_at < 24, "the run finished before it could be killed; lower the poll threshold"
 
-    resumed = run(tmp_path / "killed", data_dir)
+    resumed = run(tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.splitlines()[-1] == full.stdout.splitlines()[-1]  # final test metrics
     (s1, a), (s2, b) = final_params(tmp_path / "full"), final_params(tmp_path / "killed")
@@ -74,25 +84,32 @@ def test_sigkill_and_resume_reaches_identical_result(tmp_path):
     assert (tmp_path / "full" / "tensorboard").is_dir()
 
 
-def test_rerun_of_finished_run_keeps_checkpoints_and_reports(tmp_path):
-    data_dir = tmp_path / "data"
-    relative = os.path.relpath(tmp_path / "w", ROOT)  # as the README writes it: runs/base
-    first = run(relative, data_dir, "--config.train.steps=4")
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 4-step run made by the command as the README writes it (a relative workdir),
+    and its stdout; tests copy it before touching it."""
+    workdir = tmp_path_factory.mktemp("finished") / "w"
+    first = run(os.path.relpath(workdir, ROOT), "--config.train.steps=4")
     assert first.returncode == 0, first.stderr[-2000:]
-    before = sorted(p.name for p in (tmp_path / "w" / "checkpoints").iterdir())
-    again = run(tmp_path / "w", data_dir, "--config.train.steps=4")
-    assert again.returncode == 0
-    assert again.stdout.splitlines()[-1] == first.stdout.splitlines()[-1]
-    assert sorted(p.name for p in (tmp_path / "w" / "checkpoints").iterdir()) == before
+    return workdir, first.stdout
 
 
-def test_checkpoint_from_another_model_is_a_clear_error_and_is_not_touched(tmp_path):
-    data_dir = tmp_path / "data"
-    assert run(tmp_path / "w", data_dir, "--config.train.steps=4").returncode == 0
+def test_rerun_of_finished_run_keeps_checkpoints_and_reports(tmp_path, finished):
+    source, stdout = finished
+    shutil.copytree(source, tmp_path / "w")
+    before = snapshot(tmp_path / "w" / "checkpoints")
+    again = run(tmp_path / "w", "--config.train.steps=4")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.splitlines()[-1] == stdout.splitlines()[-1]
+    assert snapshot(tmp_path / "w" / "checkpoints") == before
+
+
+def test_checkpoint_from_another_model_is_a_clear_error_and_is_not_touched(tmp_path, finished):
+    shutil.copytree(finished[0], tmp_path / "w")
     ckpt = tmp_path / "w" / "checkpoints"
     before = {p: p.stat().st_mtime for p in ckpt.rglob("*")}
-    out = run(tmp_path / "w", data_dir, "--config.train.steps=8", "--config.model.kwargs.depth=14")
-    assert out.returncode != 0
+    out = run(tmp_path / "w", "--config.train.steps=8", "--config.model.kwargs.depth=14")
+    assert out.returncode == 1
     err = out.stderr.strip().splitlines()[-1]
     assert err.startswith("error: checkpoint") and "does not match this config" in err
     assert "Traceback" not in out.stderr
@@ -112,32 +129,34 @@ def test_checkpoint_from_another_model_is_a_clear_error_and_is_not_touched(tmp_p
     ],
 )
 def test_bad_config_is_a_one_line_error(tmp_path, override, needle):
-    out = run(tmp_path / "w", tmp_path / "data", override)
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr
-    assert needle in out.stderr.strip().splitlines()[-1]
+    """In this process, the config read as the command line reads it (one command-line case of
+    each kind is in tests/test_reliability.py); nothing is written."""
+    with pytest.raises(CnnlabError) as caught:
+        train.train(cli.config_from_args(*ARGS, override), tmp_path / "w", progress=False)
+    assert needle in " ".join(str(caught.value).split())
+    assert not (tmp_path / "w").exists()
 
 
 def test_non_finite_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path):
-    out = run(tmp_path / "w", tmp_path / "data", "--config.optim.lr=1e30",
-              "--config.optim.schedule=constant", "--config.train.eval_every=1")  # fmt: skip
-    assert out.returncode != 0
-    err = out.stderr.strip().splitlines()[-1]
-    assert err.startswith("error: non-finite loss") and "at step" in err
-    step = int(err.split("at step ")[1].split(";")[0])
+    """lr 1e30 after a linear warm-up from 0: step 1 changes nothing (lr 0) and is saved; the
+    next step diverges. The run stops naming that step and keeps step 1, finite."""
+    c = cli.config_from_args(*ARGS, "--config.optim.lr=1e30", "--config.optim.warmup_steps=4",
+                             "--config.train.eval_every=1")  # fmt: skip
+    with pytest.raises(NonFiniteLoss) as caught:
+        train.train(c, tmp_path / "w", progress=False)
+    message = str(caught.value)
+    assert message.startswith("non-finite loss") and "at step 2" in message, message
     kept = [int(p.name) for p in (tmp_path / "w" / "checkpoints").glob("*") if p.name.isdigit()]
-    assert all(s < step for s in kept)
-    if kept:  # every kept checkpoint holds finite parameters
-        _, state = final_params(tmp_path / "w")
-        assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+    assert kept == [1]
+    _, state = final_params(tmp_path / "w")
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
 
 
 def test_empty_workdir_is_an_error_and_writes_nothing(tmp_path):
-    env = {**os.environ, "CNNLAB_DATA_DIR": str(tmp_path / "data"), "JAX_PLATFORMS": "cpu"}
     config = "--config=" + str(ROOT / "experiments/configs/base.py")
     cmd = [sys.executable, "-m", "experiments.train", config, "--workdir="]
-    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode != 0 and "Traceback" not in out.stderr
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == (
         "error: --workdir is empty; pass the directory for checkpoints and logs"
     )

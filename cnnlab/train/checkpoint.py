@@ -31,9 +31,13 @@ class _UnretrievedReadErrors(logging.Filter):
     TensorStore reads of a checkpoint step being restored. When a damaged step fails to
     restore, orbax raises the first error and the sibling read tasks' errors are logged when
     the tasks are garbage-collected, at a moment nobody chooses; the failure itself is
-    reported once, by whoever called restore. Records about anything else pass."""
+    reported once, by whoever called restore. A record is dropped when it names a step being
+    read, or, once a step has failed to restore, when it is a TensorStore error (its message
+    carries `tensorstore_spec=`; some name the store by a spec that does not spell the step's
+    path). Records about anything else pass."""
 
     MESSAGE = "Task exception was never retrieved"
+    TENSORSTORE = "tensorstore_spec="
 
     def __init__(self):
         super().__init__()
@@ -41,11 +45,11 @@ class _UnretrievedReadErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        if not text.startswith(self.MESSAGE):
+        if not text.startswith(self.MESSAGE) or not self.paths:
             return True
         if record.exc_info and record.exc_info[1] is not None:
             text += str(record.exc_info[1])
-        return not any(p in text for p in self.paths)
+        return not (self.TENSORSTORE in text or any(p in text for p in self.paths))
 
 
 _read_errors = _UnretrievedReadErrors()
