@@ -15,6 +15,7 @@ from cnnlab import ablation
 from experiments.configs import ablate_default
 
 ROOT = Path(__file__).resolve().parents[1]
+ABLATE_DEFAULT = str(ROOT / "experiments" / "configs" / "ablate_default.py")
 
 
 def test_expand_and_names():
@@ -197,21 +198,29 @@ def test_report_on_another_axis_set(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
-def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path):
-    env = dict(os.environ)  # the session's data dir and caches (conftest)
+def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path, capsys):
+    """Two shards of one grid into one workdir: shard 1 (both lr 1e30 cells, which fail) in this
+    process, shard 0 through `python -m experiments.ablate`, whose report merges all four cells;
+    re-running shard 0 skips its finished cells."""
+    from experiments import cli
+
     grid = (
         "(('model.kwargs.depth',(8,)),('model.kwargs.skip',(True,False)),('optim.lr',(0.05,1e30)))"
     )
-    args = [sys.executable, "-m", "experiments.ablate", f"--workdir={tmp_path / 'w'}",
-            "--config.train.steps=4", "--config.train.eval_every=2", "--config.train.log_every=1",
-            "--config.grad_norm_steps=(0,)", f"--config.grid={grid}", "--config.claims=()",
-            "--config.optim.schedule=constant"]  # fmt: skip
-    shards = [subprocess.run([*args, f"--shard={i}/2"], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=900) for i in range(2)]  # fmt: skip
-    for out in shards:
-        assert out.returncode == 0, out.stderr[-3000:]
+    flags = ["--config.train.steps=4", "--config.train.eval_every=2", "--config.train.log_every=1",
+             "--config.grad_norm_steps=(0,)", f"--config.grid={grid}", "--config.claims=()",
+             "--config.optim.schedule=constant"]  # fmt: skip
+    config = cli.config_from_args(f"--config={ABLATE_DEFAULT}", *flags)
+    workdir = tmp_path / "w"
+    ablation.run_grid(config, workdir, shard="1/2", progress=False)
+    # the entry point, with the session's data dir and caches (conftest)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.ablate", f"--workdir={workdir}", *flags, "--shard=0/2"],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
     results = {p.parent.name: json.loads(p.read_text())
-               for p in (tmp_path / "w" / "cells").glob("*/result.json")}  # fmt: skip
+               for p in (workdir / "cells").glob("*/result.json")}  # fmt: skip
     assert len(results) == 4  # both shards' cells, merged in one workdir
     failed = [r for r in results.values() if r["status"] == "failed"]
     assert {r["overrides"]["optim.lr"] for r in failed} == {1e30}  # recorded, the grid went on
@@ -227,18 +236,17 @@ def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path):
         assert t["compile_s"] > 0 and t["compute_s"] > 0 and t["data_s"] > 0 and t["eval_s"] > 0
         measured = sum(t[k] for k in t if k not in ("wall_s", "other_s"))
         assert measured <= t["wall_s"] + 0.01  # the parts, timed separately, fit in the wall
-    rows = list(csv.DictReader((tmp_path / "w" / "results.csv").open()))
+    rows = list(csv.DictReader((workdir / "results.csv").open()))
     assert len(rows) == 4 and {r["failed"] for r in rows} == {"0", "1"}
-    report = (tmp_path / "w" / "report.md").read_text()
+    report = (workdir / "report.md").read_text()
     assert "## Notes" in report and "cell(s) failed" in report
     assert re.search(r"- Time: 2 cells took \d+ s: compile \d+ s \(\d+%\), data", report)
     for png in ("curves.png", "accuracy_vs_lr.png"):
-        assert (tmp_path / "w" / png).stat().st_size > 1000
-    # re-running a shard skips its finished cells (its failed ones would be retried)
-    again = subprocess.run([*args, "--shard=0/2"], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=900)  # fmt: skip
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("skip (finished)") == 2
+        assert (workdir / png).stat().st_size > 1000
+    capsys.readouterr()
+    again = ablation.run_grid(config, workdir, shard="0/2")  # finished: skipped, not retrained
+    assert capsys.readouterr().out.count("skip (finished)") == 2
+    assert {r.name for r in again if r.done} == {r["name"] for r in good}
 
 
 def test_tiny_grid_in_process(tmp_path, monkeypatch):

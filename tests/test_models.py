@@ -242,8 +242,16 @@ def test_every_model_traces_in_train_and_eval(name):
     )
 
 
+# EfficientNet-B2..B7 are B0/B1's blocks at more depth and width: compiling each took 75-150 s
+# on 2 cores (850 s for the family, a third of the full tier), for no code path B0 and B1 do not
+# compile. They are traced (test_every_model_traces_in_train_and_eval) and counted
+# (test_parameter_count_matches_reference), not compiled.
+NOT_COMPILED = {f"efficientnet_b{i}" for i in range(2, 8)}
+
+
 def _compiled_params():
-    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in models.available()]
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n
+            for n in models.available() if n not in NOT_COMPILED]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", _compiled_params())
