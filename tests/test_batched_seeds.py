@@ -99,6 +99,7 @@ def grids(tmp_path_factory):
     return root, separate, batched
 
 
+@pytest.mark.slow  # two grids trained (shared with the kill test below): full tier
 def test_batched_seeds_give_each_cell_its_separate_result(grids):
     root, separate, batched = grids
     by_name = {r.name: r for r in batched}

@@ -344,6 +344,7 @@ def tiny(**over):
     return c
 
 
+@pytest.mark.slow  # the whole recipe (pre-train, two phases, scratch, report): full tier
 def test_two_phase_recipe_and_report(tmp_path):
     c = tiny()
     report = finetune.run_study(c, tmp_path / "w", progress=False)
