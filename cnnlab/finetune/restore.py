@@ -93,7 +93,8 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
     chosen = step
     try:
         step = chosen = pick_step(manager, directory, step)
-        saved = manager.item_metadata(step)["state"]
+        with reading(Path(directory) / str(step)):  # a damaged step can fail here already
+            saved = manager.item_metadata(step)["state"]
         want = _backbone(variables, new)
         have = {col: tu.flatten_dict(dict(saved.get(col) or {}), sep="/") for col in COLLECTIONS}
         have = {col: {p: m for p, m in have[col].items() if not is_new(p, new)} for col in have}

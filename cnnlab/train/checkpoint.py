@@ -58,9 +58,9 @@ logging.getLogger("asyncio").addFilter(_read_errors)
 
 @contextlib.contextmanager
 def reading(step_dir):
-    """Around a restore of `step_dir`: its read tasks' late, unretrieved errors are not logged
-    (see _UnretrievedReadErrors). Kept after a failed read (the tasks are collected later);
-    forgotten after a successful one."""
+    """Around every read of `step_dir` (its arrays' metadata and the restore): its read tasks'
+    late, unretrieved errors are not logged (see _UnretrievedReadErrors). Kept after a failed
+    read (the tasks are collected later); forgotten after a successful one."""
     path = str(Path(step_dir).absolute())
     _read_errors.paths.add(path)
     yield
@@ -202,12 +202,13 @@ class Checkpointer:
 
     def restore(self, step: int, target, data_iter=None):
         """-> (state, meta); restores data_iter's position in place."""
-        self.check_shapes(step, target)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         args = {"state": ocp.args.StandardRestore(abstract), "meta": ocp.args.JsonRestore()}
         for name, it in _data_items(data_iter).items():
             args[name] = grain.checkpoint.CheckpointRestore(it)
+        # the shape check reads the arrays' metadata: a damaged step can fail there too
         with reading(self.directory / str(step)):
+            self.check_shapes(step, target)
             out = self.manager.restore(step, args=ocp.args.Composite(**args))
         return out["state"], out["meta"]
 
