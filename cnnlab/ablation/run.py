@@ -124,11 +124,9 @@ def collect(cfg, overrides: dict, cell_dir: Path, res, diag, wall_s: float) -> C
     result.params, result.macs = s.total_params, s.conv_dense_macs
     result.first_step_s, result.step_s = res.first_step_s, res.step_s
     rows = [r.path for r in s.rows]  # forward order: jax hands back dicts sorted by key
-    result.grad_norms = {
-        step: [(p, by_path[p]) for p in forward_order(by_path, rows)]
-        for step, pairs in diag.grad_norms.items()
-        for by_path in [dict(pairs)]
-    }
+    for step, pairs in diag.grad_norms.items():
+        norm = dict(pairs)
+        result.grad_norms[step] = [(p, norm[p]) for p in forward_order(norm, rows)]
     result.sparsity = activation_sparsity(res.model, res.state, images, rows)
     result.curves = sorted(curves, key=lambda m: (m["step"], m["split"]))
     # where the cell's wall time went; 'other' = model build, data open, diagnostics, summary
