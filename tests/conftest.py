@@ -12,9 +12,18 @@ Tiers: the default run deselects `slow` (see pyproject); `pytest -m slow` runs e
 (the full tier: deep model compiles, notebooks, SIGKILL/resume, multi-process, tmpfs mounts).
 """
 
+import os
+
 import jax
 import numpy as np
 import pytest
+
+# Tests check values, not speed: XLA:CPU compiles with LLVM's cheap passes only (the suite's
+# hundreds of small jits compile ~30% faster; measured side by side on the heavy tests, 138 s ->
+# 99 s). Set before JAX starts its backend (it reads XLA_FLAGS then, not at import), so the test
+# process and every subprocess it starts (they inherit os.environ) use it; benchmarks never do.
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE}".strip()
 
 jax.config.update("jax_default_matmul_precision", "highest")
 # The partitionable threefry PRNG (JAX's default) compiles model init ~7x slower on XLA:CPU
@@ -58,3 +67,22 @@ def data_dir(session_env):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def saved_run(session_env):
+    """A finished tiny run (entry.TINY: checkpoints at steps 2 and 4) made by the real entry
+    point as the README writes it (a relative workdir), and its stdout; read-only: tests copy it
+    before they touch it."""
+    import json
+    import os
+
+    from entry import BASE, ROOT, TINY, cli
+
+    workdir = session_env / "saved" / "run"
+    relative = os.path.relpath(workdir, ROOT)
+    out = cli("experiments.train", f"--config={BASE}", f"--workdir={relative}", *TINY)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4"]
+    assert json.loads((workdir / "config.json").read_text())["model"]["kwargs"]["width"] == 8
+    return workdir, out.stdout

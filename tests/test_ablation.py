@@ -198,87 +198,67 @@ def test_report_on_another_axis_set(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
-def test_small_grid_end_to_end_resume_failure_and_shards(tmp_path, capsys):
-    """Two shards of one grid into one workdir: shard 1 (both lr 1e30 cells, which fail) in this
-    process, shard 0 through `python -m experiments.ablate`, whose report merges all four cells;
-    re-running shard 0 skips its finished cells."""
+def test_grid_in_process_and_through_the_entry_point_into_one_workdir(tmp_path, capsys):
+    """One grid of four cells, as two shards into one workdir: shard 0 (lr 0.05) in this process,
+    as a notebook would run it (typed results, files, diagnostics); shard 1 (lr 1e30: both cells
+    fail) through `python -m experiments.ablate`, whose report merges all four cells; re-running
+    shard 0 skips its finished cells and returns the same results."""
     from experiments import cli
 
     grid = (
-        "(('model.kwargs.depth',(8,)),('model.kwargs.skip',(True,False)),('optim.lr',(0.05,1e30)))"
+        "(('model.kwargs.depth',(8,)),('model.kwargs.skip',(False,True)),('optim.lr',(0.05,1e30)))"
     )
     flags = ["--config.train.steps=4", "--config.train.eval_every=2", "--config.train.log_every=1",
-             "--config.grad_norm_steps=(0,)", f"--config.grid={grid}", "--config.claims=()",
-             "--config.optim.schedule=constant"]  # fmt: skip
+             "--config.grad_norm_steps=(0,2)", f"--config.grid={grid}", "--config.claims=()",
+             "--config.optim.schedule=constant", "--config.train.train_subset=64",
+             "--config.data.batch_size=32"]  # fmt: skip
     config = cli.config_from_args(f"--config={ABLATE_DEFAULT}", *flags)
     workdir = tmp_path / "w"
-    ablation.run_grid(config, workdir, shard="1/2", progress=False)
-    # the entry point, with the session's data dir and caches (conftest)
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.ablate", f"--workdir={workdir}", *flags, "--shard=0/2"],
-        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = {p.parent.name: json.loads(p.read_text())
-               for p in (workdir / "cells").glob("*/result.json")}  # fmt: skip
-    assert len(results) == 4  # both shards' cells, merged in one workdir
-    failed = [r for r in results.values() if r["status"] == "failed"]
-    assert {r["overrides"]["optim.lr"] for r in failed} == {1e30}  # recorded, the grid went on
-    assert all("non-finite loss" in r["reason"] for r in failed)
-    good = [r for r in results.values() if r["status"] == "done"]
-    assert len(good) == 2
-    for r in good:
-        assert 0 <= r["metrics"]["accuracy"] <= 1 and r["params"] > 0 and r["macs"] > 0
-        assert len(r["grad_norms"]["0"]) == 8  # 7 convs + the classifier of a ResNet-8
-        assert set(r["sparsity"]) >= {"stem", "stage1_block1", "stage3_block1"}
-        assert r["step_s"] > 0 and r["first_step_s"] > r["step_s"]
-        t = r["timing"]  # the wall time split: every part measured, the rest is 'other'
+    results = ablation.run_grid(config, workdir, shard="0/2", progress=False)
+    assert [r.name for r in results] == ["depth=8,skip=False,lr=0.05", "depth=8,skip=True,lr=0.05"]
+    for r in results:
+        assert isinstance(r, ablation.CellResult) and r.done
+        # final train loss = mean of the final head's loss over the last 10% of steps (step 4)
+        logged = {m["step"]: m["loss"] for m in r.curves if m["split"] == "train"}
+        assert sorted(logged) == [1, 2, 3, 4] and r.train_loss == pytest.approx(logged[4], rel=1e-6)
+        for k in ("accuracy", "train_subset/accuracy", "precise_bn/accuracy",
+                  "precise_bn/train_subset/accuracy"):  # fmt: skip
+            assert 0 <= r.metrics[k] <= 1
+        assert r.params > 0 and r.macs > 0
+        assert sorted(r.grad_norms, key=int) == ["0", "2"]
+        assert len(r.grad_norms["0"]) == 8  # 7 convs + the classifier of a ResNet-8
+        assert set(r.sparsity) >= {"stem", "stage1_block1", "stage3_block1"}
+        assert r.step_s > 0 and r.first_step_s > r.step_s
+        t = r.timing  # the wall time split: every part measured, the rest is 'other'
         assert t["compile_s"] > 0 and t["compute_s"] > 0 and t["data_s"] > 0 and t["eval_s"] > 0
         measured = sum(t[k] for k in t if k not in ("wall_s", "other_s"))
         assert measured <= t["wall_s"] + 0.01  # the parts, timed separately, fit in the wall
+        assert ablation.CellResult.load(workdir / "cells" / r.name / "result.json") == r
+    # the entry point, with the session's data dir and caches (conftest)
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.ablate", f"--workdir={workdir}", *flags, "--shard=1/2"],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = {p.parent.name: json.loads(p.read_text())
+             for p in (workdir / "cells").glob("*/result.json")}  # fmt: skip
+    assert len(saved) == 4  # both shards' cells, merged in one workdir
+    failed = [r for r in saved.values() if r["status"] == "failed"]
+    assert {r["overrides"]["optim.lr"] for r in failed} == {1e30}  # recorded, the grid went on
+    assert all("non-finite loss" in r["reason"] for r in failed)
     rows = list(csv.DictReader((workdir / "results.csv").open()))
     assert len(rows) == 4 and {r["failed"] for r in rows} == {"0", "1"}
     report = (workdir / "report.md").read_text()
     assert "## Notes" in report and "cell(s) failed" in report
+    assert "| skip gain |" in report  # residual minus plain twin, per configuration
     assert re.search(r"- Time: 2 cells took \d+ s: compile \d+ s \(\d+%\), data", report)
-    for png in ("curves.png", "accuracy_vs_lr.png"):
+    # grad_norms.png: at lr=0.05, the largest lr whose cells finished
+    for png in ("curves.png", "accuracy_vs_lr.png", "grad_norms.png"):
         assert (workdir / png).stat().st_size > 1000
     capsys.readouterr()
     again = ablation.run_grid(config, workdir, shard="0/2")  # finished: skipped, not retrained
     assert capsys.readouterr().out.count("skip (finished)") == 2
-    assert {r.name for r in again if r.done} == {r["name"] for r in good}
-
-
-def test_tiny_grid_in_process(tmp_path, monkeypatch):
-    """run_grid in-process, as a notebook would: typed results, files, resume, report."""
-    c = ablate_default.get_config()
-    c.train.steps, c.train.eval_every, c.train.log_every = 10, 5, 1
-    c.train.train_subset, c.data.batch_size = 64, 32
-    c.optim.warmup_steps = 2
-    c.grad_norm_steps = (0, 5)
-    c.grid = (("model.kwargs.depth", (8,)), ("model.kwargs.skip", (False, True)),
-              ("seed", (0, 1)))  # fmt: skip
-    c.claims = ()
-    results = ablation.run_grid(c, tmp_path / "w", progress=False)
-    assert [r.name for r in results] == [
-        "depth=8,skip=False,seed=0", "depth=8,skip=False,seed=1",
-        "depth=8,skip=True,seed=0", "depth=8,skip=True,seed=1",
-    ]  # fmt: skip
-    for r in results:
-        assert isinstance(r, ablation.CellResult) and r.done
-        # final train loss = mean of the final head's loss over the last 10% of steps (step 10)
-        logged = {m["step"]: m["loss"] for m in r.curves if m["split"] == "train"}
-        assert r.train_loss == pytest.approx(logged[10], rel=1e-6)
-        for k in ("accuracy", "train_subset/accuracy", "precise_bn/accuracy",
-                  "precise_bn/train_subset/accuracy"):  # fmt: skip
-            assert 0 <= r.metrics[k] <= 1
-        assert sorted(r.grad_norms, key=int) == ["0", "5"]
-        assert ablation.CellResult.load(tmp_path / "w" / "cells" / r.name / "result.json") == r
-    again = ablation.run_grid(c, tmp_path / "w", progress=False)  # finished cells are skipped
     assert again == results
-    out = ablation.write_report(tmp_path / "w", "tiny")
-    assert "skip False -> True" in (tmp_path / "w" / "report.md").read_text()
-    assert {"curves.png", "grad_norms.png"} <= set(out["plots"])
 
 
 def test_paper_config_is_valid_and_warms_up_only_resnet110():

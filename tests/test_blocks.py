@@ -1,5 +1,7 @@
 """Blocks: shapes, parameter counts by hand, shortcut semantics, plain twins, clear shape errors."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,8 +20,9 @@ def params(block, x):
 
 
 def init_apply(block, x, **kw):
-    v = block.init(jax.random.key(0), x)
-    return v, block.apply(v, x, **kw)
+    """Jitted: eagerly, every op of a block compiles on its own (a ShuffleUnit: seconds)."""
+    v = jax.jit(block.init)(jax.random.key(0), x)
+    return v, jax.jit(functools.partial(block.apply, **kw))(v, x)
 
 
 def bn(c):  # trainable gamma + beta
@@ -183,7 +186,7 @@ def test_shuffle_unit_shapes_and_groups():
 )
 def test_blocks_train_mode_jit_and_finite_grads(rng, block):
     x = jnp.asarray(rng.normal(size=(2, 8, 8, 8)), jnp.float32)
-    v = block.init(jax.random.key(0), x)
+    v = jax.jit(block.init)(jax.random.key(0), x)
 
     @jax.jit
     def loss_and_grad(params, x):
@@ -270,6 +273,5 @@ def test_zero_init_residual_reaches_every_block_of_the_models():
               and not m["project_norm"]["scale"].any()]  # fmt: skip
     assert len(zeroed) == 10  # the inverted residuals that add their input (stride 1, C equal)
     with pytest.raises(ValueError, match=r"mobilenet_v1.*zero_init_residual=True means nothing"):
-        models.create("generic", block="mobilenet_v1", zero_init_residual=True).init(
-            jax.random.key(0), x
-        )
+        net = models.create("generic", block="mobilenet_v1", zero_init_residual=True)
+        jax.eval_shape(lambda: net.init(jax.random.key(0), x))

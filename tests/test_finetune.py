@@ -1,6 +1,7 @@
 """Transfer learning: selection, frozen training (bit-identical), frozen BatchNorm, per-group
 learning rates, partial backbone restore with clear errors, the two-phase recipe end to end."""
 
+import functools
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ Y = jnp.arange(8) % 5
 @pytest.fixture(scope="module")
 def resnet8():
     model = models.create("cifar_resnet", depth=8, num_classes=5)
-    variables = model.init(jax.random.key(0), X[:1])
+    variables = jax.jit(model.init)(jax.random.key(0), X[:1])  # eagerly: compiled op by op
     return model, variables, finetune.call_order(model, X[:1])
 
 
@@ -188,12 +189,13 @@ def test_frozen_batchnorm_in_train_mode_uses_running_statistics(resnet8):
     v = {"params": variables["params"], "batch_stats": stats}
     everything = finetune.select_frozen(v["params"], order)
     apply = finetune.FrozenApply(model.apply, everything, finetune.frozen_norms(v, everything))
-    (logits, _), updates = apply(v, X, train=True, mutable=["batch_stats"])
-    eval_logits, _ = model.apply(v, X, train=False)
+    train_mode = dict(train=True, mutable=["batch_stats"])
+    (logits, _), updates = jax.jit(functools.partial(apply, **train_mode))(v, X)
+    eval_logits, _ = jax.jit(model.apply)(v, X)
     np.testing.assert_array_equal(logits, eval_logits)
     for p, a in flat(updates["batch_stats"]).items():
         np.testing.assert_array_equal(a, flat(stats)[p])
-    (train_logits, _), _ = model.apply(v, X, train=True, mutable=["batch_stats"])
+    (train_logits, _), _ = jax.jit(functools.partial(model.apply, **train_mode))(v, X)
     assert not np.allclose(train_logits, eval_logits)  # the switch matters
 
 
@@ -204,7 +206,7 @@ def test_frozen_batchnorm_in_train_mode_uses_running_statistics(resnet8):
 def source_run(tmp_path_factory, resnet8):
     """A checkpoint of a 10-class ResNet-8 with a side head, saved as experiments.train does."""
     model = models.create("cifar_resnet", depth=8, num_classes=10, side_taps=("stage1",))
-    variables = model.init(jax.random.key(7), X[:1])
+    variables = jax.jit(model.init)(jax.random.key(7), X[:1])
     variables = jax.tree.map(lambda a: a + 0.25, variables)  # unlike any fresh init
     state = train.TrainState.create(model.apply, variables, optax.sgd(0.1, momentum=0.9))
     workdir = tmp_path_factory.mktemp("source")
@@ -235,12 +237,12 @@ def test_load_backbone_restores_backbone_and_keeps_the_new_head(source_run, resn
 def test_load_backbone_errors_name_what_is_wrong(source_run, tmp_path):
     workdir, _ = source_run
     wider = models.create("cifar_resnet", depth=8, num_classes=5, width=32)
-    v = wider.init(jax.random.key(0), X[:1])
+    v = jax.jit(wider.init)(jax.random.key(0), X[:1])
     first = r"params/stage1_block1/conv1/kernel: checkpoint \(3, 3, 16, 16\) vs model \(3, 3, 32"
     with pytest.raises(train.CheckpointError, match=r"\(35 shape mismatches, 0 missing.*" + first):
         finetune.load_backbone(workdir, v)
     deeper = models.create("cifar_resnet", depth=14, num_classes=5)
-    v = deeper.init(jax.random.key(0), X[:1])
+    v = jax.jit(deeper.init)(jax.random.key(0), X[:1])
     with pytest.raises(train.CheckpointError, match=r"stage1_block2/conv1/kernel missing in ch"):
         finetune.load_backbone(workdir, v)
     with pytest.raises(train.CheckpointError, match="does not exist"):

@@ -5,43 +5,22 @@ disk stops the run with the last complete checkpoint intact; metrics.jsonl stays
 
 import contextlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
+from entry import BASE, ROOT, TINY, cli, tiny
 
 from cnnlab.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
-BASE = "experiments/configs/base.py"
-TINY = [  # a tiny real run: ResNet-8 (width 8) on 8x8 synthetic images, checkpoints at 2 and 4
-    "--config.data.name=synthetic", "--config.data.synthetic.image_shape=(8,8,3)",
-    "--config.data.synthetic.num_examples=64", "--config.model.kwargs.depth=8",
-    "--config.model.kwargs.width=8",  # a model field base.py does not list
-    "--config.train.steps=4", "--config.train.eval_every=2", "--config.train.log_every=1",
-    "--config.data.batch_size=16", "--config.train.train_subset=0",
-]  # fmt: skip
 
-
-def tiny(*args) -> list[str]:
-    """TINY with `args` in place of the flags they set (config_flags concatenates a repeated
-    tuple flag instead of replacing it)."""
-    keys = {a.split("=")[0] for a in args}
-    return [a for a in TINY if a.split("=")[0] not in keys] + list(args)
-
-
-def cli(module, *args, env=None, cwd=ROOT):
-    full = {k: v for k, v in os.environ.items() if k != "CNNLAB_DEBUG"}
-    full.update({"JAX_PLATFORMS": "cpu", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=full, capture_output=True,
-        text=True, timeout=600,
-    )  # fmt: skip
+@pytest.fixture
+def saved(saved_run):
+    """The session's finished tiny run (conftest; checkpoints at steps 2 and 4): read-only."""
+    return saved_run[0]
 
 
 def assert_one_line_error(out, *fragments, alone=True):
@@ -72,17 +51,6 @@ def strict_records(path: Path) -> list[dict]:
         raise ValueError(f"not JSON: {name}")
 
     return [json.loads(line, parse_constant=reject) for line in path.read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A finished tiny run (checkpoints at steps 2 and 4) made by the real entry point."""
-    workdir = tmp_path_factory.mktemp("saved") / "run"
-    out = cli("experiments.train", f"--config={BASE}", f"--workdir={workdir}", *TINY)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4"]
-    assert json.loads((workdir / "config.json").read_text())["model"]["kwargs"]["width"] == 8
-    return workdir
 
 
 @pytest.fixture
@@ -180,12 +148,15 @@ def test_config_files_that_do_not_load_are_named(tmp_path, configs, which, fragm
     assert not (tmp_path / "w").exists()
 
 
-def test_workdir_errors_write_nothing(tmp_path, saved, monkeypatch):
+def test_workdir_errors_write_nothing(tmp_path, monkeypatch):
     from cnnlab import distributed
     from experiments import runtime
 
-    out = cli("experiments.train", f"--config={BASE}", "--workdir=", *TINY)
-    assert_one_line_error(out, "--workdir is empty")
+    (tmp_path / "cwd").mkdir()
+    out = cli("experiments.train", f"--config={ROOT / BASE}", "--workdir=", *TINY,
+              cwd=tmp_path / "cwd")  # fmt: skip
+    assert_one_line_error(out, "--workdir is empty; pass the directory for checkpoints and logs")
+    assert list((tmp_path / "cwd").iterdir()) == []  # no checkpoints, config or logs
     a_file = tmp_path / "a_file"
     a_file.write_text("keep me")
     with pytest.raises(ConfigError, match="is a file, not a directory"):
@@ -257,17 +228,29 @@ def damage(step_dir: Path, kind: str) -> None:
         step_dir.mkdir()
 
 
-@pytest.mark.parametrize("kind", ["truncated", "garbled", "empty"])
-def test_resume_falls_back_to_the_newest_step_that_restores(tmp_path, saved, kind):
+# the truncated step through the entry point (its late read errors once printed a traceback
+# there); the others in this process, stderr captured
+@pytest.mark.parametrize("kind, command_line", [("truncated", True), ("garbled", False),
+                                                ("empty", False)])  # fmt: skip
+def test_resume_falls_back_to_the_newest_step_that_restores(tmp_path, saved, kind,
+                                                            command_line, capsys):  # fmt: skip
+    from cnnlab import train
+    from experiments.cli import config_from_args
+
     run = tmp_path / "run"
     shutil.copytree(saved, run)
     damage(run / "checkpoints" / "4", kind)
     damaged = snapshot(run / "checkpoints" / "4")
-    out = cli("experiments.train", f"--config={BASE}", f"--workdir={run}",
-              *tiny("--config.train.steps=6"))  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "warning: checkpoint step 4" in out.stderr and "does not restore" in out.stderr
-    assert "resuming from step 2" in out.stderr and "Traceback" not in out.stderr
+    args = [f"--config={BASE}", *tiny("--config.train.steps=6")]
+    if command_line:
+        out = cli("experiments.train", f"--workdir={run}", *args)
+        assert out.returncode == 0, out.stderr[-3000:]
+        stderr = out.stderr
+    else:
+        train.train(config_from_args(*args), run, progress=False)
+        stderr = capsys.readouterr().err
+    assert "warning: checkpoint step 4" in stderr and "does not restore" in stderr
+    assert "resuming from step 2" in stderr and "Traceback" not in stderr
     assert snapshot(run / "damaged_checkpoints" / "4") == damaged  # moved aside, not deleted
     assert {"2", "4", "6"} <= {p.name for p in (run / "checkpoints").iterdir()}
     records = strict_records(run / "metrics.jsonl")  # steps 3-4 re-run: one record each

@@ -52,7 +52,7 @@ def test_side_weight_schedules():
 
 
 def make_state(model, tx=None):
-    v = model.init(jax.random.key(0), X)
+    v = jax.jit(model.init)(jax.random.key(0), X)  # eager init compiles op by op: slow
     return train.TrainState.create(model.apply, v, tx or optax.sgd(0.1))
 
 
@@ -68,12 +68,9 @@ def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
         state, {"image": X, "label": Y}, jax.random.key(2)
     )
     # independent recomputation in train mode, numpy cross-entropy
-    (logits, feats), _ = model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats},
-        X,
-        train=True,
-        mutable=["batch_stats"],
-    )
+    (logits, feats), _ = jax.jit(
+        functools.partial(model.apply, train=True, mutable=["batch_stats"])
+    )({"params": state.params, "batch_stats": state.batch_stats}, X)
     ce = lambda z: float(-log_softmax_np(z)[np.arange(6), np.asarray(Y)].mean())
     w = 0.3 if schedule == "constant" else 0.3 * (1 - 1 / 4)
     expected = ce(logits) + w * (
@@ -90,9 +87,9 @@ def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
     paths = [p for p, _ in kernels(state.params)]
     assert paths == sorted(paths) and len(paths) == 8 and "side_stage1" not in str(paths)
     assert m["layer_grad_norms"].shape == (8,) and bool((m["layer_grad_norms"] > 0).all())
-    _, plain = train.train_step(state, {"image": X, "label": Y}, jax.random.key(2),
-                                cfg=train.StepConfig(total_steps=4))  # fmt: skip
-    assert "layer_grad_norms" not in plain  # only when a diagnostic asks
+    _, plain = jax.eval_shape(functools.partial(train.train_step, cfg=train.StepConfig(
+        total_steps=4)), state, {"image": X, "label": Y}, jax.random.key(2))  # fmt: skip
+    assert "layer_grad_norms" not in plain  # only when a diagnostic asks (traced, not run)
     assert not np.allclose(new.params["head"]["kernel"], state.params["head"]["kernel"])
     assert not np.allclose(
         new.batch_stats["stem_norm"]["mean"], state.batch_stats["stem_norm"]["mean"]
@@ -268,7 +265,7 @@ def test_precise_bn_statistics_are_the_batch_statistics_of_the_images():
 
     model = models.create("cifar_resnet", depth=8, num_classes=6)
     images = jax.random.normal(jax.random.key(3), (24, 8, 8, 1))
-    variables = model.init(jax.random.key(0), images)
+    variables = jax.jit(model.init)(jax.random.key(0), images)
     stats = jax.jit(functools.partial(precise_batch_stats, model.apply))(variables, images)
     assert jax.tree.structure(stats) == jax.tree.structure(variables["batch_stats"])
     # the first BN layer's input is the stem conv: an independent reference
@@ -280,7 +277,9 @@ def test_precise_bn_statistics_are_the_batch_statistics_of_the_images():
     np.testing.assert_allclose(stats["stem_norm"]["mean"], y.mean((0, 1, 2)), atol=1e-6)
     np.testing.assert_allclose(stats["stem_norm"]["var"], y.var((0, 1, 2)), rtol=1e-5)
     # every layer: flax's own running-average update from the same pass, momentum undone
-    _, upd = model.apply(variables, images, train=True, mutable=["batch_stats"])
+    _, upd = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+        variables, images
+    )
     for path, new in jax.tree_util.tree_leaves_with_path(upd["batch_stats"]):
         old = functools.reduce(lambda t, k: t[k.key], path, variables["batch_stats"])
         got = functools.reduce(lambda t, k: t[k.key], path, stats)

@@ -10,14 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import entry
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from entry import BASE, TINY, tiny
 from test_reliability import snapshot
 
 from cnnlab import train
-from cnnlab.errors import CnnlabError, NonFiniteLoss
+from cnnlab.errors import CheckpointError, CnnlabError, NonFiniteLoss
 from experiments import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,35 +86,32 @@ def test_sigkill_and_resume_reaches_identical_result(tmp_path):
     assert (tmp_path / "full" / "tensorboard").is_dir()
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A finished 4-step run made by the command as the README writes it (a relative workdir),
-    and its stdout; tests copy it before touching it."""
-    workdir = tmp_path_factory.mktemp("finished") / "w"
-    first = run(os.path.relpath(workdir, ROOT), "--config.train.steps=4")
-    assert first.returncode == 0, first.stderr[-2000:]
-    return workdir, first.stdout
-
-
-def test_rerun_of_finished_run_keeps_checkpoints_and_reports(tmp_path, finished):
-    source, stdout = finished
+def test_rerun_of_finished_run_keeps_checkpoints_and_reports(tmp_path, saved_run):
+    """The same command again on a finished run: nothing retrains or is rewritten, and it
+    prints the same final metrics."""
+    source, stdout = saved_run
     shutil.copytree(source, tmp_path / "w")
     before = snapshot(tmp_path / "w" / "checkpoints")
-    again = run(tmp_path / "w", "--config.train.steps=4")
+    again = entry.cli("experiments.train", f"--config={BASE}", f"--workdir={tmp_path / 'w'}",
+                      *TINY)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stdout.splitlines()[-1] == stdout.splitlines()[-1]
     assert snapshot(tmp_path / "w" / "checkpoints") == before
 
 
-def test_checkpoint_from_another_model_is_a_clear_error_and_is_not_touched(tmp_path, finished):
-    shutil.copytree(finished[0], tmp_path / "w")
+def test_checkpoint_from_another_model_is_a_clear_error_and_is_not_touched(tmp_path, saved_run):
+    """In this process (the command line prints CheckpointErrors as tests/test_reliability.py
+    checks)."""
+    shutil.copytree(saved_run[0], tmp_path / "w")
     ckpt = tmp_path / "w" / "checkpoints"
     before = {p: p.stat().st_mtime for p in ckpt.rglob("*")}
-    out = run(tmp_path / "w", "--config.train.steps=8", "--config.model.kwargs.depth=14")
-    assert out.returncode == 1
-    err = out.stderr.strip().splitlines()[-1]
-    assert err.startswith("error: checkpoint") and "does not match this config" in err
-    assert "Traceback" not in out.stderr
+    c = cli.config_from_args(
+        f"--config={BASE}", *tiny("--config.train.steps=8", "--config.model.kwargs.depth=14")
+    )
+    with pytest.raises(CheckpointError) as caught:
+        train.train(c, tmp_path / "w", progress=False)
+    err = " ".join(str(caught.value).split())
+    assert err.startswith("checkpoint") and "does not match this config" in err, err
     assert {p: p.stat().st_mtime for p in ckpt.rglob("*")} == before
 
 
@@ -150,14 +149,3 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_
     assert kept == [1]
     _, state = final_params(tmp_path / "w")
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
-
-
-def test_empty_workdir_is_an_error_and_writes_nothing(tmp_path):
-    config = "--config=" + str(ROOT / "experiments/configs/base.py")
-    cmd = [sys.executable, "-m", "experiments.train", config, "--workdir="]
-    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == (
-        "error: --workdir is empty; pass the directory for checkpoints and logs"
-    )
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no checkpoints, config or logs

@@ -1,6 +1,7 @@
 """Stochastic depth, the weight average (EMA) and what weight decay applies to."""
 
 import functools
+import itertools
 
 import flax.linen as nn
 import jax
@@ -95,31 +96,32 @@ def tiny_config(**train_kw):
 
 def test_ema_follows_the_recurrence_and_is_evaluated_with_recomputed_statistics(tmp_path):
     """d_t = min(decay, (1 + t) / (10 + t)); ema_t+1 = d_t·ema_t + (1 - d_t)·params_t+1, checked
-    against the parameters of every step; `ema/...` metrics use BN statistics recomputed for
-    the average over the train_subset images, not the raw weights' running statistics."""
+    against the parameters of every step after the first, as the run trains them; `ema/...`
+    metrics use BN statistics recomputed for the average over the train_subset images, not the
+    raw weights' running statistics."""
     c = tiny_config(ema_decay=0.9)
     ds = train.load_data(c)
-    model = train.build_model(c, ds)
-    tx, _ = train.make_optimizer(c.optim, c.train.steps, 0.05)
-    state = train.initial_state(c, model, ds, tx)
     cfg = train.step_config(c)
-    step = jax.jit(functools.partial(train.train_step, cfg=cfg))
-    ema = jax.tree.map(np.asarray, state.params)
-    it = data.train_iterator(ds, 16, 0)
-    for t in range(4):
-        state, _ = step(state, next(it), jax.random.key(t))
-        d = min(0.9, (1 + t) / (10 + t))
-        ema = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * np.asarray(p), ema, state.params)
-    for got, want in zip(jax.tree.leaves(state.ema_params), jax.tree.leaves(ema), strict=True):
-        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+    seen = []  # (step t, params_t+1, ema_t+1), on the host
 
-    result = train.train(c, tmp_path / "run", progress=False)
+    def hook(t, state, metrics):
+        seen.append((t, *(jax.tree.map(np.array, x) for x in (state.params, state.ema_params))))
+
+    result = train.train(c, tmp_path / "run", progress=False, hook=hook)
+    assert [t for t, _, _ in seen] == list(range(6))
+    for (_, _, ema), (t, params, got) in itertools.pairwise(seen):
+        d = min(0.9, (1 + t) / (10 + t))
+        want = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * p, ema, params)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(*(jax.tree.leaves(x)[0] for x in seen[-1][1:]))  # it is an average
     m = result.metrics
     assert {"ema/accuracy", "ema/loss", "accuracy", "loss"} <= set(m)
     images = next(data.eval_batches(ds, 32, split="train", limit=32))["image"]
     s = result.state
-    stats = train.precise_batch_stats(s.apply_fn, {"params": s.ema_params,
-                                      "batch_stats": s.batch_stats}, images)  # fmt: skip
+    stats = jax.jit(functools.partial(train.precise_batch_stats, s.apply_fn))(
+        {"params": s.ema_params, "batch_stats": s.batch_stats}, images
+    )
     eval_fn = jax.jit(functools.partial(train.eval_step, cfg=cfg))
     spec = train.RunSpec.of(c)
     recomputed = train.evaluate(

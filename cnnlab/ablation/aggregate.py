@@ -205,8 +205,9 @@ def write_tables(rows: list[dict], axes: list[Axis], workdir: Path) -> None:
 
 def gradient_cells(results: list[CellResult], axes: list[Axis]):
     """The cells whose gradients the report shows: at the largest value of the first numeric
-    axis, the other categorical axes at baseline, first seed, one per value of the first
-    categorical axis that varies (e.g. skip: plain vs residual).
+    axis at which such cells finished (a diverged lr=1e30 falls back to the next value), the
+    other categorical axes at baseline, first seed, one per value of the first categorical axis
+    that varies (e.g. skip: plain vs residual).
 
     -> (label like 'depth=56 ', that axis or None, {value: cell}).
     """
@@ -216,12 +217,14 @@ def gradient_cells(results: list[CellResult], axes: list[Axis]):
         return "", None, {}
     n = (numeric or [None])[0]
     c = next((a for a in cats if len(a.values) > 1), cats[0])
-    at = {n.key: n.values[-1]} if n else {}
-    picked = {}
-    for v in c.values:
-        want = {a.key: a.baseline for a in cats} | at | {c.key: v}
-        cells = [r for r in results if r.done and r.grad_norms
-                 and all(label(r.overrides.get(k)) == x for k, x in want.items())]  # fmt: skip
-        if cells:
-            picked[v] = min(cells, key=lambda r: str(r.overrides.get(SEED, 0)))
-    return (f"{n.name}={n.values[-1]} " if n else ""), c, picked
+    for at in reversed(n.values) if n else [None]:
+        picked = {}
+        for v in c.values:
+            want = {a.key: a.baseline for a in cats} | ({n.key: at} if n else {}) | {c.key: v}
+            cells = [r for r in results if r.done and r.grad_norms
+                     and all(label(r.overrides.get(k)) == x for k, x in want.items())]  # fmt: skip
+            if cells:
+                picked[v] = min(cells, key=lambda r: str(r.overrides.get(SEED, 0)))
+        if picked:
+            return (f"{n.name}={at} " if n else ""), c, picked
+    return "", c, {}
