@@ -22,10 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data import digits
-from cnnlab.data.sources import DataError
+from cnnlab.data.catalogue import (
+    FASHION_MNIST_DEBIAN,
+    SPECS,
+    default_data_dir,
+    how_to_prepare,
+    prepared,
+)
+from cnnlab.errors import DataError
 
 VERSION = "1.0.0"
-FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"  # apt-get install dataset-fashion-mnist
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -354,8 +360,6 @@ def prepare(dataset: str, source: str | None, data_dir: str, **folder) -> Path:
     """Read `source` for `dataset` and write it into data_dir; -> the dataset's folder.
 
     `folder` options: name, image_size, test_fraction, seed (folder); labels (cifar100)."""
-    from cnnlab.data.sources import SPECS
-
     if dataset == "fashion_mnist" and not source:
         source = FASHION_MNIST_DEBIAN
     if not source:
@@ -395,11 +399,20 @@ def prepare(dataset: str, source: str | None, data_dir: str, **folder) -> Path:
 NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "folder")
 
 
+def on_first_use(name: str, data_dir: str) -> None:
+    """What is prepared offline when first read: the embedded digits, and Fashion-MNIST from
+    Debian's dataset-fashion-mnist files (a DataError saying how, when they are absent)."""
+    if name == digits.NAME and not prepared(name, data_dir):
+        digits.prepare(data_dir)
+    if name == "fashion_mnist" and not prepared(name, data_dir):
+        if not Path(FASHION_MNIST_DEBIAN).is_dir():
+            raise DataError(how_to_prepare(name, data_dir))
+        prepare(name, FASHION_MNIST_DEBIAN, data_dir)  # offline, once
+
+
 def main(argv=None) -> int:
     import argparse
     import sys
-
-    from cnnlab.data.sources import default_data_dir
 
     p = argparse.ArgumentParser(
         prog="python -m cnnlab.data.prepare", description=__doc__.split("\n")[0]
