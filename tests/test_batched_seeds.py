@@ -12,6 +12,7 @@ the worst measured that still tell two seeds apart."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,6 +114,9 @@ def test_batched_seeds_give_each_cell_its_separate_result(grids):
         sa, pa = final_params(root / "separate" / "cells" / a.name / "run")
         sb, pb = final_params(root / "batched" / "cells" / b.name / "run")
         assert sa == sb == STEPS  # each seed's final state, where a separate run keeps it
+        # the same files and checkpoint steps (the last N and the best) as the separate run
+        run_a = root / "separate" / "cells" / a.name / "run"
+        assert run_files(run_a) == run_files(root / "batched" / "cells" / b.name / "run")
         diffs = jax.tree.leaves(jax.tree.map(lambda x, y: np.abs(x - y).max(), pa, pb))
         assert max(diffs) < PARAM_ABS
     assert sum(r.done for r in batched) == 2
@@ -169,3 +173,56 @@ def test_batch_seeds_refuses_early_stopping_and_non_booleans():
         c.batch_seeds = 1
     with pytest.raises(ConfigError, match=r"config\.batch_seeds=1 must be True or False"):
         ablation.check_grid(c)
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """A run directory's kinds of files, relative: TensorBoard event files and orbax's data
+    files by kind (their names hold a time stamp and host, or a random hash, and orbax splits
+    the data into as many files as its writers produced)."""
+    names = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file()}
+    names = {re.sub(r"events\.out\.tfevents\..*", "events.out.tfevents", n) for n in names}
+    return sorted({re.sub(r"/d/[0-9a-f]{32}$", "/d/*", n) for n in names})
+
+
+def test_a_seed_that_turns_non_finite_keeps_its_last_good_checkpoint(tmp_path, monkeypatch):
+    """Seeds 0 and 1 batched, seed 1's third evaluation (step 6) NaN: seed 1 stops there naming
+    its own last good checkpoint, which survives while the group trains on to step 8; seed 0's
+    run directory holds the same files and checkpoint steps as its separate run."""
+    from entry import BASE, tiny
+
+    from cnnlab import train
+    from cnnlab.train import evaluation
+    from experiments.cli import config_from_args
+
+    def cfg(seed):
+        return config_from_args(f"--config={BASE}", *tiny(
+            "--config.train.steps=8", "--config.train.keep_checkpoints=2", f"--config.seed={seed}",
+        ))  # fmt: skip
+
+    real, calls = evaluation.Evaluator.at, {0: 0, 1: 0}
+
+    def at(self, state, last):
+        test, val = real(self, state, last)
+        calls[self.spec.seed] += 1
+        if self.spec.seed == 1 and calls[1] == 3:
+            test = {**test, "loss": float("nan")}
+        return test, val
+
+    monkeypatch.setattr(evaluation.Evaluator, "at", at)
+    dirs = [tmp_path / "batched" / f"seed{s}" for s in (0, 1)]
+    out = train.train_seeds([cfg(0), cfg(1)], dirs, tmp_path / "group", progress=False)
+    assert isinstance(out[0], train.TrainResult) and out[0].lanes == 2
+    assert isinstance(out[1], train.NonFiniteLoss)
+    assert "loss (nan) in evaluation at step 6" in str(out[1])
+    assert f"(step 4) is kept in {dirs[1] / 'checkpoints'}" in str(out[1])
+    steps = lambda d: sorted(int(p.name) for p in (d / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps(tmp_path / "group") == [6, 8]  # the group trained on past seed 1's stop
+    kept = steps(dirs[1])
+    assert kept[-1] == 4 and len(kept) == 2  # the last good (step 4) survived to the end
+    separate = train.train(cfg(0), tmp_path / "separate", progress=False)
+    assert steps(dirs[0]) == steps(tmp_path / "separate")  # last 2 and the best: the same steps
+    assert run_files(dirs[0]) == run_files(tmp_path / "separate")
+    assert out[0].metrics.keys() == separate.metrics.keys()
+    # a re-run of the finished group trains nothing and returns the same results
+    again = train.train_seeds([cfg(0), cfg(1)], dirs, tmp_path / "group", progress=False)
+    assert again[0].metrics == out[0].metrics and str(again[1]) == str(out[1])

@@ -10,10 +10,11 @@ from pathlib import Path
 from cnnlab.ablation.grid import label
 from cnnlab.ablation.result import CellResult
 from cnnlab.stats import mean_std, paired
+from cnnlab.train.loop import TIMING_KEYS
 
 SEED = "seed"
 # a cell's wall time, split (seconds, mean over seeds): see TrainResult.timing
-TIMING = ("wall", "compile", "data", "compute", "eval", "checkpoint", "other")
+TIMING = ("wall", *(k.removesuffix("_s") for k in TIMING_KEYS), "other")
 
 
 class Axis:

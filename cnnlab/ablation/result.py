@@ -24,12 +24,15 @@ class CellResult:
     train_loss: float | None = None
     params: int | None = None
     macs: int | None = None
-    first_step_s: float | None = None  # compile + first step
-    step_s: float | None = None  # mean of the later steps
+    # wall time of compile + first step, and the mean of the later steps, as the step ran (with
+    # batch_seeds one vmapped step trained the cell's seeds together)
+    first_step_s: float | None = None
+    step_s: float | None = None
     grad_norms: dict = dataclasses.field(default_factory=dict)  # {step: [(kernel path, norm)]}
     sparsity: dict = dataclasses.field(default_factory=dict)  # {tap: fraction of zeros}
     curves: list = dataclasses.field(default_factory=list)  # metrics.jsonl records
-    timing: dict = dataclasses.field(default_factory=dict)  # seconds: compile, data, ...
+    # seconds of the cell's wall time: compile, data, ... (batched: its share of the group's)
+    timing: dict = dataclasses.field(default_factory=dict)
 
     @property
     def done(self) -> bool:

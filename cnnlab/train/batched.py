@@ -2,15 +2,17 @@
 `jax.vmap`-ed over stacked train states, so a small CNN fills an accelerator with S runs
 instead of one.
 
-Each seed keeps what a separate run has: its own initialisation, data order, augmentations and
-dropout stream (the same ones `train` would use), its own evaluations, metrics.jsonl, config.json
-and TensorBoard files in its workdir, and at the end its final checkpoint there (so fine-tuning
-and the grid's diagnostics read it like any run's). While training, the stacked state and every
-seed's data-iterator position are checkpointed together in `group_dir/checkpoints` (one atomic
-orbax step for all seeds), which is what a killed group resumes from.
+Each seed is a lane of the one training loop (`cnnlab.train.loop.drive`) and keeps what its
+separate run has: its own initialisation, data order, augmentations and dropout stream (the same
+ones `train` would use), its own evaluations, metrics.jsonl, config.json and TensorBoard files in
+its workdir, and its own checkpoints there (the last N and the best, the same steps), so
+fine-tuning and the grid's diagnostics read it like any run's. Besides, the stacked state and
+every seed's data-iterator position are checkpointed together in `group_dir/checkpoints` (one
+atomic orbax step for all seeds): what a killed group resumes from.
 
-A seed whose loss or evaluation turns non-finite stops there, as its separate run would; the
-others go on (vmapped lanes do not mix). Early stopping is per run and is refused here.
+A seed whose loss or evaluation turns non-finite stops there, as its separate run would, and
+its own last good checkpoint stays; the others go on (vmapped lanes do not mix). Early
+stopping is per run and is refused here.
 Numerically a vmapped step is the same computation with the seeds on a leading axis; XLA may
 order float reductions differently, so results agree with separate runs to float tolerance,
 not bit for bit (tests/test_batched_seeds.py states the tolerance).
@@ -19,8 +21,6 @@ not bit for bit (tests/test_batched_seeds.py states the tolerance).
 import dataclasses
 import functools
 import json
-import math
-import sys
 import time
 from pathlib import Path
 
@@ -31,27 +31,26 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from cnnlab import distributed
-from cnnlab import progress as bars
 from cnnlab.errors import ConfigError, NonFiniteLoss
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import check_model
 from cnnlab.train.evaluation import Evaluator, RecomputeBN
 from cnnlab.train.loop import (
+    Lane,
     TrainResult,
-    _stopped,
     build_model,
-    evaluate_at,
+    drive,
     initial_state,
     input_shape,
     load_data,
     open_dataset,
-    timed_step,
-    train_iterator,
+    progress_bar,
+    result,
+    warn,
 )
 from cnnlab.train.optim import make_optimizer, peak_lr
 from cnnlab.train.spec import RunSpec
 from cnnlab.train.step import eval_step, train_step
-from cnnlab.train.writer import MetricWriter
 
 
 def without_seed(spec: RunSpec) -> dict:
@@ -84,192 +83,114 @@ def stack(trees):
 
 
 @jax.jit
-def lane(tree, i):
+def lane_of(tree, i):
     """Seed `i`'s slice of a stacked tree (one dispatch for the whole tree)."""
     return jax.tree.map(lambda x: x[i], tree)
-
-
-def _warn(message: str) -> None:
-    if jax.process_index() == 0:
-        bars.write(message, file=sys.stderr)
 
 
 def train_seeds(
     configs, workdirs, group_dir, *, progress: bool = True, hooks=None
 ) -> list[TrainResult | NonFiniteLoss]:
     """Train configs that differ only in `seed` together; -> per seed its TrainResult, or the
-    NonFiniteLoss that stopped it. `workdirs[i]` gets seed i's logs and final checkpoint;
-    `group_dir` the group's resumable checkpoints. `hooks[i](step, state, metrics)` as in
-    `train` (a hook with `needs_layer_grad_norms` gets per-kernel gradient norms)."""
+    NonFiniteLoss that stopped it. `workdirs[i]` gets what seed i's separate run would write
+    (logs, config.json, its checkpoints: the last N and the best); `group_dir` the group's
+    resumable checkpoints. `hooks[i](step, state, metrics)` as in `train` (a hook with
+    `needs_layer_grad_norms` gets per-kernel gradient norms)."""
     specs = [RunSpec.of(c) for c in configs]  # validates every config first
     check_group(specs)
-    n, spec0 = len(specs), specs[0]
-    hooks = list(hooks) if hooks is not None else [None] * n
-    workdirs = [Path(w).absolute() for w in workdirs]
-    group_dir = Path(group_dir).absolute()
-    for w in workdirs:
-        w.mkdir(parents=True, exist_ok=True)
+    spec0, hooks = specs[0], list(hooks) if hooks is not None else [None] * len(specs)
     opened = open_dataset(configs[0])  # read once; each seed draws its own subsets
     datasets = [load_data(c, opened) for c in configs]
-    loaded = datasets[0]
-    model = build_model(configs[0], loaded)
-    check_model(model, input_shape(configs[0], loaded))
-    tx, schedule = make_optimizer(
-        configs[0].optim, spec0.steps, peak_lr(configs[0].optim, spec0.batch_size)
-    )
-    states = [initial_state(c, model, ds, tx) for c, ds in zip(configs, datasets, strict=True)]
+    model = build_model(configs[0], datasets[0])
+    check_model(model, input_shape(configs[0], datasets[0]))
+    optim = configs[0].optim
+    tx, schedule = make_optimizer(optim, spec0.steps, peak_lr(optim, spec0.batch_size))
     mesh = distributed.data_mesh()
-    state = distributed.replicate(stack(states), mesh)
-    del states
-    its = [train_iterator(s, ds) for s, ds in zip(specs, datasets, strict=True)]
-    ckpt = Checkpointer(group_dir / "checkpoints", spec0.keep_checkpoints, None, iterators=n)
-    start, saved = 0, {}
-    restored = ckpt.restore_newest(state, its, warn=_warn)
-    if restored:
-        start, state, saved = restored
-    failed = {int(k): v for k, v in (saved.get("failed") or {}).items()}  # JSON keys: seeds
-    errors = {i: NonFiniteLoss(failed[s.seed]) for i, s in enumerate(specs) if s.seed in failed}
-    live = [i for i in range(n) if i not in errors]
-
-    grad_norms = any(getattr(h, "needs_layer_grad_norms", False) for h in hooks)
-    cfg = dataclasses.replace(spec0.step, layer_grad_norms=grad_norms)
-    repl = distributed.replicated(mesh)
-    step_fn = jax.jit(
-        jax.vmap(functools.partial(train_step, cfg=cfg)),
-        donate_argnums=0,
-        out_shardings=(repl, repl),
+    state = distributed.replicate(
+        stack([initial_state(c, model, ds, tx) for c, ds in zip(configs, datasets, strict=True)]),
+        mesh,
     )
+    cfg = dataclasses.replace(spec0.step, layer_grad_norms=any(
+        getattr(h, "needs_layer_grad_norms", False) for h in hooks))  # fmt: skip
+    repl = distributed.replicated(mesh)
+    step_fn = jax.jit(jax.vmap(functools.partial(train_step, cfg=cfg)), donate_argnums=0,
+                      out_shardings=(repl, repl))  # fmt: skip
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
-    recompute = [RecomputeBN(spec0, loaded, model.apply, mesh)]  # one jitted fn for all seeds
-    recompute += [RecomputeBN(s, ds, model.apply, mesh, fn=recompute[0].fn)
-                  for s, ds in zip(specs[1:], datasets[1:], strict=True)]  # fmt: skip
-    evaluators = [
-        Evaluator(s, ds, eval_fn, r) for s, ds, r in zip(specs, datasets, recompute, strict=True)
-    ]
-    writers = [MetricWriter(w, jax.process_index(), resume_step=start) for w in workdirs]
-    if jax.process_index() == 0:
-        for w, s in zip(workdirs, specs, strict=True):
-            (w / "config.json").write_text(json.dumps(s.config, indent=2))
+    recompute = RecomputeBN(spec0, datasets[0], model.apply, mesh)  # one jitted fn for all
+    lanes = []
+    for s, w, ds, h in zip(specs, workdirs, datasets, hooks, strict=True):
+        bn = RecomputeBN(s, ds, model.apply, mesh, fn=recompute.fn)
+        lanes.append(Lane(s, w, ds, Evaluator(s, ds, eval_fn, bn), h))
+    group = Group(group_dir, specs, lanes, datasets[0].name)
+    start, state = group.resume(state)
+    for lane in lanes:
+        lane.open(start)
     keys = jnp.stack([jax.random.key(s.seed + 1) for s in specs])  # fit's stream per seed
     fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     stacked = NamedSharding(mesh, P(None, "data"))  # (seed, batch, ...): batch over devices
 
     def next_batch():
-        parts = [next(it) for it in its]
-        return {
-            k: jax.make_array_from_process_local_data(stacked, np.stack([p[k] for p in parts]))
-            for k in parts[0]
-        }
+        parts = [next(lane.it) for lane in lanes]
+        return {k: jax.make_array_from_process_local_data(stacked, np.stack([p[k] for p in parts]))
+                for k in parts[0]}  # fmt: skip
 
-    bar = bars.bar(
-        total=spec0.steps,
-        initial=start,
-        unit="step",
-        disable=not progress or jax.process_index() > 0,
-        desc=f"train {spec0.model_name} x{n} seeds",
-    )
-    # a group that had finished: its seeds' final metrics, as saved with the last step
-    done = {int(k): v for k, v in (saved.get("seed_metrics") or {}).items()}
-    final = {i: done[specs[i].seed] for i in live if start >= spec0.steps}
-    seen, t0, times, finished = 0, time.perf_counter(), [], False
-    timing = dict.fromkeys(("compile_s", "data_s", "compute_s", "eval_s", "checkpoint_s"), 0.0)
+    desc = f"train {spec0.model_name} x{len(specs)} seeds"
+    bar = progress_bar(spec0, start, progress, desc)
+    finished = False
     try:
-        for step in range(start, spec0.steps):
-            if not live:
-                break
-            t_data = time.perf_counter()
-            batch = next_batch()
-            rngs = fold(keys, step)
-            timing["data_s"] += time.perf_counter() - t_data
-            step_fn, state, metrics = timed_step(step_fn, state, batch, rngs, timing, times)
-            host = jax.device_get(metrics)
-            seen += n * int(batch["label"].shape[1])
-            log = (step + 1) % spec0.log_every == 0 or step + 1 == spec0.steps
-            for i in list(live):
-                mine = {k: v[i] for k, v in host.items()}
-                if hooks[i] is not None:
-                    hooks[i](step, lane(state, i), mine)
-                loss = float(mine["total_loss"])
-                if not math.isfinite(loss):
-                    errors[i] = NonFiniteLoss(
-                        _stopped(f"loss ({loss}) in training", step + 1, ckpt)
-                    )
-                    live.remove(i)
-                    continue
-                if log:
-                    m = {k: float(v) for k, v in mine.items() if np.ndim(v) == 0}
-                    writers[i].write(step + 1, "train", {**m, "lr": float(schedule(step))})
-            if log and live:
-                i = live[0]
-                bar.set_postfix(
-                    loss=f"{float(host['loss'][i]):.3f}",
-                    img_s=f"{seen / (time.perf_counter() - t0):.0f}",
-                )
-            bar.update(1)
-            if (step + 1) % spec0.eval_every == 0 or step + 1 == spec0.steps:
-                t_eval = time.perf_counter()
-                for i in list(live):
-                    try:
-                        final[i] = evaluate_at(
-                            specs[i], evaluators[i], ckpt, writers[i], lane(state, i), step + 1, {}
-                        )
-                    except NonFiniteLoss as e:
-                        errors[i] = e
-                        live.remove(i)
-                t_save = time.perf_counter()
-                timing["eval_s"] += t_save - t_eval
-                meta = {
-                    "config": without_seed(spec0),
-                    "seeds": [s.seed for s in specs],
-                    "seed_metrics": {specs[i].seed: final[i] for i in live},
-                    "failed": {specs[i].seed: str(e) for i, e in errors.items()},
-                    "dataset": loaded.name,
-                }
-                if live:
-                    ckpt.save(step + 1, state, its, meta)
-                timing["checkpoint_s"] += time.perf_counter() - t_save
+        state, timing, times = drive(lanes, state, step_fn, next_batch, lambda s: fold(keys, s),
+                                     schedule, start=start, bar=bar, pick=lane_of,
+                                     save_group=group.save)  # fmt: skip
         t_save = time.perf_counter()
-        ckpt.wait()
-        for i in live:  # each seed's final state where a separate run would have it
-            _save_final(specs[i], workdirs[i], lane(state, i), its[i], final[i], loaded.name)
+        group.ckpt.wait()
+        finals = {i: x.finish(lane_of(state, i)) for i, x in enumerate(lanes) if x.error is None}
         timing["checkpoint_s"] += time.perf_counter() - t_save
         finished = True
     finally:
         bar.close()
-        for w in writers:
-            w.close()
-        ckpt.close(failing=not finished)
-    later = times[1:]
-    first = (timing["compile_s"] + times[0]) / n if times else None
-    share = {k: v / n for k, v in timing.items()}  # each seed's share of the group's time
-    results: list = []
-    for i in range(n):
-        if i in errors:
-            results.append(errors[i])
-            continue
-        results.append(
-            TrainResult(
-                final[i],
-                lane(state, i),
-                model,
-                datasets[i],
-                first,
-                sum(later) / len(later) / n if later else None,
-                timing=share,
-            )
-        )
-    return results
+        for lane in lanes:
+            lane.close(failing=not finished)
+        group.ckpt.close(failing=not finished)
+    n = len(lanes)
+    return [
+        lane.error
+        if lane.error is not None
+        else result(finals[i][1], finals[i][0], model, lane.ds, timing, times, lanes=n)
+        for i, lane in enumerate(lanes)
+    ]
 
 
-def _save_final(spec: RunSpec, workdir: Path, state, it, metrics: dict, dataset: str) -> None:
-    """Seed's final state as its own run's checkpoint (skipped if a re-run already wrote it)."""
-    ckpt = Checkpointer(
-        workdir / "checkpoints", spec.keep_checkpoints, spec.best_metric, spec.best_mode
-    )
-    try:
-        if ckpt.latest_step() != spec.steps:
-            meta = {"config": spec.config, "dataset": dataset, "early_stopping": {}}
-            ckpt.save(spec.steps, state, it, meta, metrics)
-        ckpt.wait()
-    finally:
-        ckpt.close()
+class Group:
+    """The stacked state's checkpoints (group_dir/checkpoints): every seed's state and data
+    iterator in one atomic orbax step, and which seeds failed; what a killed group resumes from
+    (each seed's own checkpoints are what its run keeps)."""
+
+    def __init__(self, group_dir, specs: list[RunSpec], lanes: list[Lane], dataset: str):
+        self.specs, self.lanes, self.dataset = specs, lanes, dataset
+        directory = Path(group_dir).absolute() / "checkpoints"
+        self.ckpt = Checkpointer(directory, specs[0].keep_checkpoints, None, iterators=len(specs))
+
+    def resume(self, state):
+        """-> (first step to run, state); seeds that had failed get their error back."""
+        restored = self.ckpt.restore_newest(state, [x.it for x in self.lanes], warn=warn)
+        if not restored:
+            return 0, state
+        start, state, saved = restored
+        failed = {int(k): v for k, v in (saved.get("failed") or {}).items()}  # JSON keys
+        for spec, lane in zip(self.specs, self.lanes, strict=True):
+            if spec.seed in failed:
+                lane.error = NonFiniteLoss(failed[spec.seed])
+        return start, state
+
+    def save(self, step: int, state) -> None:
+        meta = {
+            "config": without_seed(self.specs[0]),
+            "seeds": [s.seed for s in self.specs],
+            "failed": {
+                s.seed: str(x.error)
+                for s, x in zip(self.specs, self.lanes, strict=True)
+                if x.error is not None
+            },
+            "dataset": self.dataset,
+        }
+        self.ckpt.save(step, state, [x.it for x in self.lanes], meta)

@@ -31,12 +31,16 @@ class TrainResult:
     state: TrainState
     model: object
     dataset: data.Dataset
-    first_step_s: float | None  # wall time of the first step run here (compile included)
-    step_s: float | None  # mean wall time of the later steps
+    # wall time of the first step run here (compile included), and the mean of the later
+    # steps: of the step as it ran, which trained `lanes` runs at once (batched seeds)
+    first_step_s: float | None
+    step_s: float | None
     early_stopping: dict = dataclasses.field(default_factory=dict)  # best, best_step, stopped
-    # seconds spent here: compiling the train step, waiting for data, computing steps,
-    # evaluating (eval compiles included), saving checkpoints
+    # seconds spent here (this run's share when `lanes` > 1): compiling the train step, waiting
+    # for data, computing steps, evaluating (eval compiles and the run's own checkpoint saves
+    # included), saving the group's checkpoints
     timing: dict = dataclasses.field(default_factory=dict)
+    lanes: int = 1
 
 
 def build_model(c, ds):
@@ -123,7 +127,7 @@ def timed_step(step_fn, state, batch, rng, timing: dict, times: list):
     return step_fn, state, metrics
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
     if jax.process_index() == 0:
         bars.write(message, file=sys.stderr)
 
@@ -163,16 +167,157 @@ def evaluate_at(spec, evaluator, ckpt, writer, state, step: int, history) -> dic
     return metrics
 
 
-def finish(spec, evaluator, ckpt, state, history, final: dict):
-    """After the last step: the best-val-loss weights when early stopping chose them, or, for
-    a run that had already finished, its saved metrics. -> (state, metrics)."""
-    best = history.get("best_step")
-    if spec.patience and best and best != int(state.step):
-        state, saved = ckpt.restore(best, state)
-        return state, saved["metrics"]
-    if not final:
-        final = ckpt.restore_meta(int(state.step)).get("metrics") or evaluator.test(state)
-    return state, final
+class Lane:
+    """One run inside the loop (`drive`): its spec, workdir, data iterator, evaluator, metric
+    writer, its own checkpoints (the last `keep_checkpoints` plus the best, as every run keeps),
+    early-stopping history, last evaluated metrics, and the NonFiniteLoss that stopped it, if
+    any. A separate run is one lane of a plain jitted step; seeds trained together are lanes of
+    one vmapped step (`cnnlab.train.batched`), each keeping exactly what its separate run keeps."""
+
+    def __init__(self, spec: RunSpec, workdir, ds: data.Dataset, evaluator, hook=None):
+        self.spec, self.ds, self.evaluator, self.hook = spec, ds, evaluator, hook
+        self.workdir = Path(workdir).absolute()  # orbax needs absolute paths
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.it = train_iterator(spec, ds)
+        self.ckpt = Checkpointer(
+            self.workdir / "checkpoints", spec.keep_checkpoints, spec.best_metric, spec.best_mode
+        )
+        self.history, self.final, self.error, self.writer = {}, {}, None, None
+
+    def resume(self, state):
+        """-> (first step to run, state) from this run's newest checkpoint that restores."""
+        restored = self.ckpt.restore_newest(state, self.it, warn=warn)
+        if not restored:
+            return 0, state
+        start, state, saved = restored
+        self.history = saved.get("early_stopping") or {}
+        return start, state
+
+    def open(self, start: int) -> None:
+        """Start logging (records after `start` are replaced on a resume) and write config.json."""
+        self.writer = MetricWriter(self.workdir, jax.process_index(), resume_step=start)
+        if jax.process_index() == 0:
+            (self.workdir / "config.json").write_text(json.dumps(self.spec.config, indent=2))
+
+    @property
+    def live(self) -> bool:
+        return self.error is None and not self.history.get("stopped")
+
+    def stepped(self, step: int, state, metrics: dict, lr: float) -> dict | None:
+        """After train step `step` (0-based): the hook, the non-finite check (NonFiniteLoss),
+        the log line when due. -> the logged scalars, or None."""
+        if self.hook is not None:
+            self.hook(step, state, metrics)
+        loss = float(metrics["total_loss"])
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(_stopped(f"loss ({loss}) in training", step + 1, self.ckpt))
+        if not due(step, self.spec.log_every, self.spec.steps):
+            return None
+        m = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
+        self.writer.write(step + 1, "train", {**m, "lr": lr})
+        return m
+
+    def evaluate(self, step: int, state) -> None:
+        """Evaluate at `step` (1-based): log it, update early stopping; NonFiniteLoss when it or
+        the state is not finite (then it must not be saved as good)."""
+        self.final = evaluate_at(
+            self.spec, self.evaluator, self.ckpt, self.writer, state, step, self.history
+        )
+
+    def save(self, step: int, state) -> None:
+        """This run's checkpoint of `step`, unless a resumed group (batched seeds restart from
+        their group's step) had saved it already: the same step, computed again."""
+        if step in self.ckpt.manager.all_steps():
+            return
+        meta = {"config": self.spec.config, "dataset": self.ds.name}
+        self.ckpt.save(step, state, self.it, {**meta, "early_stopping": self.history}, self.final)
+
+    def finish(self, state):
+        """After the last step: the best-val-loss weights when early stopping chose them, or, for
+        a run that had already finished, its saved metrics. -> (state, metrics)."""
+        self.ckpt.wait()
+        best = self.history.get("best_step")
+        if self.spec.patience and best and best != int(state.step):
+            state, saved = self.ckpt.restore(best, state)
+            return state, saved["metrics"]
+        final = self.final
+        if not final:
+            final = self.ckpt.restore_meta(int(state.step)).get("metrics")
+            final = final or self.evaluator.test(state)
+        return state, final
+
+    def close(self, failing: bool) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.ckpt.close(failing=failing or self.error is not None)
+
+
+def due(step: int, every: int, steps: int) -> bool:
+    """After 0-based `step`: is a periodic action due (every `every` steps, and at the end)?"""
+    return (step + 1) % every == 0 or step + 1 == steps
+
+
+TIMING_KEYS = ("compile_s", "data_s", "compute_s", "eval_s", "checkpoint_s")
+
+
+def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pick=None,
+          save_group=None):  # fmt: skip
+    """The training loop, for one lane (`pick=None`) or several lanes of one vmapped step
+    over stacked states (`pick(tree, i)` slices lane i's state; metrics come stacked alike).
+    Runs steps [start, steps) while a lane is live: a lane that turns non-finite stops with its
+    error and keeps its last good checkpoint (the others go on); one that early-stops leaves.
+    At each evaluation every live lane evaluates and saves its own checkpoint, then
+    `save_group(step, state)` (batched seeds' resumable stack). -> (state, timing
+    {TIMING_KEYS: seconds}, each step's seconds)."""
+    steps = lanes[0].spec.steps
+    if pick is None:
+        pick = lambda tree, i: tree
+        mine = lambda host, i: host
+    else:
+        mine = lambda host, i: {k: v[i] for k, v in host.items()}
+    timing, times, seen, t0 = dict.fromkeys(TIMING_KEYS, 0.0), [], 0, time.perf_counter()
+    for step in range(start, steps):
+        live = [i for i, lane in enumerate(lanes) if lane.live]
+        if not live:
+            break
+        t_data = time.perf_counter()
+        batch, rng = next_batch(), rng_at(step)
+        timing["data_s"] += time.perf_counter() - t_data
+        step_fn, state, metrics = timed_step(step_fn, state, batch, rng, timing, times)
+        host = jax.device_get(metrics)
+        seen += int(np.prod(batch["label"].shape))
+        shown = None
+        for i in live:
+            lane_state = pick(state, i) if lanes[i].hook is not None else None  # for the hook
+            try:
+                logged = lanes[i].stepped(step, lane_state, mine(host, i), float(schedule(step)))
+            except NonFiniteLoss as e:
+                lanes[i].error = e
+                continue
+            shown = shown or logged
+        if shown:
+            rate = seen / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{shown['loss']:.3f}", acc=f"{shown['accuracy']:.3f}",
+                            img_s=f"{rate:.0f}")  # fmt: skip
+        bar.update(1)
+        if not due(step, lanes[0].spec.eval_every, steps):
+            continue
+        t_eval = time.perf_counter()
+        evaluated = []
+        for i in (i for i in live if lanes[i].error is None):
+            try:
+                lanes[i].evaluate(step + 1, pick(state, i))
+                evaluated.append(i)
+            except NonFiniteLoss as e:
+                lanes[i].error = e
+        t_save = time.perf_counter()
+        timing["eval_s"] += t_save - t_eval
+        for i in evaluated:
+            lanes[i].save(step + 1, pick(state, i))
+        if save_group is not None and evaluated:
+            save_group(step + 1, state)
+        timing["checkpoint_s"] += time.perf_counter() - t_save
+    return state, timing, times
 
 
 def fit(
@@ -196,19 +341,8 @@ def fit(
     `hook(step, state, metrics)` runs after every step; a hook with `needs_layer_grad_norms`
     gets per-kernel gradient norms in `metrics`.
     """
-    workdir = Path(workdir).absolute()  # orbax needs absolute paths
-    workdir.mkdir(parents=True, exist_ok=True)
     mesh = distributed.data_mesh()  # params replicated, batches split over all devices
     state = distributed.replicate(state, mesh)
-    it = train_iterator(spec, ds)
-    ckpt = Checkpointer(
-        workdir / "checkpoints", spec.keep_checkpoints, spec.best_metric, spec.best_mode
-    )
-    start, history = 0, {}
-    restored = ckpt.restore_newest(state, it, warn=_warn)
-    if restored:
-        start, state, saved = restored
-        history = saved.get("early_stopping") or {}
     cfg = dataclasses.replace(
         spec.step, layer_grad_norms=bool(getattr(hook, "needs_layer_grad_norms", False))
     )
@@ -218,62 +352,36 @@ def fit(
     )
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
     evaluator = Evaluator(spec, ds, eval_fn, RecomputeBN(spec, ds, model.apply, mesh))
-    writer = MetricWriter(workdir, jax.process_index(), resume_step=start)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(json.dumps(spec.config, indent=2))
+    lane = Lane(spec, workdir, ds, evaluator, hook)
+    start, state = lane.resume(state)
+    lane.open(start)
     base_rng = jax.random.key(spec.seed + 1)
-    steps = spec.steps
-    end = start if history.get("stopped") else steps
-    bar = bars.bar(
-        total=steps,
-        initial=start,
-        disable=not progress or jax.process_index() > 0,
-        unit="step",
-        desc=desc or f"train {spec.model_name}",
-    )
-    meta = {"config": spec.config, "dataset": ds.name}
-    final, seen, t0, times, finished = {}, 0, time.perf_counter(), [], False
-    timing = dict.fromkeys(("compile_s", "data_s", "compute_s", "eval_s", "checkpoint_s"), 0.0)
+    bar = progress_bar(spec, start, progress, desc or f"train {spec.model_name}")
+    finished = False
     try:
-        for step in range(start, end):
-            t_data = time.perf_counter()
-            batch = distributed.global_batch(next(it), mesh)
-            rng = jax.random.fold_in(base_rng, step)
-            timing["data_s"] += time.perf_counter() - t_data
-            step_fn, state, metrics = timed_step(step_fn, state, batch, rng, timing, times)
-            loss = float(metrics["total_loss"])
-            if hook is not None:
-                hook(step, state, metrics)
-            if not math.isfinite(loss):
-                raise NonFiniteLoss(_stopped(f"loss ({loss}) in training", step + 1, ckpt))
-            seen += len(batch["label"])
-            if (step + 1) % spec.log_every == 0 or step + 1 == steps:
-                m = {k: float(v) for k, v in jax.device_get(metrics).items() if np.ndim(v) == 0}
-                m["lr"] = float(schedule(step))
-                writer.write(step + 1, "train", m)
-                rate = seen / (time.perf_counter() - t0)
-                bar.set_postfix(
-                    loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.3f}", img_s=f"{rate:.0f}"
-                )
-            bar.update(1)
-            if (step + 1) % spec.eval_every == 0 or step + 1 == steps:
-                t_eval = time.perf_counter()
-                final = evaluate_at(spec, evaluator, ckpt, writer, state, step + 1, history)
-                t_save = time.perf_counter()
-                timing["eval_s"] += t_save - t_eval
-                ckpt.save(step + 1, state, it, {**meta, "early_stopping": history}, final)
-                timing["checkpoint_s"] += time.perf_counter() - t_save
-                if history.get("stopped"):
-                    break
+        state, timing, times = drive(
+            [lane], state, step_fn, lambda: distributed.global_batch(next(lane.it), mesh),
+            lambda step: jax.random.fold_in(base_rng, step), schedule, start=start, bar=bar,
+        )  # fmt: skip
+        if lane.error is not None:
+            raise lane.error
         t_save = time.perf_counter()
-        ckpt.wait()
+        state, final = lane.finish(state)
         timing["checkpoint_s"] += time.perf_counter() - t_save
-        state, final = finish(spec, evaluator, ckpt, state, history, final)
         finished = True
     finally:
         bar.close()
-        writer.close()
-        ckpt.close(failing=not finished)
+        lane.close(failing=not finished)
+    return result(final, state, model, ds, timing, times, lane.history)
+
+
+def progress_bar(spec: RunSpec, start: int, progress: bool, desc: str):
+    return bars.bar(total=spec.steps, initial=start, unit="step", desc=desc,
+                    disable=not progress or jax.process_index() > 0)  # fmt: skip
+
+
+def result(final, state, model, ds, timing, times, history=None, lanes: int = 1) -> TrainResult:
+    """A run's TrainResult; `timing` is its share when `lanes` runs trained in one step."""
     later = times[1:]
     return TrainResult(
         final,
@@ -282,8 +390,9 @@ def fit(
         ds,
         timing["compile_s"] + times[0] if times else None,
         sum(later) / len(later) if later else None,
-        early_stopping=history,
-        timing=timing,
+        early_stopping=history or {},
+        timing={k: v / lanes for k, v in timing.items()},
+        lanes=lanes,
     )
 
 
