@@ -234,6 +234,25 @@ def test_load_backbone_restores_backbone_and_keeps_the_new_head(source_run, resn
     assert finetune.load_backbone(workdir / "checkpoints", fresh, step=12)[1]["step"] == 12
 
 
+def test_load_backbone_picks_the_best_step_by_the_source_runs_own_rule(source_run, resnet8,
+                                                                      tmp_path):  # fmt: skip
+    """A source trained with early stopping kept its best validation loss (RunSpec's rule),
+    whatever its best_metric says: fine-tuning starts from that step."""
+    _, variables = source_run
+    model = models.create("cifar_resnet", depth=8, num_classes=10, side_taps=("stage1",))
+    state = train.TrainState.create(model.apply, variables, optax.sgd(0.1))
+    ckpt = train.Checkpointer(tmp_path / "checkpoints", keep=3, best_metric="val_loss",
+                              best_mode="min")  # fmt: skip
+    cfg = {"train": {"patience": 2, "best_metric": "accuracy", "best_mode": "max"}}
+    for step, acc, val_loss in ((4, 0.5, 0.9), (8, 0.6, 0.4), (12, 0.9, 0.7)):
+        ckpt.save(
+            step, state, None, {"config": cfg}, metrics={"accuracy": acc, "val_loss": val_loss}
+        )
+    ckpt.close()
+    fresh = resnet8[1]  # 5 classes, no side head
+    assert finetune.load_backbone(tmp_path, fresh)[1]["step"] == 8  # not 12, the best accuracy
+
+
 def test_load_backbone_errors_name_what_is_wrong(source_run, tmp_path):
     workdir, _ = source_run
     wider = models.create("cifar_resnet", depth=8, num_classes=5, width=32)

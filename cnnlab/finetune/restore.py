@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from cnnlab.errors import CheckpointError, describe
 from cnnlab.finetune.select import NEW, is_new, paths
 from cnnlab.train.checkpoint import reading
+from cnnlab.train.spec import best_rule
 
 COLLECTIONS = ("params", "batch_stats")
 
@@ -56,7 +57,7 @@ def pick_step(manager, directory: Path, step: int = 0) -> int:
     for s in steps:
         meta = manager.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         train = (meta.get("config") or {}).get("train", {})
-        metric, mode = train.get("best_metric", "accuracy"), train.get("best_mode", "max")
+        metric, mode = best_rule(train)  # the rule the source run kept its best by
         if metric in (meta.get("metrics") or {}):
             value = meta["metrics"][metric]
             scored.append((value if mode == "max" else -value, s))

@@ -26,6 +26,15 @@ def step_config(c, steps: int | None = None) -> StepConfig:
     )
 
 
+def best_rule(train) -> tuple[str, str]:
+    """(metric, mode) of the checkpoint a run keeps besides its last N, from its `train` config
+    (a ConfigDict or the JSON saved with it): with early stopping (patience > 0) the best
+    validation loss, where the run ends; else train.best_metric by train.best_mode."""
+    if int(train.get("patience", 0)):
+        return "val_loss", "min"
+    return train.get("best_metric", "accuracy"), train.get("best_mode", "max")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
     steps: int
@@ -52,8 +61,7 @@ class RunSpec:
         validate(c)
         t = c.train
         patience = int(t.get("patience", 0))
-        # with early stopping the best-val-loss checkpoint must survive: the run ends there
-        best = ("val_loss", "min") if patience else (t.best_metric, t.get("best_mode", "max"))
+        best = best_rule(t)
         return cls(
             steps=int(steps or t.steps),
             seed=int(c.seed),
