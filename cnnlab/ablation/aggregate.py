@@ -10,6 +10,7 @@ from pathlib import Path
 from cnnlab.ablation.grid import label
 from cnnlab.ablation.result import CellResult
 from cnnlab.stats import mean_std, paired
+from cnnlab.train import names
 from cnnlab.train.loop import TIMING_KEYS
 
 SEED = "seed"
@@ -64,7 +65,7 @@ def config_of(r: CellResult, axes: list[Axis]) -> tuple[str, ...]:
 
 def verdict_acc(r: CellResult) -> float:
     """The test accuracy verdicts use: with PreciseBN statistics when the run recorded them."""
-    return r.metrics.get("precise_bn/accuracy", r.metrics.get("accuracy", math.nan))
+    return r.metrics.get(names.PRECISE_BN + "accuracy", r.metrics.get("accuracy", math.nan))
 
 
 def acc_column(rows: list[dict]) -> str:
@@ -84,7 +85,7 @@ def gain_name(axis: Axis, axes: list[Axis]) -> str:
 def aggregate(results: list[CellResult], spec: dict | None = None) -> list[dict]:
     """One row per configuration: axis columns, then mean ± std over seeds of every metric."""
     axes = axes_of(results, spec)
-    precise = any("precise_bn/accuracy" in r.metrics for r in results if r.done)
+    precise = any(names.PRECISE_BN + "accuracy" in r.metrics for r in results if r.done)
     groups = defaultdict(list)
     for r in results:
         groups[config_of(r, axes)].append(r)
@@ -99,13 +100,12 @@ def aggregate(results: list[CellResult], spec: dict | None = None) -> list[dict]
         put("test_acc", [r.metrics.get("accuracy") for r in done])
         put("test_loss", [r.metrics.get("loss") for r in done])
         put("train_loss", [r.train_loss for r in done])
-        put("train_acc", [r.metrics.get("train_subset/accuracy") for r in done])
+        put("train_acc", [r.metrics.get(names.TRAIN_SUBSET + "accuracy") for r in done])
         if precise:  # on every row, nan where no cell finished
-            put("test_acc_precise_bn", [r.metrics.get("precise_bn/accuracy") for r in done])
-            put(
-                "train_acc_precise_bn",
-                [r.metrics.get("precise_bn/train_subset/accuracy") for r in done],
-            )
+            precise_acc = names.PRECISE_BN + "accuracy"
+            subset_acc = names.PRECISE_BN + names.TRAIN_SUBSET + "accuracy"
+            put("test_acc_precise_bn", [r.metrics.get(precise_acc) for r in done])
+            put("train_acc_precise_bn", [r.metrics.get(subset_acc) for r in done])
         row.update(
             params=done[0].params if done else None,
             macs=done[0].macs if done else None,
@@ -118,16 +118,14 @@ def aggregate(results: list[CellResult], spec: dict | None = None) -> list[dict]
         )
         taps = sorted({k for r in done for k in r.metrics if _is_side_acc(k)})
         for k in taps:  # side/<tap>/accuracy -> side_<tap>_acc
-            row[k.replace("/accuracy", "_acc").replace("side/", "side_")] = mean_std(
-                [r.metrics.get(k) for r in done]
-            )[0]
+            row[f"side_{names.side_tap(k)}_acc"] = mean_std([r.metrics.get(k) for r in done])[0]
         rows.append(row)
     _add_gains(rows, results, axes)
     return sort_rows(rows, axes)
 
 
 def _is_side_acc(key: str) -> bool:
-    return key.startswith("side/") and key.endswith("/accuracy")
+    return names.side_tap(key) is not None and key.endswith("/accuracy")
 
 
 def by_seed(results: list[CellResult], axes: list[Axis], metric=verdict_acc) -> dict[tuple, dict]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from cnnlab.ablation.aggregate import Axis, config_of, gradient_cells, row_in
 from cnnlab.ablation.result import CellResult
 from cnnlab.plotting import subplots
+from cnnlab.train import names
 
 
 def _save(fig, path: Path, made: list[str]) -> None:
@@ -122,7 +123,7 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
     groups = {
         k: rs
         for k, rs in _groups(results, axes).items()
-        if any(key.startswith("side/") for m in rs[0].curves for key in m)
+        if any(names.side_tap(key) for m in rs[0].curves for key in m)
     }
     if not groups:
         return
@@ -133,8 +134,9 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
                              squeeze=False)  # fmt: skip
     for ax, key in zip(grid.flat, keys, strict=False):
         rs = groups[key]
-        taps = sorted({k.split("/")[1] for m in rs[0].curves for k in m if k.startswith("side/")})
-        for name, metric in [*((t, f"side/{t}/accuracy") for t in taps), ("final", "accuracy")]:
+        taps = sorted({names.side_tap(k) for m in rs[0].curves for k in m if names.side_tap(k)})
+        for name, metric in [*((t, names.side(t, "accuracy")) for t in taps),
+                             ("final", "accuracy")]:  # fmt: skip
             steps, mean, std = _series(rs, "test", metric)
             if steps:
                 _band(ax, steps, mean, std, marker=".", label=name)

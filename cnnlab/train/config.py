@@ -1,7 +1,6 @@
 """Config validation: each mistake is one line naming the key and the allowed values."""
 
 import math
-import re
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +8,7 @@ import jax.numpy as jnp
 from cnnlab import models
 from cnnlab.errors import ConfigError
 from cnnlab.heads import HEADS
+from cnnlab.train import names
 from cnnlab.train.losses import SIDE_SCHEDULES
 from cnnlab.train.optim import DECAY_ON, OPTIMIZERS, SCHEDULES, WARMUPS
 
@@ -86,9 +86,7 @@ def validate(c) -> None:
             "average's BatchNorm statistics are recomputed over those training images"
         )
     metric = c.train.get("best_metric", "accuracy")
-    if not re.fullmatch(
-        r"(val_|ema/|precise_bn/|train_subset/|side/\w+/)*(accuracy|loss)", str(metric)
-    ):
+    if not names.RECORDED.fullmatch(str(metric)):
         raise ConfigError(
             f"config.train.best_metric={metric!r} is not a metric a run records; use 'accuracy', "
             f"'loss', 'val_accuracy' or 'val_loss' (with a validation split)"

@@ -10,6 +10,7 @@ import numpy as np
 
 from cnnlab import data, distributed
 from cnnlab.paths import path_str
+from cnnlab.train import names
 from cnnlab.train.precise_bn import precise_batch_stats
 from cnnlab.train.spec import RunSpec
 
@@ -82,7 +83,7 @@ class Evaluator:
         if state.ema_params is None:
             return {}
         average = self.recompute(state, state.ema_params)
-        return {f"ema/{k}": v for k, v in self.test(average).items()}
+        return names.prefixed(names.EMA, self.test(average))
 
     def final(self, state) -> dict:
         """Extra metrics of the last step: eval-mode metrics on the first `train_subset`
@@ -91,13 +92,13 @@ class Evaluator:
         n = min(self.spec.train_subset, len(self.ds.train))
         if not n:
             return {}
-        out = {f"train_subset/{k}": v for k, v in self.test(state, "train", n).items()}
+        out = names.prefixed(names.TRAIN_SUBSET, self.test(state, "train", n))
         if not self.spec.precise_bn or not self.recompute.n:
             return out
         precise = self.recompute(state, state.params)
-        out.update({f"precise_bn/{k}": v for k, v in self.test(precise).items()})
+        out.update(names.prefixed(names.PRECISE_BN, self.test(precise)))
         subset = self.test(precise, "train", self.recompute.n)
-        out.update({f"precise_bn/train_subset/{k}": v for k, v in subset.items()})
+        out.update(names.prefixed(names.PRECISE_BN + names.TRAIN_SUBSET, subset))
         return out
 
     def at(self, state, last: bool) -> tuple[dict, dict | None]:

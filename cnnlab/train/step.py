@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cnnlab.train import names
 from cnnlab.train.diagnostics import layer_grad_norms
 from cnnlab.train.losses import cross_entropy, predictions, side_weight
 
@@ -83,9 +84,9 @@ def _losses(logits, features, labels, cfg, step):
             drop_step=cfg.side_drop_step,
         )
         total = total + w * side
-        metrics[f"side/{tap}/loss"] = side
-        metrics[f"side/{tap}/accuracy"] = jnp.mean(predictions(side_logits) == labels)
-        metrics[f"side/{tap}/weight"] = w
+        metrics[names.side(tap, "loss")] = side
+        metrics[names.side(tap, "accuracy")] = jnp.mean(predictions(side_logits) == labels)
+        metrics[names.side(tap, "weight")] = w
     metrics["total_loss"] = total
     return total, metrics
 
@@ -131,7 +132,7 @@ def eval_step(state: TrainState, batch: dict, *, cfg: StepConfig):
     variables = {"params": _cast(state.params, dtype), "batch_stats": state.batch_stats}
     logits, features = state.apply_fn(variables, batch["image"].astype(dtype), train=False)
     mask, labels = batch["mask"], batch["label"]
-    heads = {"": logits, **{f"side/{t}/": v for t, v in features.get("side_logits", {}).items()}}
+    heads = {"": logits, **{names.side(t): v for t, v in features.get("side_logits", {}).items()}}
     sums = {"count": mask.sum()}
     for prefix, out in heads.items():
         sums[f"{prefix}loss"] = (cross_entropy(out, labels) * mask).sum()
