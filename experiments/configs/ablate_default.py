@@ -24,14 +24,7 @@ residual-56 in 150 steps (the notes' full grid: residual 0.95 / 0.93 / 0.97 at d
 the same budget at every depth. Residual-20 and side heads on other nets are read by no claim
 and are not trained.
 
-Measured 2026-12-02 on a 2-core AMD EPYC (lscpu model name "AMD EPYC"), compile cache empty:
-12 min 44 s. Verdicts (95% paired t intervals of b - a): plain nets degrade held (train loss
-+2.19 [+2.09, +2.29]); residual nets do not degrade held (test accuracy +0.022 [+0.006, +0.037],
-margin 0.03); the skip helps at depth 56 held (+0.884 [+0.825, +0.944]); side heads help
-plain-20 inconclusive (+0.024 [-0.114, +0.161]; about 24 seeds would decide it at that spread).
-With batch_seeds and with seeds 3-5 the three depth/skip claims held again; the side-head claim
-was inconclusive and held (README, Ablations): it is underpowered at 3 seeds. The decimals differ
-by CPU.
+What it showed when run (times, verdicts, intervals): experiments/RESULTS.md.
 """
 
 import ml_collections

@@ -10,16 +10,8 @@ that fits about 35 minutes on 2 CPU cores (a ResNet-56 step at 14x14 costs ~0.23
 ~0.95 s); the recipe is the default grid's (lr 0.05, warm-up, cosine to 0, PreciseBN), with one
 evaluation over the full test set at the end.
 
-Measured: 28 min 24 s on 2 CPU cores (compute 64%, evaluation 23%). Seeds 0-2, PreciseBN test
-accuracy, the claims as judged then (main 664a7d2, before the report used t intervals; not
-re-run since):
-- plain nets degrade: held (train loss 0.603 ± 0.021 at depth 8 -> 2.048 ± 0.114 at 56, 3 of 3
-  seeds; test accuracy 0.778 -> 0.233);
-- residual nets do not degrade: held (0.773 ± 0.006 -> 0.728 ± 0.031, within the tolerance
-  0.063, but lower on 3 of 3 seeds; train loss 0.613 -> 0.749);
-- the skip connection helps at depth 56: held (+0.495 ± 0.075, 3 of 3 seeds);
-- side heads help plain nets: did not hold (+0.002 ± 0.006, -0.004 ± 0.014, +0.035 ± 0.104 at
-  depth 8 / 20 / 56).
+What it showed when run: experiments/RESULTS.md.
+
 What the budget can show: under half an epoch at 14x14, no net is near convergence (the
 shallowest reach 0.78, far below what these nets reach on Fashion-MNIST with full training), so
 the grid measures how trainable each net is early on, which is exactly where the plain-56
