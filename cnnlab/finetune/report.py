@@ -59,25 +59,42 @@ def _plot(c, workdir: Path, seeds) -> str:
 def write_report(c, workdir: Path, runs: dict) -> Path:
     """runs: {seed: {'finetune': [PhaseResult], 'scratch': TrainResult (optional)}}."""
     workdir = Path(workdir)
-    per_seed, values = {}, {arm: [] for arm, _ in ARMS}
-    for seed, r in runs.items():
-        phases = {p.name: p for p in r["finetune"]}
-        row = {
-            "phase1": phases["phase1"].metrics if "phase1" in phases else None,
-            "finetune": phases["phase2"].metrics if "phase2" in phases else None,
-            "scratch": r["scratch"].metrics if "scratch" in r else None,
-            "probe": {"accuracy": r["probe"]} if "probe" in r else None,
-            "trainable": {p.name: p.trainable for p in r["finetune"]},
-            "frozen": {p.name: p.frozen for p in r["finetune"]},
-            "stopped": {p.name: p.early_stopping for p in r["finetune"]},
-        }
-        if "scratch" in r:
-            row["stopped"]["scratch"] = r["scratch"].early_stopping
-        per_seed[seed] = row
-        for arm, _ in ARMS:
-            if row[arm] is not None:
-                values[arm].append(row[arm])
-    summary = {
+    per_seed = {seed: _seed_row(r) for seed, r in runs.items()}
+    summary = _summary(per_seed)
+    write_json_atomic(
+        workdir / "results.json", {"setup": _setup(c), "summary": summary, "seeds": per_seed}
+    )
+    plot = _plot(c, workdir, list(runs))
+    lines = _header(c, list(runs)) + _tables(c, summary, per_seed) + _finding(summary, per_seed)
+    lines += ["", f"![validation loss and test accuracy]({plot})", ""]
+    path = workdir / "report.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
+
+
+def _seed_row(r: dict) -> dict:
+    """One seed's arms (final metrics or None), parameter counts and early stopping."""
+    phases = {p.name: p for p in r["finetune"]}
+    row = {
+        "phase1": phases["phase1"].metrics if "phase1" in phases else None,
+        "finetune": phases["phase2"].metrics if "phase2" in phases else None,
+        "scratch": r["scratch"].metrics if "scratch" in r else None,
+        "probe": {"accuracy": r["probe"]} if "probe" in r else None,
+        "trainable": {p.name: p.trainable for p in r["finetune"]},
+        "frozen": {p.name: p.frozen for p in r["finetune"]},
+        "stopped": {p.name: p.early_stopping for p in r["finetune"]},
+    }
+    if "scratch" in r:
+        row["stopped"]["scratch"] = r["scratch"].early_stopping
+    return row
+
+
+def _summary(per_seed: dict) -> dict:
+    """Per arm: accuracy and loss as (mean, sample std) over the seeds that ran it, and n."""
+    values = {arm: [r[arm] for r in per_seed.values() if r[arm] is not None] for arm, _ in ARMS}
+    return {
         arm: {
             "accuracy": mean_std([m["accuracy"] for m in values[arm]]),
             "loss": mean_std([m.get("loss", math.nan) for m in values[arm]]),
@@ -86,7 +103,10 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
         for arm, _ in ARMS
         if values[arm]
     }
-    setup = {
+
+
+def _setup(c) -> dict:
+    return {
         "source": c.finetune.source,
         "model": {"name": c.model.name, **dict(c.model.kwargs)},
         "dataset": c.data.name,
@@ -99,11 +119,10 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
         "scratch_lr": c.study.scratch_lr,
         "patience": c.train.patience,
     }
-    write_json_atomic(
-        workdir / "results.json", {"setup": setup, "summary": summary, "seeds": per_seed}
-    )
-    plot = _plot(c, workdir, list(runs))
-    lines = [
+
+
+def _header(c, seeds: list) -> list[str]:
+    return [
         "# Fine-tuning report",
         "",
         f"- Source (pre-trained backbone): `{c.finetune.source}`",
@@ -117,11 +136,14 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
         f"{c.phase2.backbone_lr}.",
         f"- From scratch: same model, data and budget ({c.phase1.steps + c.phase2.steps} steps), "
         f"lr {c.study.scratch_lr}, all parameters trained.",
-        f"- Seeds: {list(runs)} (few-shot draw, head init and data order); mean ± sample std.",
+        f"- Seeds: {seeds} (few-shot draw, head init and data order); mean ± sample std.",
         "",
-        "| arm | test accuracy | test loss | seeds |",
-        "|---|---|---|---|",
     ]
+
+
+def _tables(c, summary: dict, per_seed: dict) -> list[str]:
+    """The arms' table (mean ± std) and the per-seed table."""
+    lines = ["| arm | test accuracy | test loss | seeds |", "|---|---|---|---|"]
     titles = dict(ARMS)
     if not c.phase1.steps:  # phase 2 alone ran
         titles["finetune"] = "fine-tune, phase 2 only (last blocks unfrozen; phase 1 had 0 steps)"
@@ -141,6 +163,12 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
             f"{p}: {row['trainable'][p]:,} / {row['frozen'][p]:,}" for p in row["trainable"]
         )
         lines.append(f"| {seed} | " + " | ".join(accs) + f" | {counts} |")
+    return lines
+
+
+def _finding(summary: dict, per_seed: dict) -> list[str]:
+    """Fine-tuned vs from scratch, and phase 1 vs the linear probe, when both ran."""
+    lines = []
     tuned = "finetune" if "finetune" in summary else "phase1"  # the last phase that ran
     if tuned in summary and "scratch" in summary:
         gap = summary[tuned]["accuracy"][0] - summary["scratch"]["accuracy"][0]
@@ -166,9 +194,4 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
             f"features and images reaches {summary['probe']['accuracy'][0]:.3f}: what the "
             f"pre-trained features alone are worth on this task.",
         ]
-    lines += ["", f"![validation loss and test accuracy]({plot})", ""]
-    path = workdir / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return lines

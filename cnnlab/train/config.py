@@ -28,9 +28,18 @@ def _finite(node, prefix: str = "config") -> None:
 
 
 def validate(c) -> None:
-    """Check a training config before any data or compile work."""
+    """Check a training config before any data or compile work (in this order: the model, the
+    choices and counts, the numeric ranges, the forms of tuples and flags, the data)."""
     _finite(c)
     _number(c, "seed", int)
+    _check_model(c)
+    _check_choices_and_counts(c)
+    _check_ranges(c)
+    _check_forms(c)
+    _check_data(c)
+
+
+def _check_model(c) -> None:
     _choice("model.name", c.model.name, models.available())
     kwargs = dict(c.model.kwargs)
     unknown = sorted(set(kwargs) - set(models.fields(c.model.name)))
@@ -42,6 +51,9 @@ def validate(c) -> None:
     defaults = models.defaults(c.model.name)
     for key, value in kwargs.items():
         _same_kind(f"model.kwargs.{key}", value, defaults.get(key))
+
+
+def _check_choices_and_counts(c) -> None:
     _choice("optim.optimizer", c.optim.optimizer, OPTIMIZERS)
     _choice("optim.schedule", c.optim.schedule, SCHEDULES)
     _choice("optim.warmup", c.optim.get("warmup", "linear"), WARMUPS)
@@ -67,6 +79,9 @@ def validate(c) -> None:
         raise ConfigError(
             f"config.data.image_size={c.data.image_size} must be >= 0 (0 = as stored)"
         )
+
+
+def _check_ranges(c) -> None:
     for key, low, high, what, default in (  # default: what the code uses when a key is absent
         ("optim.lr", 0.0, math.inf, "> 0 and finite", None),
         ("optim.weight_decay", -1e-300, math.inf, ">= 0 and finite", None),
@@ -91,6 +106,9 @@ def validate(c) -> None:
             f"config.train.best_metric={metric!r} is not a metric a run records; use 'accuracy', "
             f"'loss', 'val_accuracy' or 'val_loss' (with a validation split)"
         )
+
+
+def _check_forms(c) -> None:
     for key in ("data.augment", "model.binary", "optim.nesterov", "train.precise_bn"):
         if not isinstance(_get(c, key, False), bool):
             raise ConfigError(f"config.{key}={_get(c, key)!r} must be True or False")
@@ -109,6 +127,9 @@ def validate(c) -> None:
             f"config.optim.step_boundaries={bounds!r} must be increasing fractions of "
             f"train.steps in (0, 1), e.g. (0.5, 0.75)"
         )
+
+
+def _check_data(c) -> None:
     if c.data.name == "synthetic":
         _check_synthetic(c.data.synthetic)
     classes = c.data.get("classes", ())
