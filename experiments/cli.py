@@ -99,13 +99,11 @@ def unknown_key(config, key: str, what: str = "--config") -> ConfigError:
     return ConfigError(f"{what}.{key}: the config has no such key; {hint}")
 
 
-def _node(config, dotted: str):
-    node = config
-    for part in dotted.split(".") if dotted else []:
-        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-            return None
-        node = node[part]
-    return node
+def _node(config, key: str):
+    from cnnlab import dotted
+
+    node, missing = dotted.walk(config, key)
+    return None if missing is not None else node
 
 
 def _literal(text: str | None, negated: bool):

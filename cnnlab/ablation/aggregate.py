@@ -7,6 +7,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from cnnlab import dotted
 from cnnlab.ablation.grid import label
 from cnnlab.ablation.result import CellResult
 from cnnlab.stats import mean_std, paired
@@ -25,7 +26,7 @@ class Axis:
     categorical, and their first value is the baseline that paired gains are measured from."""
 
     def __init__(self, key: str, values: list[str]):
-        self.key, self.name = key, key.rsplit(".", 1)[-1]
+        self.key, self.name = key, dotted.short(key)
         self.values = [v if isinstance(v, str) else label(v) for v in values]
         self.numeric = len(values) > 1 and all(_is_number(v) for v in values)
         if self.numeric:

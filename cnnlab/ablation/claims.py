@@ -22,6 +22,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 
+from cnnlab import dotted
 from cnnlab.ablation.grid import label
 from cnnlab.errors import ConfigError
 from cnnlab.stats import Interval, seeds_needed
@@ -88,7 +89,7 @@ class Claim:
         return tuple(fixed[k] for k in axis_keys)
 
     def where_text(self) -> str:
-        return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.where) or "all cells"
+        return ", ".join(f"{dotted.short(k)}={v}" for k, v in self.where) or "all cells"
 
     @classmethod
     def of(cls, raw, index: int, axes: list[tuple[str, list[str]]]) -> "Claim":

@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 import statistics
 
+from cnnlab import dotted
 from cnnlab.ablation.aggregate import (
     SEED,
     Axis,
@@ -66,7 +67,7 @@ class Comparison:
         return tuple(fixed[x.key] for x in axes)
 
     def text(self) -> str:
-        where = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.where)
+        where = ", ".join(f"{dotted.short(k)}={v}" for k, v in self.where)
         return f"{where + ': ' if where else ''}{self.axis.name} {self.a} -> {self.b}"
 
 
@@ -89,7 +90,7 @@ def verdicts(claims: list[Claim], results, axes: list[Axis], level: float) -> li
 
 def claim_text(v: Verdict) -> str:
     c, ci = v.claim, v.ci
-    name = c.axis.rsplit(".", 1)[-1]
+    name = dotted.short(c.axis)
     head = f"**{c.text}**: **{v.verdict}**. {name} {c.a} -> {c.b} at {c.where_text()}: "
     what = METRICS[c.rule.metric] + (" (a - b)" if c.rule.sign < 0 else "")
     if ci.n < 2:

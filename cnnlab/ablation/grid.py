@@ -3,6 +3,7 @@
 import copy
 import itertools
 
+from cnnlab import dotted
 from cnnlab.errors import ConfigError
 
 FORM = (
@@ -83,7 +84,7 @@ def label(value) -> str:
 
 def cell_name(overrides: dict) -> str:
     """'depth=20,skip=False,side_taps=stage1+stage2,seed=0' (last key component = value)."""
-    return ",".join(f"{k.rsplit('.', 1)[-1]}={label(v)}" for k, v in overrides.items())
+    return ",".join(f"{dotted.short(k)}={label(v)}" for k, v in overrides.items())
 
 
 def apply(config, overrides: dict):
@@ -91,14 +92,11 @@ def apply(config, overrides: dict):
     `model.kwargs`, which takes any field of the model (checked by `train.validate`)."""
     c = copy.deepcopy(config)
     for key, value in overrides.items():
-        node, *path, leaf = [c, *key.split(".")]
-        for part in path:
-            if not hasattr(node, "keys") or part not in node:
-                raise ConfigError(f"grid key {key!r}: config has no {part!r}")
-            node = node[part]
-        if leaf not in node and path[-1:] != [
-            "kwargs"
-        ]:  # kwargs: any model field (validated later)
+        parent, _, leaf = key.rpartition(".")
+        node, missing = dotted.walk(c, parent)
+        if missing is not None:
+            raise ConfigError(f"grid key {key!r}: config has no {missing!r}")
+        if leaf not in node and dotted.short(parent) != "kwargs":  # kwargs: any model field
             raise ConfigError(f"grid key {key!r}: config has no {leaf!r}")
         with node.ignore_type(), node.unlocked():  # config_flags locks configs
             node[leaf] = value

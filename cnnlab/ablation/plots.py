@@ -15,6 +15,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from cnnlab import dotted
 from cnnlab.ablation.aggregate import Axis, config_of, gradient_cells, row_in
 from cnnlab.ablation.result import CellResult
 from cnnlab.plotting import subplots
@@ -198,7 +199,7 @@ def verdicts(judged, workdir: Path, made: list[str]) -> None:
         ax.set_yticks([])
         unit = "test accuracy" if c.rule.metric == "accuracy" else "final train loss"
         sign = " (a - b)" if c.rule.sign < 0 else ""
-        what = f"{c.axis.rsplit('.', 1)[-1]} {c.a} -> {c.b}, {unit}{sign}, n={ci.n}"
+        what = f"{dotted.short(c.axis)} {c.a} -> {c.b}, {unit}{sign}, n={ci.n}"
         ax.set_title(f"{c.text}: {v.verdict.upper()}   [{what}]", fontsize=8, loc="left",
                      color=colour)  # fmt: skip
         ax.grid(alpha=0.3, axis="x")

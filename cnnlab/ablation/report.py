@@ -4,6 +4,7 @@ results.md, the figures and report.md (recipe, rules, claims, findings, time).""
 import json
 from pathlib import Path
 
+from cnnlab import dotted
 from cnnlab.ablation.aggregate import TIMING, acc_column, aggregate, axes_of, write_tables
 from cnnlab.ablation.findings import findings
 from cnnlab.ablation.grid import cell_name
@@ -29,7 +30,7 @@ def time_split(results: list[CellResult]) -> list[str]:
 def _recipe(spec: dict) -> str:
     r = spec.get("recipe") or {}
     when = "".join(
-        f" Cells with {', '.join(f'{k.rsplit(chr(46), 1)[-1]}={v}' for k, v in cond)} also set "
+        f" Cells with {', '.join(f'{dotted.short(k)}={v}' for k, v in cond)} also set "
         f"{', '.join(f'{k}={v}' for k, v in extra)}."
         for cond, extra in spec.get("when", ())
     )

@@ -5,7 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from cnnlab import models
+from cnnlab import dotted, models
 from cnnlab.errors import ConfigError
 from cnnlab.heads import HEADS
 from cnnlab.train import names
@@ -174,10 +174,7 @@ def _check_synthetic(s) -> None:
 
 
 def _get(c, key: str, default=None):
-    *groups, name = key.split(".")
-    for group in groups:
-        c = c[group]
-    return c.get(name, default)
+    return dotted.get(c, key, default)
 
 
 def _number(c, key: str, kind, default=None):

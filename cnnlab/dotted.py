@@ -1,0 +1,23 @@
+"""Dotted config keys ('model.kwargs.depth'): walk, get and the short name, in one place."""
+
+
+def walk(config, key: str):
+    """-> (the node at dotted `key`, None), or (the deepest node found, the first missing part)."""
+    node = config
+    for part in key.split(".") if key else []:
+        if not hasattr(node, "keys") or part not in node:
+            return node, part
+        node = node[part]
+    return node, None
+
+
+def get(config, key: str, default=None):
+    """config.<key>, or `default` where any part of it is absent."""
+    parent, _, leaf = key.rpartition(".")
+    node, missing = walk(config, parent)
+    return default if missing is not None or not hasattr(node, "get") else node.get(leaf, default)
+
+
+def short(key: str) -> str:
+    """'model.kwargs.depth' -> 'depth': how cell names, tables and reports name an axis."""
+    return key.rsplit(".", 1)[-1]
