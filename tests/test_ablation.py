@@ -251,6 +251,8 @@ def test_grid_in_process_and_through_the_entry_point_into_one_workdir(tmp_path, 
     report = (workdir / "report.md").read_text()
     assert "## Notes" in report and "cell(s) failed" in report
     assert "| skip gain |" in report  # residual minus plain twin, per configuration
+    recipe = next(line for line in report.splitlines() if line.startswith("Recipe"))
+    assert "sgd lr per cell (a grid axis)," in recipe and "peak lr" not in recipe  # lr: an axis
     assert re.search(r"- Time: 2 cells took \d+ s: compile \d+ s \(\d+%\), data", report)
     # grad_norms.png: at lr=0.05, the largest lr whose cells finished
     for png in ("curves.png", "accuracy_vs_lr.png", "grad_norms.png"):

@@ -28,16 +28,29 @@ def time_split(results: list[CellResult]) -> list[str]:
 
 
 def _recipe(spec: dict) -> str:
+    """The recipe shared by every cell; a part a grid axis sets names the axis instead of the
+    base config's value (the table has the cells' values)."""
     r = spec.get("recipe") or {}
+    axes = {key for key, _ in spec.get("axes", ())}
+
+    def part(text: str, *keys: str) -> str:
+        varied = [k for k in keys if k in axes]
+        return f"{dotted.short(varied[0])} per cell (a grid axis)" if varied else text
+
     when = "".join(
         f" Cells with {', '.join(f'{dotted.short(k)}={v}' for k, v in cond)} also set "
         f"{', '.join(f'{k}={v}' for k, v in extra)}."
         for cond, extra in spec.get("when", ())
     )
+    lr, decay = f"peak lr {r['peak_lr']:.4g}", f"weight decay {r['weight_decay']:g}"
     return (
-        f"Recipe (every cell): {r['dataset']}, {r['steps']} steps of batch {r['batch_size']}, "
-        f"{r['optimizer']} peak lr {r['peak_lr']:.4g}, {r['schedule']} schedule after "
-        f"{r['warmup_steps']} warm-up steps, weight decay {r['weight_decay']:g}, "
+        f"Recipe (every cell): {part(r['dataset'], 'data.name')}, "
+        f"{part(f'{r["steps"]} steps', 'train.steps')} of "
+        f"{part(f'batch {r["batch_size"]}', 'data.batch_size')}, "
+        f"{part(r['optimizer'], 'optim.optimizer')} {part(lr, 'optim.lr', 'optim.lr_batch')}, "
+        f"{part(r['schedule'] + ' schedule', 'optim.schedule')} after "
+        f"{part(f'{r["warmup_steps"]} warm-up steps', 'optim.warmup_steps')}, "
+        f"{part(decay, 'optim.weight_decay')}, "
         f"zero_init_residual {'on' if r['zero_init_residual'] else 'off'}; test accuracy "
         + (
             f"with BN statistics recomputed over {r['train_subset']} training images (PreciseBN)."
