@@ -116,10 +116,10 @@ def train_seeds(
     step_fn = jax.jit(jax.vmap(functools.partial(train_step, cfg=cfg)), donate_argnums=0,
                       out_shardings=(repl, repl))  # fmt: skip
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
-    recompute = RecomputeBN(spec0, datasets[0], model.apply, mesh)  # one jitted fn for all
-    lanes = []
+    lanes, fn = [], None
     for s, w, ds, h in zip(specs, workdirs, datasets, hooks, strict=True):
-        bn = RecomputeBN(s, ds, model.apply, mesh, fn=recompute.fn)
+        bn = RecomputeBN(s, ds, model.apply, mesh, fn=fn)
+        fn = bn.fn  # the first seed's jitted recomputation serves them all
         lanes.append(Lane(s, w, ds, Evaluator(s, ds, eval_fn, bn), h))
     group = Group(group_dir, specs, lanes, datasets[0].name)
     start, state = group.resume(state)

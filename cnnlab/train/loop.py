@@ -14,6 +14,7 @@ import numpy as np
 from cnnlab import data, distributed, models
 from cnnlab import progress as bars
 from cnnlab.errors import CheckpointError, NonFiniteLoss
+from cnnlab.train import names
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import check_model
 from cnnlab.train.evaluation import Evaluator, RecomputeBN, non_finite
@@ -37,8 +38,8 @@ class TrainResult:
     step_s: float | None
     early_stopping: dict = dataclasses.field(default_factory=dict)  # best, best_step, stopped
     # seconds spent here (this run's share when `lanes` > 1): compiling the train step, waiting
-    # for data, computing steps, evaluating (eval compiles and the run's own checkpoint saves
-    # included), saving the group's checkpoints
+    # for data, computing steps, evaluating (eval compiles included), saving checkpoints (the
+    # run's own, and a batched group's)
     timing: dict = dataclasses.field(default_factory=dict)
     lanes: int = 1
 
@@ -150,23 +151,6 @@ def _early_stop(history: dict, val_loss: float, step: int, patience: int, min_de
     return history
 
 
-def evaluate_at(spec, evaluator, ckpt, writer, state, step: int, history) -> dict:
-    """The evaluation at `step` (1-based): log it, update early stopping, and check that it
-    and the state are finite before the state may be saved as good. -> the checkpoint's
-    metrics."""
-    test, val = evaluator.at(state, last=step == spec.steps)
-    writer.write(step, "test", test)
-    metrics = dict(test)
-    if val is not None:
-        writer.write(step, "val", val)
-        metrics.update({f"val_{k}": v for k, v in val.items()})
-        _early_stop(history, val["loss"], step, spec.patience, spec.min_delta)
-    bad = non_finite(metrics, state)
-    if bad:  # a checkpoint is only good when it evaluates finite
-        raise NonFiniteLoss(_stopped(bad, step, ckpt))
-    return metrics
-
-
 class Lane:
     """One run inside the loop (`drive`): its spec, workdir, data iterator, evaluator, metric
     writer, its own checkpoints (the last `keep_checkpoints` plus the best, as every run keeps),
@@ -220,9 +204,18 @@ class Lane:
     def evaluate(self, step: int, state) -> None:
         """Evaluate at `step` (1-based): log it, update early stopping; NonFiniteLoss when it or
         the state is not finite (then it must not be saved as good)."""
-        self.final = evaluate_at(
-            self.spec, self.evaluator, self.ckpt, self.writer, state, step, self.history
-        )
+        test, val = self.evaluator.at(state, last=step == self.spec.steps)
+        self.writer.write(step, "test", test)
+        metrics = dict(test)
+        if val is not None:
+            self.writer.write(step, "val", val)
+            metrics.update(names.prefixed(names.VAL, val))
+            spec = self.spec
+            _early_stop(self.history, val["loss"], step, spec.patience, spec.min_delta)
+        bad = non_finite(metrics, state)
+        if bad:  # a checkpoint is only good when it evaluates finite
+            raise NonFiniteLoss(_stopped(bad, step, self.ckpt))
+        self.final = metrics
 
     def save(self, step: int, state) -> None:
         """This run's checkpoint of `step`, unless a resumed group (batched seeds restart from
