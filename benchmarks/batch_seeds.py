@@ -61,16 +61,17 @@ def run_mode(depth: int, batch_seeds: bool) -> dict:
 def probe(depth: int, limit: int) -> int:
     """Largest power-of-two seed count whose vmapped train step (batch 64) runs."""
     c = ablation.apply(ablate_default.get_config(), {"model.kwargs.depth": depth})
-    ds = train.load_data(c)
-    model = train.build_model(c, ds)
-    tx, _ = train.make_optimizer(c.optim, 10, 0.05)
-    one = train.initial_state(c, model, ds, tx)
+    spec = train.RunSpec.of(c)
+    ds = train.load_data(spec)
+    model = train.build_model(spec, ds)
+    tx, _ = train.make_optimizer(spec.optim, 10, 0.05)
+    one = train.initial_state(spec, model, ds, tx)
     step = jax.jit(jax.vmap(lambda s, b, r: train.train_step(s, b, r, cfg=train.StepConfig())))
     fits, n = 0, 1
     while n <= limit:
         try:
             state = stack([one] * n)
-            x = np.zeros((n, 64, *train.input_shape(c, ds)), np.float32)
+            x = np.zeros((n, 64, *train.input_shape(spec, ds)), np.float32)
             batch = {"image": x, "label": np.zeros((n, 64), np.int32)}
             keys = jax.random.split(jax.random.key(0), n)
             jax.block_until_ready(step(state, batch, keys))

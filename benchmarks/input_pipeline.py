@@ -17,11 +17,11 @@ import grain
 import jax
 import numpy as np
 from absl import app, flags
-from ml_collections import ConfigDict
 
 from benchmarks.timing import markdown_table
 from cnnlab import data, models, train
 from cnnlab.train.step import StepConfig, TrainState, train_step
+from experiments.configs import base
 
 _DEPTHS = flags.DEFINE_list("depths", ["8", "56"], "CIFAR ResNet depths.")
 BATCH = 64
@@ -53,10 +53,9 @@ def main(argv):
     del argv
     jax.config.update("jax_threefry_partitionable", False)
     ds = data.load("cnnlab_digits")
-    opt = ConfigDict(
-        {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": False,
-         "weight_decay": 1e-4, "schedule": "constant"}
-    )  # fmt: skip
+    opt = base.get_config().optim
+    opt.update({"lr": 0.05, "schedule": "constant", "warmup_steps": 0})
+    opt = train.OptimSpec.of(opt)
     rows = []
     for depth in map(int, _DEPTHS.value):
         model = models.create("cifar_resnet", depth=depth, num_classes=ds.num_classes)

@@ -274,7 +274,8 @@ def test_paper_config_is_valid_and_warms_up_only_resnet110():
     for overrides in cells:
         cfg = cell_config(c, overrides)
         assert (cfg.data.batch_size, cfg.train.steps, cfg.optim.lr) == (128, 64_000, 0.1)
-        _, lr = train.make_optimizer(cfg.optim, cfg.train.steps, train.peak_lr(cfg.optim, 128))
+        optim = train.OptimSpec.of(cfg.optim)
+        _, lr = train.make_optimizer(optim, cfg.train.steps, optim.peak_lr(128))
         first = 0.01 if overrides["model.kwargs.depth"] == 110 else 0.1
         got = [float(lr(s)) for s in (0, 399, 400, 32_000, 48_000)]
         assert got == pytest.approx([first, first, 0.1, 0.01, 0.001])

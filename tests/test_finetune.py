@@ -202,6 +202,11 @@ def test_frozen_batchnorm_in_train_mode_uses_running_statistics(resnet8):
 # --- partial restore --------------------------------------------------------------------------
 
 
+def saved_train(**kw) -> dict:
+    """A run's saved train section (config.json), base.py's with `kw`."""
+    return {**base.get_config().train.to_dict(), **kw}
+
+
 @pytest.fixture(scope="module")
 def source_run(tmp_path_factory, resnet8):
     """A checkpoint of a 10-class ResNet-8 with a side head, saved as experiments.train does."""
@@ -211,7 +216,7 @@ def source_run(tmp_path_factory, resnet8):
     state = train.TrainState.create(model.apply, variables, optax.sgd(0.1, momentum=0.9))
     workdir = tmp_path_factory.mktemp("source")
     ckpt = train.Checkpointer(workdir / "checkpoints", keep=3)
-    cfg = {"train": {"best_metric": "accuracy", "best_mode": "max"}}
+    cfg = {"train": saved_train()}  # base.py's: best accuracy
     for step, acc in ((4, 0.5), (8, 0.9), (12, 0.7)):
         ckpt.save(step, state, None, {"config": cfg}, metrics={"accuracy": acc})
     ckpt.close()
@@ -243,7 +248,7 @@ def test_load_backbone_picks_the_best_step_by_the_source_runs_own_rule(source_ru
     state = train.TrainState.create(model.apply, variables, optax.sgd(0.1))
     ckpt = train.Checkpointer(tmp_path / "checkpoints", keep=3, best_metric="val_loss",
                               best_mode="min")  # fmt: skip
-    cfg = {"train": {"patience": 2, "best_metric": "accuracy", "best_mode": "max"}}
+    cfg = {"train": saved_train(patience=2, best_metric="accuracy", best_mode="max")}
     for step, acc, val_loss in ((4, 0.5, 0.9), (8, 0.6, 0.4), (12, 0.9, 0.7)):
         ckpt.save(
             step, state, None, {"config": cfg}, metrics={"accuracy": acc, "val_loss": val_loss}
@@ -251,6 +256,13 @@ def test_load_backbone_picks_the_best_step_by_the_source_runs_own_rule(source_ru
     ckpt.close()
     fresh = resnet8[1]  # 5 classes, no side head
     assert finetune.load_backbone(tmp_path, fresh)[1]["step"] == 8  # not 12, the best accuracy
+    # a step whose meta has no saved train section: no rule to pick by, so name the step
+    bare = train.Checkpointer(tmp_path / "bare", keep=1)
+    bare.save(4, state, None, {}, metrics={"accuracy": 0.5})
+    bare.close()
+    with pytest.raises(train.CheckpointError, match=r"no complete saved config\.train"):
+        finetune.load_backbone(tmp_path / "bare", fresh)
+    assert finetune.load_backbone(tmp_path / "bare", fresh, step=4)[1]["step"] == 4
 
 
 def test_load_backbone_errors_name_what_is_wrong(source_run, tmp_path):

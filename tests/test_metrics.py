@@ -3,6 +3,7 @@ accuracy (padding, masking and averaging over batches) against numpy over the wh
 once; per-layer gradient norms against gradients worked out by hand on a two-layer linear net;
 activation sparsity against zeros counted by hand."""
 
+import dataclasses
 import functools
 import types
 
@@ -16,6 +17,7 @@ import pytest
 import cnnlab
 from cnnlab import ablation, data, models, train
 from cnnlab.train.diagnostics import kernels, layer_grad_norms
+from experiments.configs import base
 
 
 def log_softmax_np(z):
@@ -43,7 +45,8 @@ def test_evaluation_loss_and_accuracy_match_numpy_over_the_whole_split():
     assert 0 < hits.sum() < n  # an untrained net: neither all right nor all wrong
 
     eval_fn = jax.jit(functools.partial(train.eval_step, cfg=train.StepConfig(total_steps=1)))
-    spec = types.SimpleNamespace(batch_size=7, image_size=None)
+    spec = train.DataSpec.of(base.get_config().data.copy_and_resolve_references())
+    spec = dataclasses.replace(spec, batch_size=7, image_size=0)  # as stored
     out = train.evaluate(eval_fn, state, ds, spec, split="test")
     assert out["loss"] == pytest.approx(loss.mean(), rel=1e-5)
     assert out["accuracy"] == pytest.approx(hits.mean(), abs=1e-9)  # a count / 45, exactly

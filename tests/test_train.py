@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from ml_collections import ConfigDict
 
 from cnnlab import models, train
 from cnnlab.train.losses import cross_entropy, side_weight
@@ -135,21 +134,13 @@ def test_mixed_precision_keeps_f32_params():
     assert float(m16["loss"]) == pytest.approx(float(m32["loss"]), rel=0.05)
 
 
-def optim_config(**kw):
-    c = ConfigDict(
-        dict(
-            optimizer="sgd",
-            lr=0.1,
-            momentum=0.9,
-            nesterov=False,
-            weight_decay=1e-4,
-            schedule="step",
-            step_boundaries=(0.5, 0.75),
-            warmup_steps=0,
-        )
-    )
-    c.update(kw)
-    return c
+def optim_config(**kw) -> train.OptimSpec:
+    """base.py's optimiser with the ResNet paper's step schedule and no warm-up, then `kw`."""
+    from experiments.configs import base
+
+    c = base.get_config().optim
+    c.update({"schedule": "step", "warmup_steps": 0, **kw})
+    return train.OptimSpec.of(c)
 
 
 def test_resnet_step_schedule_and_weight_decay_mask():
@@ -224,6 +215,15 @@ def test_config_validation_messages():
     bad.model.kwargs.widht = 3
     with pytest.raises(train.ConfigError, match=r"kwargs has \['widht'\]"):
         train.validate(bad)
+    # every section has exactly base.py's keys: a missing one and a typo are named
+    bad = base.get_config()
+    del bad.optim["warmup"]
+    with pytest.raises(train.ConfigError, match=r"config.optim lacks \['warmup'\]; start from"):
+        train.validate(bad)
+    bad = base.get_config()
+    bad.train.eval_evry = 5
+    with pytest.raises(train.ConfigError, match=r"config.train has \['eval_evry'\], which no"):
+        train.validate(bad)
 
 
 def test_batch_must_divide_device_count(monkeypatch):
@@ -255,9 +255,9 @@ def test_warmup_then_decay_to_zero_over_exactly_the_run():
 
 def test_peak_lr_scales_linearly_with_the_batch():
     c = optim_config(lr=0.1, lr_batch=128)
-    assert train.peak_lr(c, 64) == pytest.approx(0.05)  # Goyal et al.: 0.1 at 128 -> 0.05 at 64
-    assert train.peak_lr(c, 256) == pytest.approx(0.2)
-    assert train.peak_lr(optim_config(lr=0.1, lr_batch=0), 64) == 0.1  # 0: as given
+    assert c.peak_lr(64) == pytest.approx(0.05)  # Goyal et al.: 0.1 at 128 -> 0.05 at 64
+    assert c.peak_lr(256) == pytest.approx(0.2)
+    assert optim_config(lr=0.1, lr_batch=0).peak_lr(64) == 0.1  # 0: as given
 
 
 def test_precise_bn_statistics_are_the_batch_statistics_of_the_images():

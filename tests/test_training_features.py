@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from ml_collections import ConfigDict
 
 from cnnlab import data, models, train
 from cnnlab.blocks import BasicBlock, InvertedResidual
@@ -100,8 +99,9 @@ def test_ema_follows_the_recurrence_and_is_evaluated_with_recomputed_statistics(
     metrics use BN statistics recomputed for the average over the train_subset images, not the
     raw weights' running statistics."""
     c = tiny_config(ema_decay=0.9)
-    ds = train.load_data(c)
-    cfg = train.step_config(c)
+    spec = train.RunSpec.of(c)
+    ds = train.load_data(spec)
+    cfg = spec.step
     seen = []  # (step t, params_t+1, ema_t+1), on the host
 
     def hook(t, state, metrics):
@@ -123,11 +123,10 @@ def test_ema_follows_the_recurrence_and_is_evaluated_with_recomputed_statistics(
         {"params": s.ema_params, "batch_stats": s.batch_stats}, images
     )
     eval_fn = jax.jit(functools.partial(train.eval_step, cfg=cfg))
-    spec = train.RunSpec.of(c)
     recomputed = train.evaluate(
-        eval_fn, s.replace(params=s.ema_params, batch_stats=stats), ds, spec
+        eval_fn, s.replace(params=s.ema_params, batch_stats=stats), ds, spec.data
     )
-    copied = train.evaluate(eval_fn, s.replace(params=s.ema_params), ds, spec)
+    copied = train.evaluate(eval_fn, s.replace(params=s.ema_params), ds, spec.data)
     assert m["ema/loss"] == pytest.approx(recomputed["loss"], rel=1e-5)
     assert m["ema/loss"] != pytest.approx(copied["loss"], rel=1e-3)
     with pytest.raises(train.ConfigError, match=r"ema_decay > 0 needs config\.train\.train_subset"):
@@ -142,9 +141,10 @@ def test_weight_decay_applies_to_kernels_unless_all_is_asked():
     zeros = jax.tree.map(jnp.zeros_like, params)
     for on, decayed in (("kernels", {"conv/kernel"}), ("all", {"conv/kernel", "conv/bias",
                         "norm/scale", "norm/bias"})):  # fmt: skip
-        c = ConfigDict(dict(optimizer="sgd", lr=0.1, momentum=0.0, nesterov=False,
-                            weight_decay=0.5, schedule="constant", weight_decay_on=on))  # fmt: skip
-        tx, _ = train.make_optimizer(c, 10)
+        c = base.get_config().optim
+        c.update(dict(lr=0.1, momentum=0.0, weight_decay=0.5, schedule="constant",
+                      warmup_steps=0, weight_decay_on=on))  # fmt: skip
+        tx, _ = train.make_optimizer(train.OptimSpec.of(c), 10)
         upd, _ = tx.update(zeros, tx.init(params), params)
         flat = {"/".join(k): float(v[0]) for k, v in _flat(optax.apply_updates(params, upd))}
         assert {k for k, v in flat.items() if v < 1.0} == decayed, on

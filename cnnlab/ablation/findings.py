@@ -241,6 +241,7 @@ def findings(
             + "; ".join(f"{r.name}: {r.reason or '?'}" for r in failed[:5])
         )
     return {
+        "level": level,
         "rules": rules_text(level),
         "claims": [claim_text(v) for v in judged],
         "verdicts": judged,

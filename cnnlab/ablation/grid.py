@@ -118,7 +118,7 @@ def cell_config(config, overrides: dict):
     `config.when` entry ((condition pairs), (override pairs)) whose condition the cell meets,
     e.g. ResNet-110's warm-up only at depth 110. `when` settings do not enter cell names."""
     cfg = apply(config, overrides)
-    for condition, extra in config.get("when", ()):
+    for condition, extra in config.when:
         if all(label(overrides.get(k)) == label(v) for k, v in condition):
             cfg = apply(cfg, dict(extra))
     return cfg

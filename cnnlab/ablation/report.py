@@ -104,7 +104,7 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
     write_json_atomic(
         workdir / "verdicts.json",
         {
-            "level": spec.get("level", 0.95),
+            "level": f["level"],
             "claims": [v.record(keys) for v in f["verdicts"]],
             "exploratory": f["exploratory_records"],
             "seeds_plan": plan,

@@ -28,6 +28,8 @@ from cnnlab.summary import summary
 from cnnlab.train.batched import NO_EARLY_STOPPING
 
 TAIL = 0.1  # final training loss: mean over this last fraction of the steps
+# what a grid config has beside a training config's keys (ablate_default.py defines each)
+GRID_KEYS = ("name", "grid", "batch_seeds", "grad_norm_steps", "when", "two_stage", "claims")
 
 
 class Diagnostics:
@@ -37,8 +39,8 @@ class Diagnostics:
 
     @classmethod
     def of(cls, cfg, cell_dir: Path) -> "Diagnostics":
-        """The diagnostics a cell's config asks for (config.grad_norm_steps, default (0,))."""
-        return cls(cell_dir, cfg.get("grad_norm_steps", (0,)), cfg.train.steps)
+        """The diagnostics a cell's config asks for (config.grad_norm_steps)."""
+        return cls(cell_dir, cfg.grad_norm_steps, cfg.train.steps)
 
     def __init__(self, cell_dir: Path, grad_norm_steps, steps: int):
         self.path = cell_dir / "diagnostics.json"
@@ -112,7 +114,9 @@ def collect(cfg, overrides: dict, cell_dir: Path, res, diag, wall_s: float) -> C
     """A trained cell's CellResult: metrics, diagnostics, size, curves and where its wall time
     (`wall_s`) went."""
     result = CellResult(cell_name(overrides), overrides)
-    x = next(iter(data.eval_batches(res.dataset, 64, image_size=cfg.data.image_size or None)))
+    x = next(
+        iter(data.eval_batches(res.dataset, 64, image_size=train.DataSpec.of(cfg.data).resize))
+    )
     images = x["image"]
     s = summary(res.model, images[:1])
     curves = [
@@ -147,12 +151,12 @@ def grid_spec(config) -> dict:
         "batch_size": config.data.batch_size,
         "dataset": config.data.name,
         "optimizer": o.optimizer,
-        "peak_lr": train.peak_lr(o, config.data.batch_size),
+        "peak_lr": train.OptimSpec.of(o).peak_lr(config.data.batch_size),
         "schedule": o.schedule,
-        "warmup_steps": o.get("warmup_steps", 0),
+        "warmup_steps": o.warmup_steps,
         "weight_decay": o.weight_decay,
-        "precise_bn": bool(t.get("precise_bn")),
-        "train_subset": t.get("train_subset", 0),
+        "precise_bn": t.precise_bn,
+        "train_subset": t.train_subset,
         # on in the base config, or in some cells through a grid axis
         "zero_init_residual": bool(config.model.kwargs.get("zero_init_residual", False))
         or any(k.endswith("zero_init_residual") and True in v for k, v in axes),
@@ -160,13 +164,10 @@ def grid_spec(config) -> dict:
     ts = _two_stage(config)
     return {
         "axes": [[key, [label(v) for v in values]] for key, values in axes],
-        "claims": [_plain(dict(c)) for c in config.get("claims", ())],
+        "claims": [_plain(dict(c)) for c in config.claims],
         "level": ts.level,
         "two_stage": {"max_seeds": ts.max_seeds, "budget_s": ts.budget_s},
-        "when": [
-            [list(map(list, cond)), list(map(list, extra))]
-            for cond, extra in config.get("when", ())
-        ],
+        "when": [[list(map(list, cond)), list(map(list, extra))] for cond, extra in config.when],
         "recipe": recipe,
     }
 
@@ -179,7 +180,7 @@ def _plain(x):
 
 
 def _two_stage(config) -> two_stage.TwoStage:
-    seeds = dict(grid_axes(config.grid)).get("seed", [config.get("seed", 0)])
+    seeds = dict(grid_axes(config.grid)).get("seed", [config.seed])
     return two_stage.TwoStage.of(config, seeds)
 
 
@@ -188,21 +189,27 @@ def claims_of(config) -> list:
     axes = [(k, [label(v) for v in vs]) for k, vs in grid_axes(config.grid) if k != "seed"]
     keys = [k for k, _ in axes]
     configs = {tuple(label(o.get(k)) for k in keys) for o in expand(config.grid)}
-    return parse_claims(config.get("claims", ()), axes, configs)
+    return parse_claims(config.claims, axes, configs)
 
 
 def check_grid(config, spec: str = "0/1") -> list[dict]:
     """The cells of this shard, each config checked before anything trains (ValueError), and
     the claims and two-stage settings with them."""
+    missing = [k for k in GRID_KEYS if k not in config]
+    if missing:
+        raise ConfigError(
+            f"config lacks the grid keys {missing}; start from "
+            f"experiments/configs/ablate_default.py, which defines each with its default"
+        )
     cells = shard_cells(expand(config.grid), spec)
-    batch_seeds = config.get("batch_seeds", False)
+    batch_seeds = config.batch_seeds
     if not isinstance(batch_seeds, bool):
         raise ConfigError(f"config.batch_seeds={batch_seeds!r} must be True or False")
     for overrides in cells:
         try:
             cfg = cell_config(config, overrides)
             train.validate(cfg)
-            if batch_seeds and int(cfg.train.get("patience", 0)):
+            if batch_seeds and cfg.train.patience:
                 raise ConfigError(NO_EARLY_STOPPING)
         except ConfigError as e:
             raise ConfigError(f"grid cell {cell_name(overrides)}: {e}") from None
@@ -295,7 +302,7 @@ def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> l
 def _batches(config, cells: list[dict]) -> list[list[dict]]:
     """The cells in the order they train: one each, or with config.batch_seeds the cells that
     differ only in `seed` together (at the place of the first of them)."""
-    if not config.get("batch_seeds", False):
+    if not config.batch_seeds:
         return [[o] for o in cells]
     groups: dict[str, list[dict]] = {}
     for o in cells:
@@ -309,4 +316,4 @@ def _batches(config, cells: list[dict]) -> list[list[dict]]:
 
 def _when_reads_seed(config) -> bool:
     """A `config.when` condition on the seed would give seeds different recipes."""
-    return any(k == "seed" for condition, _ in config.get("when", ()) for k, _ in condition)
+    return any(k == "seed" for condition, _ in config.when for k, _ in condition)

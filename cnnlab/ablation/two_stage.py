@@ -44,8 +44,7 @@ class TwoStage:
 
     @classmethod
     def of(cls, config, pilot_seeds) -> "TwoStage":
-        raw = config.get("two_stage") or {}
-        max_seeds, budget = raw.get("max_seeds", 0), raw.get("budget_s", 0.0)
+        max_seeds, budget = config.two_stage.max_seeds, config.two_stage.budget_s
         if isinstance(max_seeds, bool) or not isinstance(max_seeds, int) or max_seeds < 0:
             raise ConfigError(f"config.two_stage.max_seeds={max_seeds!r} must be an int >= 0")
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0:
@@ -61,7 +60,7 @@ class TwoStage:
                     f"config.two_stage.max_seeds={max_seeds} must exceed the grid's "
                     f"{len(pilot)} pilot seeds {list(pilot)} (or be 0 to turn it off)"
                 )
-            if not config.get("claims"):
+            if not config.claims:
                 max_seeds = 0  # seeds are added for claims; with none there is nothing to do
         return cls(max_seeds, float(budget), pilot)
 

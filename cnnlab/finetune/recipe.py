@@ -27,7 +27,6 @@ from cnnlab.train import (
     init_variables,
     input_shape,
     load_data,
-    validate,
 )
 from cnnlab.train.step import TrainState
 
@@ -79,8 +78,9 @@ def validate_finetune(c) -> None:
         raise ConfigError("config.phase1.steps and config.phase2.steps are both 0: nothing to do")
 
 
-def phase_state(c, name: str, model, variables, order):
-    """Train state for one phase: frozen set, per-group optimiser, frozen-BN apply."""
+def phase_state(c, spec: RunSpec, name: str, model, variables, order):
+    """Train state for one phase (`spec`: its run spec): frozen set, per-group optimiser,
+    frozen-BN apply."""
     p, new = c[name], tuple(c.finetune.new)
     try:
         frozen = select_frozen(
@@ -103,7 +103,7 @@ def phase_state(c, name: str, model, variables, order):
             f"unfreezes backbone parameters; give them a learning rate"
         )
     tx, schedules = group_optimizer(
-        c.optim, p.steps, labels, {"head": p.lr, "backbone": p.backbone_lr}
+        spec.optim, p.steps, labels, {"head": p.lr, "backbone": p.backbone_lr}
     )
     norms = frozen_norms(variables, frozen) if c.finetune.bn == "frozen" else frozenset()
     state = TrainState.create(FrozenApply(model.apply, frozen, norms), variables, tx)
@@ -115,15 +115,15 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
 
     Re-running resumes (a finished phase is not repeated). -> (per-phase results, last fit).
     """
-    validate(c)
+    spec = RunSpec.of(c)  # validates the training keys
     validate_finetune(c)
     workdir = Path(workdir).absolute()
-    ds = load_data(c)
-    model = build_model(c, ds)
-    shape = input_shape(c, ds)
+    ds = load_data(spec)
+    model = build_model(spec, ds)
+    shape = input_shape(spec, ds)
     check_model(model, shape)
     x = np.zeros((1, *shape), np.float32)
-    variables = init_variables(c, model, ds)
+    variables = init_variables(spec, model, ds)
     variables = {k: variables[k] for k in ("params", "batch_stats") if k in variables}
     info = {}
     if c.finetune.source:
@@ -136,13 +136,14 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
         p = c[name]
         if not p.steps:
             continue
-        state, frozen, schedules = phase_state(c, name, model, variables, order)
+        phase = RunSpec.of(c, steps=p.steps)
+        state, frozen, schedules = phase_state(c, phase, name, model, variables, order)
         table = summary(model, x, train=False, frozen=frozen)
         (workdir / name).mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
             (workdir / name / "summary.txt").write_text(str(table) + "\n")
         last = fit(
-            RunSpec.of(c, steps=p.steps),
+            phase,
             workdir / name,
             ds,
             model,

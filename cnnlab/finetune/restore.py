@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 from cnnlab.errors import CheckpointError, describe
 from cnnlab.finetune.select import NEW, is_new, paths
 from cnnlab.train.checkpoint import reading
-from cnnlab.train.spec import best_rule
+from cnnlab.train.config import TrainSpec
 
 COLLECTIONS = ("params", "batch_stats")
 
@@ -56,12 +56,22 @@ def pick_step(manager, directory: Path, step: int = 0) -> int:
     scored = []
     for s in steps:
         meta = manager.restore(s, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        train = (meta.get("config") or {}).get("train", {})
-        metric, mode = best_rule(train)  # the rule the source run kept its best by
+        metric, mode = _best_rule(meta, directory, s)  # the rule the source run kept its best by
         if metric in (meta.get("metrics") or {}):
             value = meta["metrics"][metric]
             scored.append((value if mode == "max" else -value, s))
     return max(scored)[1] if scored else max(steps)
+
+
+def _best_rule(meta: dict, directory: Path, step: int) -> tuple[str, str]:
+    """The best-checkpoint rule of the run that saved `meta` (its config's train section)."""
+    try:
+        return TrainSpec.of(meta["config"]["train"]).best_rule
+    except (KeyError, TypeError):
+        raise CheckpointError(
+            f"step {step} of {directory} has no complete saved config.train (written by another "
+            f"cnnlab version?); name the step with config.finetune.source_step"
+        ) from None
 
 
 def _backbone(variables, new) -> dict:

@@ -15,7 +15,15 @@ from cnnlab import data
 from cnnlab.finetune.recipe import PHASES, finetune, validate_finetune
 from cnnlab.finetune.report import write_report
 from cnnlab.finetune.restore import load_backbone
-from cnnlab.train import ConfigError, build_model, init_variables, load_data, train, validate
+from cnnlab.train import (
+    ConfigError,
+    RunSpec,
+    build_model,
+    init_variables,
+    load_data,
+    train,
+    validate,
+)
 
 
 def budget(c) -> int:
@@ -36,11 +44,12 @@ def linear_probe(c) -> float:
     features of the same training images: an independent reference for phase 1."""
     from sklearn.linear_model import LogisticRegression
 
-    ds = load_data(c)
-    model = build_model(c, ds)
+    spec = RunSpec.of(c)
+    ds = load_data(spec)
+    model = build_model(spec, ds)
     variables, _ = load_backbone(
         c.finetune.source,
-        init_variables(c, model, ds),
+        init_variables(spec, model, ds),
         step=c.finetune.source_step,
         new=tuple(c.finetune.new),
     )
@@ -48,8 +57,8 @@ def linear_probe(c) -> float:
 
     def split(name):
         xs, ys = [], []
-        size = c.data.image_size or None
-        for b in data.eval_batches(ds, c.data.batch_size, image_size=size, split=name):
+        size = spec.data.resize
+        for b in data.eval_batches(ds, spec.data.batch_size, image_size=size, split=name):
             keep = b["mask"] > 0
             xs.append(np.asarray(features(variables, b["image"]))[keep])
             ys.append(b["label"][keep])

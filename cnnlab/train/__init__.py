@@ -2,7 +2,16 @@
 
 from cnnlab.train.batched import train_seeds
 from cnnlab.train.checkpoint import Checkpointer, CheckpointError
-from cnnlab.train.config import ConfigError, check_model, validate
+from cnnlab.train.config import (
+    ConfigError,
+    DataSpec,
+    LossSpec,
+    ModelSpec,
+    OptimSpec,
+    TrainSpec,
+    check_model,
+    validate,
+)
 from cnnlab.train.evaluation import Evaluator, RecomputeBN, evaluate, non_finite
 from cnnlab.train.loop import (
     NonFiniteLoss,
@@ -16,9 +25,9 @@ from cnnlab.train.loop import (
     train,
 )
 from cnnlab.train.losses import SIDE_SCHEDULES, cross_entropy, side_weight
-from cnnlab.train.optim import make_optimizer, peak_lr
+from cnnlab.train.optim import make_optimizer
 from cnnlab.train.precise_bn import precise_batch_stats
-from cnnlab.train.spec import RunSpec, step_config
+from cnnlab.train.spec import RunSpec
 from cnnlab.train.step import StepConfig, TrainState, eval_step, train_step
 
 __all__ = [
@@ -26,12 +35,17 @@ __all__ = [
     "CheckpointError",
     "Checkpointer",
     "ConfigError",
+    "DataSpec",
     "Evaluator",
+    "LossSpec",
+    "ModelSpec",
     "NonFiniteLoss",
+    "OptimSpec",
     "RecomputeBN",
     "RunSpec",
     "StepConfig",
     "TrainResult",
+    "TrainSpec",
     "TrainState",
     "build_model",
     "check_model",
@@ -45,10 +59,8 @@ __all__ = [
     "load_data",
     "make_optimizer",
     "non_finite",
-    "peak_lr",
     "precise_batch_stats",
     "side_weight",
-    "step_config",
     "train",
     "train_seeds",
     "train_step",

@@ -48,7 +48,7 @@ from cnnlab.train.loop import (
     result,
     warn,
 )
-from cnnlab.train.optim import make_optimizer, peak_lr
+from cnnlab.train.optim import make_optimizer
 from cnnlab.train.spec import RunSpec
 from cnnlab.train.step import eval_step, train_step
 
@@ -67,7 +67,7 @@ def check_group(specs: list[RunSpec]) -> None:
         raise ConfigError(f"batch_seeds: seeds {seeds} repeat; each seed trains once")
     if any(without_seed(s) != without_seed(specs[0]) for s in specs):
         raise ConfigError("batch_seeds: runs trained together may differ only in their seed")
-    if specs[0].patience:
+    if specs[0].train.patience:
         raise ConfigError(NO_EARLY_STOPPING)
 
 
@@ -99,15 +99,14 @@ def train_seeds(
     specs = [RunSpec.of(c) for c in configs]  # validates every config first
     check_group(specs)
     spec0, hooks = specs[0], list(hooks) if hooks is not None else [None] * len(specs)
-    opened = open_dataset(configs[0])  # read once; each seed draws its own subsets
-    datasets = [load_data(c, opened) for c in configs]
-    model = build_model(configs[0], datasets[0])
-    check_model(model, input_shape(configs[0], datasets[0]))
-    optim = configs[0].optim
-    tx, schedule = make_optimizer(optim, spec0.steps, peak_lr(optim, spec0.batch_size))
+    opened = open_dataset(spec0)  # read once; each seed draws its own subsets
+    datasets = [load_data(s, opened) for s in specs]
+    model = build_model(spec0, datasets[0])
+    check_model(model, input_shape(spec0, datasets[0]))
+    tx, schedule = make_optimizer(spec0.optim, spec0.steps, spec0.peak_lr)
     mesh = distributed.data_mesh()
     state = distributed.replicate(
-        stack([initial_state(c, model, ds, tx) for c, ds in zip(configs, datasets, strict=True)]),
+        stack([initial_state(s, model, ds, tx) for s, ds in zip(specs, datasets, strict=True)]),
         mesh,
     )
     cfg = dataclasses.replace(spec0.step, layer_grad_norms=any(
@@ -134,7 +133,7 @@ def train_seeds(
         return {k: jax.make_array_from_process_local_data(stacked, np.stack([p[k] for p in parts]))
                 for k in parts[0]}  # fmt: skip
 
-    desc = f"train {spec0.model_name} x{len(specs)} seeds"
+    desc = f"train {spec0.model.name} x{len(specs)} seeds"
     bar = progress_bar(spec0, start, progress, desc)
     finished = False
     try:
@@ -168,7 +167,9 @@ class Group:
     def __init__(self, group_dir, specs: list[RunSpec], lanes: list[Lane], dataset: str):
         self.specs, self.lanes, self.dataset = specs, lanes, dataset
         directory = Path(group_dir).absolute() / "checkpoints"
-        self.ckpt = Checkpointer(directory, specs[0].keep_checkpoints, None, iterators=len(specs))
+        self.ckpt = Checkpointer(
+            directory, specs[0].train.keep_checkpoints, None, iterators=len(specs)
+        )
 
     def resume(self, state):
         """-> (first step to run, state); seeds that had failed get their error back."""

@@ -1,5 +1,13 @@
-"""Config validation: each mistake is one line naming the key and the allowed values."""
+"""The training config's typed sections and its validation: each mistake is one line naming
+the key and the allowed values.
 
+A training config has five sections (model, data, optim, loss, train) whose keys
+experiments/configs/base.py defines, each with its default and a comment; `validate` checks that
+a config has exactly those keys, then their values. `RunSpec.of` (cnnlab.train.spec) reads the
+validated sections once into the dataclasses below, and code below the entry points reads them:
+no default is repeated outside base.py."""
+
+import dataclasses
 import math
 
 import jax
@@ -11,6 +19,135 @@ from cnnlab.heads import HEADS
 from cnnlab.train import names
 from cnnlab.train.losses import SIDE_SCHEDULES
 from cnnlab.train.optim import DECAY_ON, OPTIMIZERS, SCHEDULES, WARMUPS
+
+
+class Section:
+    """A config section read into a frozen dataclass: every field is a key of the section."""
+
+    @classmethod
+    def of(cls, node):
+        """The section `node` (a ConfigDict, or the dict a run saved) as this dataclass."""
+        return cls(**{f.name: _plain(node[f.name]) for f in dataclasses.fields(cls)})
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _plain(value):
+    """ConfigDicts -> dicts, lists -> tuples (a section is frozen and hashable where it can)."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec(Section):
+    name: str  # a name in cnnlab.models.available()
+    kwargs: dict  # the model's fields
+    binary: bool  # two classes -> one sigmoid logit
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec(Section):
+    name: str
+    data_dir: str  # '' = the default data dir
+    batch_size: int  # global, split over the devices
+    image_size: int  # 0 = as stored
+    augment: bool
+    classes: tuple  # () = all
+    train_per_class: int  # 0 = all
+    val_per_class: int  # 0 = no validation split
+    synthetic: dict  # SyntheticSource's arguments, for name 'synthetic'
+
+    @property
+    def resize(self) -> int | None:
+        """The side images are resized to, or None for as stored."""
+        return self.image_size or None
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSpec(Section):
+    optimizer: str
+    lr: float  # peak lr at lr_batch examples per step
+    lr_batch: int  # 0 = lr as it is
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    weight_decay_on: str
+    schedule: str
+    step_boundaries: tuple
+    warmup_steps: int
+    warmup: str
+    warmup_factor: float
+
+    def peak_lr(self, batch_size: int) -> float:
+        """`lr` at `lr_batch` examples, scaled linearly to `batch_size` (Goyal et al.);
+        `lr_batch=0` takes `lr` as it is."""
+        return self.lr * batch_size / self.lr_batch if self.lr_batch else self.lr
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec(Section):
+    label_smoothing: float
+    side_taps: tuple
+    side_head: str
+    side_weight: float
+    side_schedule: str
+    side_gamma: float
+    side_drop_step: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec(Section):
+    steps: int
+    eval_every: int  # also the checkpoint interval
+    log_every: int
+    keep_checkpoints: int
+    best_metric: str
+    best_mode: str
+    patience: int  # early stopping on validation loss (0: off)
+    min_delta: float
+    compute_dtype: str
+    ema_decay: float
+    train_subset: int
+    precise_bn: bool
+
+    @property
+    def best_rule(self) -> tuple[str, str]:
+        """(metric, mode) of the checkpoint a run keeps besides its last N: with early stopping
+        (patience > 0) the best validation loss, where the run ends; else best_metric by
+        best_mode."""
+        return ("val_loss", "min") if self.patience else (self.best_metric, self.best_mode)
+
+
+SECTIONS = {"model": ModelSpec, "data": DataSpec, "optim": OptimSpec, "loss": LossSpec,
+            "train": TrainSpec}  # fmt: skip
+
+
+def _complete(c) -> None:
+    """Each section has exactly the keys base.py defines (a typo is not silently ignored)."""
+    for name, section in SECTIONS.items():
+        node = c.get(name)
+        if not hasattr(node, "keys"):
+            raise ConfigError(
+                f"config.{name} is missing; start from experiments/configs/base.py, which "
+                f"defines every key"
+            )
+        missing = [k for k in section.keys() if k not in node]
+        if missing:
+            raise ConfigError(
+                f"config.{name} lacks {missing}; start from experiments/configs/base.py "
+                f"(base.get_config()), which defines every key with its default"
+            )
+        unknown = sorted(set(node.keys()) - set(section.keys()))
+        if unknown:
+            raise ConfigError(
+                f"config.{name} has {unknown}, which no code reads; its keys are "
+                f"{list(section.keys())}"
+            )
+    if "seed" not in c:
+        raise ConfigError("config.seed is missing; start from experiments/configs/base.py")
 
 
 def _choice(key: str, value, allowed) -> None:
@@ -30,6 +167,7 @@ def _finite(node, prefix: str = "config") -> None:
 def validate(c) -> None:
     """Check a training config before any data or compile work (in this order: the model, the
     choices and counts, the numeric ranges, the forms of tuples and flags, the data)."""
+    _complete(c)
     _finite(c)
     _number(c, "seed", int)
     _check_model(c)
@@ -56,17 +194,17 @@ def _check_model(c) -> None:
 def _check_choices_and_counts(c) -> None:
     _choice("optim.optimizer", c.optim.optimizer, OPTIMIZERS)
     _choice("optim.schedule", c.optim.schedule, SCHEDULES)
-    _choice("optim.warmup", c.optim.get("warmup", "linear"), WARMUPS)
-    _choice("optim.weight_decay_on", c.optim.get("weight_decay_on", "kernels"), DECAY_ON)
+    _choice("optim.warmup", c.optim.warmup, WARMUPS)
+    _choice("optim.weight_decay_on", c.optim.weight_decay_on, DECAY_ON)
     for key in ("optim.warmup_steps", "optim.lr_batch", "train.train_subset", "train.patience",
                 "data.train_per_class", "data.val_per_class", "loss.side_drop_step"):  # fmt: skip
-        if _number(c, key, int, default=0) < 0:
+        if _number(c, key, int) < 0:
             raise ConfigError(f"config.{key}={_get(c, key)} must be >= 0 (0 = off)")
     _choice("loss.side_schedule", c.loss.side_schedule, SIDE_SCHEDULES)
     _choice("loss.side_head", c.loss.side_head, HEADS)
     _choice("train.compute_dtype", c.train.compute_dtype, ("float32", "bfloat16"))
-    _choice("train.best_mode", c.train.get("best_mode", "max"), ("max", "min"))
-    if int(c.train.get("patience", 0)) and not int(c.data.get("val_per_class", 0)):
+    _choice("train.best_mode", c.train.best_mode, ("max", "min"))
+    if c.train.patience and not c.data.val_per_class:
         raise ConfigError(
             "config.train.patience > 0 (early stopping) needs a validation split; set "
             "config.data.val_per_class (examples per class held out of train)"
@@ -82,25 +220,25 @@ def _check_choices_and_counts(c) -> None:
 
 
 def _check_ranges(c) -> None:
-    for key, low, high, what, default in (  # default: what the code uses when a key is absent
-        ("optim.lr", 0.0, math.inf, "> 0 and finite", None),
-        ("optim.weight_decay", -1e-300, math.inf, ">= 0 and finite", None),
-        ("optim.momentum", -1e-300, 1.0, "in [0, 1)", None),
-        ("loss.label_smoothing", -1e-300, 1.0, "in [0, 1)", None),
-        ("loss.side_weight", -1e-300, math.inf, ">= 0 and finite", None),
-        ("loss.side_gamma", -1e-300, math.inf, ">= 0 and finite", None),
-        ("train.min_delta", -1e-300, math.inf, ">= 0 and finite", 0.0),
-        ("optim.warmup_factor", 0.0, 1.0 + 1e-12, "in (0, 1]", 0.1),
-        ("train.ema_decay", -1e-300, 1.0, "in [0, 1) (0 = off)", 0.0),
+    for key, low, high, what in (
+        ("optim.lr", 0.0, math.inf, "> 0 and finite"),
+        ("optim.weight_decay", -1e-300, math.inf, ">= 0 and finite"),
+        ("optim.momentum", -1e-300, 1.0, "in [0, 1)"),
+        ("loss.label_smoothing", -1e-300, 1.0, "in [0, 1)"),
+        ("loss.side_weight", -1e-300, math.inf, ">= 0 and finite"),
+        ("loss.side_gamma", -1e-300, math.inf, ">= 0 and finite"),
+        ("train.min_delta", -1e-300, math.inf, ">= 0 and finite"),
+        ("optim.warmup_factor", 0.0, 1.0 + 1e-12, "in (0, 1]"),
+        ("train.ema_decay", -1e-300, 1.0, "in [0, 1) (0 = off)"),
     ):
-        if not low < _number(c, key, float, default=default) < high:
+        if not low < _number(c, key, float) < high:
             raise ConfigError(f"config.{key}={_get(c, key)} must be {what}")
-    if _number(c, "train.ema_decay", float, default=0.0) and not c.train.get("train_subset"):
+    if c.train.ema_decay and not c.train.train_subset:
         raise ConfigError(
             "config.train.ema_decay > 0 needs config.train.train_subset > 0: the weight "
             "average's BatchNorm statistics are recomputed over those training images"
         )
-    metric = c.train.get("best_metric", "accuracy")
+    metric = c.train.best_metric
     if not names.RECORDED.fullmatch(str(metric)):
         raise ConfigError(
             f"config.train.best_metric={metric!r} is not a metric a run records; use 'accuracy', "
@@ -110,7 +248,7 @@ def _check_ranges(c) -> None:
 
 def _check_forms(c) -> None:
     for key in ("data.augment", "model.binary", "optim.nesterov", "train.precise_bn"):
-        if not isinstance(_get(c, key, False), bool):
+        if not isinstance(_get(c, key), bool):
             raise ConfigError(f"config.{key}={_get(c, key)!r} must be True or False")
     taps = c.loss.side_taps
     if isinstance(taps, str) or not all(isinstance(t, str) for t in taps):
@@ -118,7 +256,7 @@ def _check_forms(c) -> None:
             f"config.loss.side_taps={taps!r} must be a tuple of feature names, e.g. "
             f"'stage1,stage2' or () for none"
         )
-    bounds = c.optim.get("step_boundaries", ())
+    bounds = c.optim.step_boundaries
     if c.optim.schedule == "step" and not (
         all(isinstance(b, (int, float)) and 0 < b < 1 for b in bounds)
         and list(bounds) == sorted(bounds)
@@ -132,7 +270,7 @@ def _check_forms(c) -> None:
 def _check_data(c) -> None:
     if c.data.name == "synthetic":
         _check_synthetic(c.data.synthetic)
-    classes = c.data.get("classes", ())
+    classes = c.data.classes
     if isinstance(classes, str) or not all(isinstance(k, int) for k in classes):
         raise ConfigError(
             f"config.data.classes={classes!r} must be a tuple of integer labels, e.g. '(5,6,7)'"
@@ -173,13 +311,13 @@ def _check_synthetic(s) -> None:
             raise ConfigError(f"config.data.synthetic.{key}={value!r} must be an integer >= {low}")
 
 
-def _get(c, key: str, default=None):
-    return dotted.get(c, key, default)
+def _get(c, key: str):
+    return dotted.get(c, key)
 
 
-def _number(c, key: str, kind, default=None):
+def _number(c, key: str, kind):
     """config.<key> as an int or float, or a ConfigError naming the key."""
-    value = _get(c, key, default)
+    value = _get(c, key)
     try:
         if isinstance(value, bool):
             raise TypeError

@@ -11,19 +11,20 @@ import numpy as np
 from cnnlab import data, distributed
 from cnnlab.paths import path_str
 from cnnlab.train import names
+from cnnlab.train.config import DataSpec
 from cnnlab.train.precise_bn import precise_batch_stats
 from cnnlab.train.spec import RunSpec
 
 
-def evaluate(eval_fn, state, ds, spec: RunSpec, split: str = "test", limit=None) -> dict:
-    """Mean loss/accuracy per head over a split (its first `limit` examples if given), every
-    process taking its slice."""
+def evaluate(eval_fn, state, ds, data_spec: DataSpec, split: str = "test", limit=None) -> dict:
+    """Mean loss/accuracy per head over a split (its first `limit` examples if given) in global
+    batches of `data_spec.batch_size`, every process taking its slice."""
     sums = None
     mesh = distributed.data_mesh()
     batches = data.eval_batches(
         ds,
-        distributed.local_batch_size(spec.batch_size),
-        image_size=spec.image_size,
+        distributed.local_batch_size(data_spec.batch_size),
+        image_size=data_spec.resize,
         split=split,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
@@ -43,7 +44,7 @@ class RecomputeBN:
     tracked. Jitted once per run; the images are read on first use."""
 
     def __init__(self, spec: RunSpec, ds, apply_fn, mesh, fn=None):
-        n = min(spec.train_subset, len(ds.train))
+        n = min(spec.train.train_subset, len(ds.train))
         self.n = n - n % jax.device_count()  # one global batch split over the devices
         self.spec, self.ds, self.mesh, self.images = spec, ds, mesh, None
         self.fn = fn or jax.jit(  # `fn`: another instance's, for runs of one model (seeds)
@@ -57,7 +58,7 @@ class RecomputeBN:
             batch = data.eval_batches(
                 self.ds,
                 self.n // jax.process_count(),
-                image_size=self.spec.image_size,
+                image_size=self.spec.data.resize,
                 split="train",
                 process_index=jax.process_index(),
                 process_count=jax.process_count(),
@@ -75,7 +76,7 @@ class Evaluator:
         self.spec, self.ds, self.eval_fn, self.recompute = spec, ds, eval_fn, recompute
 
     def test(self, state, split: str = "test", limit=None) -> dict:
-        return evaluate(self.eval_fn, state, self.ds, self.spec, split, limit)
+        return evaluate(self.eval_fn, state, self.ds, self.spec.data, split, limit)
 
     def ema(self, state) -> dict:
         """Test metrics of the parameters' moving average (`ema/...`), with BN statistics
@@ -89,11 +90,11 @@ class Evaluator:
         """Extra metrics of the last step: eval-mode metrics on the first `train_subset`
         training images (`train_subset/...`, unaugmented) and, with `precise_bn`, test and
         subset metrics with BN statistics recomputed over them (`precise_bn/...`)."""
-        n = min(self.spec.train_subset, len(self.ds.train))
+        n = min(self.spec.train.train_subset, len(self.ds.train))
         if not n:
             return {}
         out = names.prefixed(names.TRAIN_SUBSET, self.test(state, "train", n))
-        if not self.spec.precise_bn or not self.recompute.n:
+        if not self.spec.train.precise_bn or not self.recompute.n:
             return out
         precise = self.recompute(state, state.params)
         out.update(names.prefixed(names.PRECISE_BN, self.test(precise)))

@@ -18,7 +18,7 @@ from cnnlab.train import names
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import check_model
 from cnnlab.train.evaluation import Evaluator, RecomputeBN, non_finite
-from cnnlab.train.optim import make_optimizer, peak_lr
+from cnnlab.train.optim import make_optimizer
 from cnnlab.train.spec import RunSpec
 from cnnlab.train.step import TrainState, eval_step, train_step
 from cnnlab.train.writer import MetricWriter
@@ -44,56 +44,57 @@ class TrainResult:
     lanes: int = 1
 
 
-def build_model(c, ds):
-    kwargs = dict(c.model.kwargs)
+def build_model(spec: RunSpec, ds):
+    """The spec's model for dataset `ds` (its classes), with the spec's side heads."""
+    m = spec.model
     return models.create(
-        c.model.name,
-        num_classes=1 if ds.num_classes == 2 and c.model.binary else ds.num_classes,
-        side_taps=tuple(c.loss.side_taps),
-        side_head=c.loss.side_head,
-        **kwargs,
+        m.name,
+        num_classes=1 if ds.num_classes == 2 and m.binary else ds.num_classes,
+        side_taps=spec.loss.side_taps,
+        side_head=spec.loss.side_head,
+        **m.kwargs,
     )
 
 
-def input_shape(c, ds) -> tuple[int, int, int]:
-    size = c.data.image_size
+def input_shape(spec: RunSpec, ds) -> tuple[int, int, int]:
+    size = spec.data.image_size
     return (size, size, ds.image_shape[2]) if size else tuple(ds.image_shape)
 
 
-def init_variables(c, model, ds) -> dict:
-    """The model's variables initialised from `c.seed` for the config's input shape."""
-    x = np.zeros((1, *input_shape(c, ds)), np.float32)
-    return jax.jit(model.init)(jax.random.key(c.seed), x)
+def init_variables(spec: RunSpec, model, ds) -> dict:
+    """The model's variables initialised from the spec's seed for its input shape."""
+    x = np.zeros((1, *input_shape(spec, ds)), np.float32)
+    return jax.jit(model.init)(jax.random.key(spec.seed), x)
 
 
-def initial_state(c, model, ds, tx):
+def initial_state(spec: RunSpec, model, ds, tx):
     """Freshly initialised train state (`fit` places it on the devices)."""
-    variables = init_variables(c, model, ds)
-    return TrainState.create(model.apply, variables, tx, ema=c.train.get("ema_decay", 0.0) > 0)
+    variables = init_variables(spec, model, ds)
+    return TrainState.create(model.apply, variables, tx, ema=spec.train.ema_decay > 0)
 
 
-def open_dataset(c) -> data.Dataset:
-    """The config's dataset as stored (every class, every example)."""
-    return data.load(c.data.name, c.data.data_dir or None, dict(c.data.synthetic))
+def open_dataset(spec: RunSpec) -> data.Dataset:
+    """The spec's dataset as stored (every class, every example)."""
+    d = spec.data
+    return data.load(d.name, d.data_dir or None, d.synthetic)
 
 
-def load_data(c, opened: data.Dataset | None = None) -> data.Dataset:
-    """The config's dataset (`opened`: what `open_dataset(c)` returned before), restricted to
-    data.classes with few-shot/val splits drawn with c.seed if asked."""
-    ds = open_dataset(c) if opened is None else opened
-    return data.subset(
-        ds, c.data.classes, c.data.train_per_class, c.data.val_per_class, seed=c.seed
-    )
+def load_data(spec: RunSpec, opened: data.Dataset | None = None) -> data.Dataset:
+    """The spec's dataset (`opened`: what `open_dataset(spec)` returned before), restricted to
+    data.classes with few-shot/val splits drawn with the spec's seed if asked."""
+    ds = open_dataset(spec) if opened is None else opened
+    d = spec.data
+    return data.subset(ds, d.classes, d.train_per_class, d.val_per_class, seed=spec.seed)
 
 
 def train_iterator(spec: RunSpec, ds: data.Dataset):
     """This process's endless training batches for the run (seeded order and augmentation)."""
     return data.train_iterator(
         ds,
-        distributed.local_batch_size(spec.batch_size),
+        distributed.local_batch_size(spec.data.batch_size),
         spec.seed,
-        image_size=spec.image_size,
-        augment=spec.augment,
+        image_size=spec.data.resize,
+        augment=spec.data.augment,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
@@ -105,11 +106,11 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
     `hook(step, state, metrics)`, if given, runs after every step (e.g. diagnostics).
     """
     spec = RunSpec.of(c)  # validates c before anything is read or written
-    ds = load_data(c)
-    model = build_model(c, ds)
-    check_model(model, input_shape(c, ds))
-    tx, schedule = make_optimizer(c.optim, spec.steps, peak_lr(c.optim, spec.batch_size))
-    state = initial_state(c, model, ds, tx)
+    ds = load_data(spec)
+    model = build_model(spec, ds)
+    check_model(model, input_shape(spec, ds))
+    tx, schedule = make_optimizer(spec.optim, spec.steps, spec.peak_lr)
+    state = initial_state(spec, model, ds, tx)
     return fit(spec, workdir, ds, model, state, schedule, progress=progress, hook=hook)
 
 
@@ -164,7 +165,7 @@ class Lane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.it = train_iterator(spec, ds)
         self.ckpt = Checkpointer(
-            self.workdir / "checkpoints", spec.keep_checkpoints, spec.best_metric, spec.best_mode
+            self.workdir / "checkpoints", spec.train.keep_checkpoints, *spec.train.best_rule
         )
         self.history, self.final, self.error, self.writer = {}, {}, None, None
 
@@ -195,7 +196,7 @@ class Lane:
         loss = float(metrics["total_loss"])
         if not math.isfinite(loss):
             raise NonFiniteLoss(_stopped(f"loss ({loss}) in training", step + 1, self.ckpt))
-        if not due(step, self.spec.log_every, self.spec.steps):
+        if not due(step, self.spec.train.log_every, self.spec.steps):
             return None
         m = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
         self.writer.write(step + 1, "train", {**m, "lr": lr})
@@ -210,8 +211,8 @@ class Lane:
         if val is not None:
             self.writer.write(step, "val", val)
             metrics.update(names.prefixed(names.VAL, val))
-            spec = self.spec
-            _early_stop(self.history, val["loss"], step, spec.patience, spec.min_delta)
+            t = self.spec.train
+            _early_stop(self.history, val["loss"], step, t.patience, t.min_delta)
         bad = non_finite(metrics, state)
         if bad:  # a checkpoint is only good when it evaluates finite
             raise NonFiniteLoss(_stopped(bad, step, self.ckpt))
@@ -230,7 +231,7 @@ class Lane:
         a run that had already finished, its saved metrics. -> (state, metrics)."""
         self.ckpt.wait()
         best = self.history.get("best_step")
-        if self.spec.patience and best and best != int(state.step):
+        if self.spec.train.patience and best and best != int(state.step):
             state, saved = self.ckpt.restore(best, state)
             return state, saved["metrics"]
         final = self.final
@@ -293,7 +294,7 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
             bar.set_postfix(loss=f"{shown['loss']:.3f}", acc=f"{shown['accuracy']:.3f}",
                             img_s=f"{rate:.0f}")  # fmt: skip
         bar.update(1)
-        if not due(step, lanes[0].spec.eval_every, steps):
+        if not due(step, lanes[0].spec.train.eval_every, steps):
             continue
         t_eval = time.perf_counter()
         evaluated = []
@@ -328,9 +329,9 @@ def fit(
     """Run `spec.steps` train steps from `state` (or from workdir's newest checkpoint that
     restores) with evaluations.
 
-    Every `spec.eval_every` steps: test metrics, plus `val_*` metrics when `ds` has a validation
-    split, and a checkpoint. With `spec.patience` > 0, training stops after that many evals
-    without a `spec.min_delta` drop in val loss and the best-val-loss state is restored.
+    Every `spec.train.eval_every` steps: test metrics, plus `val_*` metrics when `ds` has a
+    validation split, and a checkpoint. With `spec.train.patience` > 0, training stops after that
+    many evals without a `min_delta` drop in val loss and the best-val-loss state is restored.
     `hook(step, state, metrics)` runs after every step; a hook with `needs_layer_grad_norms`
     gets per-kernel gradient norms in `metrics`.
     """
@@ -349,7 +350,7 @@ def fit(
     start, state = lane.resume(state)
     lane.open(start)
     base_rng = jax.random.key(spec.seed + 1)
-    bar = progress_bar(spec, start, progress, desc or f"train {spec.model_name}")
+    bar = progress_bar(spec, start, progress, desc or f"train {spec.model.name}")
     finished = False
     try:
         state, timing, times = drive(

@@ -31,18 +31,12 @@ def decay_mask(on: str = "kernels"):
     )
 
 
-def peak_lr(optim, batch_size: int) -> float:
-    """`optim.lr` at `optim.lr_batch` examples, scaled linearly to `batch_size` (Goyal et al.);
-    `lr_batch=0` takes `optim.lr` as it is."""
-    ref = int(optim.get("lr_batch", 0))
-    return optim.lr * batch_size / ref if ref else optim.lr
-
-
 def make_schedule(c, total_steps: int, lr: float | None = None):
     """Warm-up over `c.warmup_steps` (linear from 0, or constant at `c.warmup_factor`·lr), then
-    `c.schedule` over the remaining steps; 'cosine' and 'linear' reach 0 at `total_steps`."""
+    `c.schedule` over the remaining steps; 'cosine' and 'linear' reach 0 at `total_steps`.
+    `c` is an OptimSpec (cnnlab.train.config), `lr` the peak lr (default `c.lr`)."""
     lr = c.lr if lr is None else lr
-    warm = int(c.get("warmup_steps", 0))
+    warm = c.warmup_steps
     rest = max(total_steps - warm, 1)
     if c.schedule == "constant":
         main = optax.constant_schedule(lr)
@@ -57,20 +51,20 @@ def make_schedule(c, total_steps: int, lr: float | None = None):
         raise ValueError(f"config.optim.schedule must be one of {SCHEDULES}; got {c.schedule!r}")
     if not warm:
         return main
-    mode = c.get("warmup", "linear")
+    mode = c.warmup
     if mode == "linear":
         ramp = optax.linear_schedule(0.0, lr, warm)
     elif mode == "constant":
-        ramp = optax.constant_schedule(lr * c.get("warmup_factor", 0.1))
+        ramp = optax.constant_schedule(lr * c.warmup_factor)
     else:
         raise ValueError(f"config.optim.warmup must be one of {WARMUPS}; got {mode!r}")
     return optax.join_schedules([ramp, main], [warm])
 
 
 def make_optimizer(c, total_steps: int, lr: float | None = None):
-    """-> (optax transformation, schedule) from config.optim (peak lr `lr` if given)."""
+    """-> (optax transformation, schedule) from an OptimSpec (peak lr `lr` if given)."""
     schedule = make_schedule(c, total_steps, lr)
-    mask = decay_mask(c.get("weight_decay_on", "kernels"))
+    mask = decay_mask(c.weight_decay_on)
     if c.optimizer == "sgd":
         tx = optax.chain(
             optax.add_decayed_weights(c.weight_decay, mask=mask),
