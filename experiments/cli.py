@@ -18,7 +18,6 @@ import importlib.util
 import os
 import re
 import sys
-import threading
 from pathlib import Path
 
 import ml_collections
@@ -210,35 +209,6 @@ def describe_os_error(e: OSError) -> str:
     return f"{e.strerror or e}{where}: {advice}"
 
 
-class _DropLoopClosedNoise:
-    """sys.stderr without the tracebacks ending `RuntimeError: Event loop is closed` that
-    TensorStore callbacks print from other threads after orbax failed to read a damaged
-    checkpoint (the failure itself is reported as one line). Everything else passes through.
-    A traceback is held per thread (several threads print theirs at once) until its last line."""
-
-    NOISE = "RuntimeError: Event loop is closed"
-
-    def __init__(self, stream):
-        self.stream, self.lock, self.local = stream, threading.Lock(), threading.local()
-
-    def write(self, text: str) -> int:
-        block = getattr(self.local, "block", None)
-        if block is None and not text.startswith("Traceback (most recent call last)"):
-            with self.lock:
-                return self.stream.write(text)
-        block = (block or "") + text
-        lines = [line for line in block.splitlines() if line.strip()]
-        done = block.endswith("\n") and not lines[-1].startswith((" ", "Traceback"))
-        self.local.block = None if done else block
-        if done and (lines[-1].strip() != self.NOISE or "During handling" in block):
-            with self.lock:
-                self.stream.write(block)
-        return len(text)
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
 def run(main, default_config: str | None = None) -> None:
     """absl's app.run with the parser above and one-line errors from `main`."""
 
@@ -256,6 +226,4 @@ def run(main, default_config: str | None = None) -> None:
                 fail(describe_os_error(e))
             fail(f"unexpected {type(e).__name__}: {e} (a bug: re-run with --debug and report it)")
 
-    if not _debugging(sys.argv):
-        sys.stderr = _DropLoopClosedNoise(sys.stderr)
     app.run(guarded, flags_parser=lambda argv: parse_flags(argv, default_config))

@@ -7,8 +7,11 @@ paths, never orbax's silent pad/truncate.
 """
 
 import contextlib
+import gc
 import logging
 import shutil
+import sys
+import time
 from pathlib import Path
 
 import grain
@@ -26,45 +29,73 @@ def _shapes(tree) -> dict[str, tuple]:
     return {path_str(p): tuple(getattr(v, "shape", ())) for p, v in flat}
 
 
-class _UnretrievedReadErrors(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" records (a traceback each) for
-    TensorStore reads of a checkpoint step being restored. When a damaged step fails to
-    restore, orbax raises the first error and the sibling read tasks' errors are logged when
-    the tasks are garbage-collected, at a moment nobody chooses; the failure itself is
-    reported once, by whoever called restore. A record is dropped when it names a step being
-    read, or, once a step has failed to restore, when it is a TensorStore error (its message
-    carries `tensorstore_spec=`; some name the store by a spec that does not spell the step's
-    path). Records about anything else pass."""
+class _LateReads(logging.Filter):
+    """The late reports of one failed checkpoint read (see `reading`): asyncio's "Task exception
+    was never retrieved" records for TensorStore reads (they name the step's path, or the store
+    by a `tensorstore_spec=`) and `RuntimeError: Event loop is closed` through
+    sys.unraisablehook. Counts what it drops, so that `settle` can wait for the stragglers."""
 
-    MESSAGE = "Task exception was never retrieved"
+    NEVER_RETRIEVED = "Task exception was never retrieved"
     TENSORSTORE = "tensorstore_spec="
+    LOOP_CLOSED = "Event loop is closed"
 
-    def __init__(self):
+    def __init__(self, path: str, previous_hook):
         super().__init__()
-        self.paths: set[str] = set()
+        self.path, self.previous_hook, self.dropped = path, previous_hook, 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        if not text.startswith(self.MESSAGE) or not self.paths:
+        if not text.startswith(self.NEVER_RETRIEVED):
             return True
         if record.exc_info and record.exc_info[1] is not None:
             text += str(record.exc_info[1])
-        return not (self.TENSORSTORE in text or any(p in text for p in self.paths))
+        if self.TENSORSTORE in text or self.path in text:
+            self.dropped += 1
+            return False
+        return True
 
+    def unraisablehook(self, unraisable) -> None:
+        e = unraisable.exc_value
+        if isinstance(e, RuntimeError) and str(e) == self.LOOP_CLOSED:
+            self.dropped += 1
+            return
+        self.previous_hook(unraisable)
 
-_read_errors = _UnretrievedReadErrors()
-logging.getLogger("asyncio").addFilter(_read_errors)
+    def settle(self, quiet_s: float = 0.1, limit_s: float = 5.0) -> None:
+        """Wait until no late report came for `quiet_s` (at most `limit_s`), then collect the
+        abandoned read tasks, so that their reports arrive while this read's filters hold."""
+        end, seen = time.monotonic() + limit_s, None
+        while seen != self.dropped and time.monotonic() < end:
+            seen = self.dropped
+            time.sleep(quiet_s)
+        gc.collect()
 
 
 @contextlib.contextmanager
 def reading(step_dir):
-    """Around every read of `step_dir` (its arrays' metadata and the restore): its read tasks'
-    late, unretrieved errors are not logged (see _UnretrievedReadErrors). Kept after a failed
-    read (the tasks are collected later); forgotten after a successful one."""
-    path = str(Path(step_dir).absolute())
-    _read_errors.paths.add(path)
-    yield
-    _read_errors.paths.discard(path)
+    """Around one read of a checkpoint step (its arrays' metadata, or the restore).
+
+    Why it exists: when a damaged step fails to read, orbax raises the first error while the
+    step's other TensorStore reads are still in flight. They finish on TensorStore's threads
+    after orbax has closed its event loop, and each reports `RuntimeError: Event loop is
+    closed` through sys.unraisablehook (a bare traceback on stderr, up to about a hundred);
+    their asyncio tasks, when collected, log "Task exception was never retrieved" with another
+    traceback. The failure itself is reported once, by whoever called restore. So, for this
+    read only, those two reports are dropped (anything else passes to the hooks installed
+    before), and after a failed read this waits until the stragglers stop and collects the
+    abandoned tasks before the hooks are put back. Nothing is installed at import time."""
+    late = _LateReads(str(Path(step_dir).absolute()), sys.unraisablehook)
+    log = logging.getLogger("asyncio")
+    sys.unraisablehook = late.unraisablehook
+    log.addFilter(late)
+    try:
+        yield
+    except BaseException:
+        late.settle()
+        raise
+    finally:
+        log.removeFilter(late)
+        sys.unraisablehook = late.previous_hook
 
 
 def _data_items(data_iter) -> dict:
