@@ -319,3 +319,32 @@ def test_jit_grad_and_dtypes(rng, layer):
 def test_bad_input_rank_is_a_clear_error():
     with pytest.raises(ValueError, match=r"expects NHWC input .* got shape \(6, 6, 3\)"):
         L.Conv(4).init(jax.random.key(0), jnp.zeros((6, 6, 3)))
+
+
+def test_group_norm_follows_its_group_rule_and_normalises_each_group():
+    """Wu & He's 32 groups where the channels allow, at least 2 channels per group; each
+    example's group (H, W, its channels) normalised to mean 0, variance 1 (numpy reference);
+    LayerNorm is one group; 'none' is the identity and asks its conv for a bias."""
+    assert [L.group_count(c) for c in (3, 4, 16, 24, 32, 64, 96, 256)] == [
+        1, 2, 8, 12, 16, 32, 32, 32,
+    ]  # fmt: skip
+    x = np.random.default_rng(0).normal(2.0, 3.0, (2, 4, 4, 16)).astype(np.float32)
+
+    def reference(groups):
+        g = x.reshape(2, 4, 4, groups, 16 // groups)
+        mean, var = g.mean((1, 2, 4), keepdims=True), g.var((1, 2, 4), keepdims=True)
+        return ((g - mean) / np.sqrt(var + 1e-5)).reshape(x.shape)
+
+    for kind, groups in (("group", 8), ("layer", 1)):
+        norm = L.norm_layer(kind)(use_running_average=True)
+        v = norm.init(jax.random.key(0), x)
+        assert set(v) == {"params"}  # no running statistics
+        assert jax.tree.map(jnp.shape, v["params"]) == {"scale": (16,), "bias": (16,)}
+        np.testing.assert_allclose(norm.apply(v, x), reference(groups), rtol=1e-4, atol=1e-4)
+    none = L.norm_layer("none")(use_running_average=True)
+    assert none.init(jax.random.key(0), x) == {} and (none.apply({}, x) == x).all()
+    assert L.conv_bias(L.norm_layer("none")) and not L.conv_bias(L.norm_layer("group"))
+    with pytest.raises(ValueError, match="norm must be one of"):
+        L.norm_layer("instance")
+    with pytest.raises(ValueError, match="norm='none' has no scale to zero-initialise"):
+        L.norm_layer("none")(use_running_average=True, scale_init=jax.nn.initializers.zeros)

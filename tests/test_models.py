@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import cnnlab
+from cnnlab import layers as L
 from cnnlab import models
 
 # Trainable parameters of the reference implementations (BatchNorm running stats excluded).
@@ -294,3 +295,55 @@ def test_resnet20_macs_by_hand():
         + 64 * 10  # classifier
     )  # fmt: skip
     assert summary_of("resnet20").conv_dense_macs == hand == 40_551_040
+
+
+def test_every_norm_kind_has_the_hand_counted_parameters():
+    """ResNet-20 has 19 norm layers (the stem's and two per block) over 16 + 6·16 + 6·32 + 6·64
+    = 688 channels: BatchNorm brings 2·688 trainable parameters and 2·688 statistics, GroupNorm
+    and LayerNorm the same 2·688 trainable and no statistics; 'none' drops them and gives each
+    of the 19 convs before a norm a bias instead (688)."""
+    counts = {}
+    for norm in L.NORMS:
+        m = models.create("resnet20", norm=norm)
+        v = jax.eval_shape(lambda m=m: m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+        size = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+        counts[norm] = (size(v["params"]), size(v.get("batch_stats", {})))
+    convs_and_head = 269_722 - 2 * 688  # the paper's 0.27M: test_parameter_count_matches_...
+    assert counts == {
+        "batch": (convs_and_head + 2 * 688, 2 * 688),
+        "group": (convs_and_head + 2 * 688, 0),
+        "layer": (convs_and_head + 2 * 688, 0),
+        "none": (convs_and_head + 688, 0),
+    }
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v1", "mobilenet_v2", "efficientnet_b0",
+                                  "generic", "mini_xception"])  # fmt: skip
+def test_every_family_with_batchnorm_takes_the_other_norms(name):
+    """No BatchNorm statistics left with group norm, and with 'none' no norm parameters at all."""
+    shape = models.spec(name).input_shape
+    for norm, leftover in (("group", "norm"), ("none", "norm")):
+        m = models.create(name, norm=norm)
+        v = jax.eval_shape(lambda m=m: m.init(jax.random.key(0), jnp.zeros((1, *shape))))
+        assert "batch_stats" not in v, (name, norm)
+        paths = ["/".join(map(str, p)) for p, _ in jax.tree_util.tree_flatten_with_path(v)[0]]
+        names = [p for p in paths if leftover in p.split("/")[-2]]
+        assert bool(names) == (norm != "none"), (name, norm, names[:3])
+
+
+def test_he_init_is_torchvision_kaiming_normal_fan_out():
+    """conv_init='he': conv kernels from an untruncated normal with variance 2/fan_out, fan_out =
+    k·k·C_out (torchvision's kaiming_normal_(mode='fan_out')); 'lecun' is flax's truncated
+    normal with variance 1/fan_in, cut at 2 of the untruncated normal's standard deviations
+    (that normal's std is the truncated one's / 0.8796)."""
+    x = jnp.zeros((1, 32, 32, 3))
+    for init, std, cut in (("he", np.sqrt(2 / (3 * 3 * 64)), False),
+                           ("lecun", np.sqrt(1 / (3 * 3 * 64)), True)):  # fmt: skip
+        m = models.create("resnet20", conv_init=init)
+        kernel = np.asarray(jax.jit(m.init)(jax.random.key(0), x)["params"]["stage3_block2"][
+            "conv1"]["kernel"])  # fmt: skip
+        assert kernel.shape == (3, 3, 64, 64)
+        assert kernel.std() == pytest.approx(std, rel=0.03), init
+        assert (np.abs(kernel).max() <= 2 * std / 0.87962566 * 1.001) == cut, init  # 36,864
+    with pytest.raises(ValueError, match="conv_init must be one of"):
+        models.create("resnet20", conv_init="xavier").init(jax.random.key(0), x)

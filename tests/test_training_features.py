@@ -161,3 +161,26 @@ def _flat(tree, prefix=()):
             yield from _flat(v, (*prefix, k))
         else:
             yield (*prefix, k), v
+
+
+def test_a_model_without_batch_statistics_trains_and_skips_what_needs_them(tmp_path):
+    """GroupNorm keeps no running statistics: the run trains, the weight average is evaluated
+    as it is (nothing to recompute) and PreciseBN adds no metrics; bad norm settings are
+    one-line config errors before training."""
+    c = tiny_config(ema_decay=0.9, precise_bn=True)
+    c.model.kwargs.norm = "group"
+    result = train.train(c, tmp_path / "run", progress=False)
+    m = result.metrics
+    assert not jax.tree.leaves(result.state.batch_stats)
+    assert {"accuracy", "ema/accuracy", "train_subset/accuracy"} <= set(m)
+    assert not [k for k in m if k.startswith("precise_bn/")]
+    assert all(np.isfinite(v) for v in m.values())
+    for kwargs, says in (
+        ({"norm": "instance"}, r"config.model \(CifarResNet\): norm must be one of"),
+        ({"norm": "none", "zero_init_residual": True}, "norm='none' has no scale"),
+    ):
+        bad = tiny_config()
+        bad.model.kwargs.update(kwargs)
+        with pytest.raises(train.ConfigError, match=says):
+            train.train(bad, tmp_path / "bad", progress=False)
+        assert not (tmp_path / "bad" / "checkpoints").exists()

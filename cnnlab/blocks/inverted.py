@@ -13,9 +13,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnlab.blocks.convs import conv_kwargs
 from cnnlab.blocks.drop_path import drop_path
 from cnnlab.blocks.residual import last_norm
-from cnnlab.layers import BatchNorm, DepthwiseConv, PointwiseConv
+from cnnlab.layers import BatchNorm, DepthwiseConv, PointwiseConv, default_kernel_init
 
 
 class SqueezeExcite(nn.Module):
@@ -45,6 +46,7 @@ class InvertedResidual(nn.Module):
     se_ratio: float | None = None  # squeeze channels = int(C_in · se_ratio), as in EfficientNet
     act: Callable = nn.relu6
     norm: Any = BatchNorm
+    kernel_init: Any = default_kernel_init  # of every conv here (models: layers.kernel_init)
     depthwise: Any = DepthwiseConv
     zero_init_residual: bool = False  # project BN scale starts at 0 where the block adds x
     drop_path: float = 0.0  # stochastic depth where the block adds x (cnnlab/blocks/drop_path.py)
@@ -55,13 +57,13 @@ class InvertedResidual(nn.Module):
         residual = self.skip and self.strides == 1 and c_in == self.features
         y = x
         if self.expansion != 1:
-            y = PointwiseConv(c_in * self.expansion, use_bias=False, name="expand")(y)
+            y = PointwiseConv(c_in * self.expansion, **conv_kwargs(self), name="expand")(y)
             y = self.act(self.norm(use_running_average=not train, name="expand_norm")(y))
-        y = self.depthwise(self.kernel_size, self.strides, use_bias=False, name="depthwise")(y)
+        y = self.depthwise(self.kernel_size, self.strides, **conv_kwargs(self), name="depthwise")(y)
         y = self.act(self.norm(use_running_average=not train, name="depthwise_norm")(y))
         if self.se_ratio:
             y = SqueezeExcite(max(1, int(c_in * self.se_ratio)), act=self.act, name="se")(y)
-        y = PointwiseConv(self.features, use_bias=False, name="project")(y)
+        y = PointwiseConv(self.features, **conv_kwargs(self), name="project")(y)
         y = last_norm(self, train, "project_norm", residual)(y)
         if not self.linear_bottleneck:
             y = self.act(y)

@@ -11,7 +11,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.layers import BatchNorm, Conv, DepthwiseConv, PointwiseConv
+from cnnlab.blocks.convs import conv_kwargs
+from cnnlab.layers import BatchNorm, Conv, DepthwiseConv, PointwiseConv, default_kernel_init
 
 
 class DepthwiseSeparableBlock(nn.Module):
@@ -22,13 +23,14 @@ class DepthwiseSeparableBlock(nn.Module):
     kernel_size: int = 3
     act: Callable = nn.relu
     norm: Any = BatchNorm
+    kernel_init: Any = default_kernel_init  # of every conv here (models: layers.kernel_init)
     depthwise: Any = DepthwiseConv  # the k x k conv, as in InvertedResidual and ShuffleUnit
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = self.depthwise(self.kernel_size, self.strides, use_bias=False, name="depthwise")(x)
+        x = self.depthwise(self.kernel_size, self.strides, **conv_kwargs(self), name="depthwise")(x)
         x = self.act(self.norm(use_running_average=not train, name="depthwise_norm")(x))
-        x = PointwiseConv(self.features, use_bias=False, name="pointwise")(x)
+        x = PointwiseConv(self.features, **conv_kwargs(self), name="pointwise")(x)
         return self.act(self.norm(use_running_average=not train, name="pointwise_norm")(x))
 
 

@@ -17,9 +17,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnlab.blocks.convs import conv_kwargs
 from cnnlab.blocks.drop_path import drop_path
 from cnnlab.blocks.shortcut import RESIDUAL_HINT, check_add, materialize, shortcut
-from cnnlab.layers import BatchNorm, Conv, PointwiseConv
+from cnnlab.layers import BatchNorm, Conv, PointwiseConv, default_kernel_init
 
 
 def last_norm(block, train: bool, name: str, has_shortcut: bool):
@@ -44,15 +45,16 @@ class BasicBlock(nn.Module):
     shortcut: str = "projection"  # when the shape changes: 'projection' (B), 'zero_pad' (A)
     conv: Any = Conv  # any conv variant taking (features, kernel_size, strides)
     norm: Any = BatchNorm
+    kernel_init: Any = default_kernel_init  # of every conv here (models: layers.kernel_init)
     act: Callable = nn.relu
     zero_init_residual: bool = False  # last BN scale starts at 0 (only where skip is on)
     drop_path: float = 0.0  # stochastic depth: P(skip the branch) in training (skip=True only)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        y = self.conv(self.features, 3, self.strides, use_bias=False, name="conv1")(x)
+        y = self.conv(self.features, 3, self.strides, **conv_kwargs(self), name="conv1")(x)
         y = self.act(self.norm(use_running_average=not train, name="norm1")(y))
-        y = self.conv(self.features, 3, 1, use_bias=False, name="conv2")(y)
+        y = self.conv(self.features, 3, 1, **conv_kwargs(self), name="conv2")(y)
         y = last_norm(self, train, "norm2", self.skip)(y)  # (B, H/s, W/s, features)
         if self.skip:
             s = shortcut(self, x, y.shape, train)
@@ -71,17 +73,18 @@ class Bottleneck(nn.Module):
     expansion: int = 4
     conv: Any = Conv
     norm: Any = BatchNorm
+    kernel_init: Any = default_kernel_init  # of every conv here (models: layers.kernel_init)
     act: Callable = nn.relu
     zero_init_residual: bool = False
     drop_path: float = 0.0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        y = PointwiseConv(self.features, use_bias=False, name="conv1")(x)
+        y = PointwiseConv(self.features, **conv_kwargs(self), name="conv1")(x)
         y = self.act(self.norm(use_running_average=not train, name="norm1")(y))
-        y = self.conv(self.features, 3, self.strides, use_bias=False, name="conv2")(y)
+        y = self.conv(self.features, 3, self.strides, **conv_kwargs(self), name="conv2")(y)
         y = self.act(self.norm(use_running_average=not train, name="norm2")(y))
-        y = PointwiseConv(self.features * self.expansion, use_bias=False, name="conv3")(y)
+        y = PointwiseConv(self.features * self.expansion, **conv_kwargs(self), name="conv3")(y)
         y = last_norm(self, train, "norm3", self.skip)(y)
         if self.skip:
             s = shortcut(self, x, y.shape, train)

@@ -9,6 +9,7 @@ option B a projection (1x1 strided conv + BN). Shapes that differ cannot be adde
 import jax
 import jax.numpy as jnp
 
+from cnnlab.blocks.convs import conv_kwargs
 from cnnlab.layers import PointwiseConv
 
 SHORTCUTS = ("projection", "zero_pad", "identity")
@@ -42,7 +43,7 @@ def shortcut(block, x: jnp.ndarray, out_shape, train: bool) -> jnp.ndarray:
         return x
     s = block.strides
     if block.shortcut == "projection":  # option B
-        x = PointwiseConv(out_shape[-1], strides=s, use_bias=False, name="proj_conv")(x)
+        x = PointwiseConv(out_shape[-1], strides=s, **conv_kwargs(block), name="proj_conv")(x)
         return block.norm(use_running_average=not train, name="proj_norm")(x)
     # option A: subsample like a stride-s SAME conv, then append zero channels
     extra = out_shape[-1] - x.shape[-1]

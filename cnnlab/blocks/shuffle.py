@@ -12,10 +12,18 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnlab.blocks.convs import conv_kwargs
 from cnnlab.blocks.drop_path import drop_path
 from cnnlab.blocks.residual import last_norm
 from cnnlab.blocks.shortcut import check_add
-from cnnlab.layers import AvgPool, BatchNorm, ChannelShuffle, Conv, DepthwiseConv
+from cnnlab.layers import (
+    AvgPool,
+    BatchNorm,
+    ChannelShuffle,
+    Conv,
+    DepthwiseConv,
+    default_kernel_init,
+)
 
 
 class ShuffleUnit(nn.Module):
@@ -27,6 +35,7 @@ class ShuffleUnit(nn.Module):
     skip: bool = True
     group_first_conv: bool = True  # False for the very first unit (input has too few channels)
     norm: Any = BatchNorm
+    kernel_init: Any = default_kernel_init  # of every conv here (models: layers.kernel_init)
     act: Callable = nn.relu
     depthwise: Any = DepthwiseConv  # the 3x3 conv, as in InvertedResidual
     zero_init_residual: bool = False  # norm3 scale starts at 0 in stride-1 units with the add
@@ -38,12 +47,12 @@ class ShuffleUnit(nn.Module):
         out = self.features - x.shape[-1] if concat else self.features
         mid = self.features // 4
         g1 = self.groups if self.group_first_conv else 1
-        y = Conv(mid, 1, groups=g1, use_bias=False, name="gconv1")(x)
+        y = Conv(mid, 1, groups=g1, **conv_kwargs(self), name="gconv1")(x)
         y = self.act(self.norm(use_running_average=not train, name="norm1")(y))
         y = ChannelShuffle(self.groups, name="shuffle")(y)
-        y = self.depthwise(3, self.strides, use_bias=False, name="depthwise")(y)
+        y = self.depthwise(3, self.strides, **conv_kwargs(self), name="depthwise")(y)
         y = self.norm(use_running_average=not train, name="norm2")(y)
-        y = Conv(out, 1, groups=self.groups, use_bias=False, name="gconv2")(y)
+        y = Conv(out, 1, groups=self.groups, **conv_kwargs(self), name="gconv2")(y)
         y = last_norm(self, train, "norm3", self.skip and not concat)(y)
         if concat:
             pooled = AvgPool(3, self.strides, padding="SAME", name="pool")(x)

@@ -19,6 +19,23 @@ from cnnlab.layers._common import IntPair, PaddingLike, check_nhwc, explicit_pad
 
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 default_kernel_init = nn.initializers.lecun_normal()
+# Conv kernel initialisations a model can name (its `conv_init` field):
+# 'lecun': flax's default, truncated normal with variance 1/fan_in (what Keras's applications
+#   and cnnlab used before `conv_init` existed);
+# 'he': He et al. 2015 ("Delving deep into rectifiers", arXiv:1502.01852), as torchvision's
+#   ResNets, MobileNetV2 and EfficientNets apply it: kaiming_normal_(mode='fan_out',
+#   nonlinearity='relu'), an untruncated normal with variance 2/fan_out, fan_out = k·k·C_out.
+KERNEL_INITS = {
+    "lecun": default_kernel_init,
+    "he": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
+}
+
+
+def kernel_init(name: str):
+    """The conv kernel initialiser a model's `conv_init` field names ('he' or 'lecun')."""
+    if name not in KERNEL_INITS:
+        raise ValueError(f"conv_init must be one of {list(KERNEL_INITS)}; got {name!r}")
+    return KERNEL_INITS[name]
 
 
 def pointwise_dot(x, kernel, strides):

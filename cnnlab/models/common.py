@@ -93,10 +93,19 @@ def classify(model, x, taps, train, dropout: float = 0.0):
     return logits, add_side_heads(model, taps, train)
 
 
-def conv_bn(x, train, width, kernel=3, strides=1, padding="SAME", act=nn.relu, name="stem"):
-    """Conv (no bias) -> BN -> act, as `{name}_conv` / `{name}_norm`."""
-    x = L.Conv(width, kernel, strides, padding=padding, use_bias=False, name=f"{name}_conv")(x)
-    return act(L.BatchNorm(use_running_average=not train, name=f"{name}_norm")(x))
+def layer_parts(model) -> dict:
+    """The norm factory and conv kernel initialiser that a model's `norm` and `conv_init` fields
+    name, as the keywords `conv_bn` and every block take."""
+    return {"norm": L.norm_layer(model.norm), "kernel_init": L.kernel_init(model.conv_init)}
+
+
+def conv_bn(x, train, width, kernel=3, strides=1, padding="SAME", act=nn.relu, name="stem",
+            norm=L.BatchNorm, kernel_init=L.default_kernel_init):  # fmt: skip
+    """Conv -> norm -> act, as `{name}_conv` / `{name}_norm`; the conv has a bias only where
+    `norm` (a `layers.norm_layer` factory) brings no offset."""
+    x = L.Conv(width, kernel, strides, padding=padding, use_bias=L.conv_bias(norm),
+               kernel_init=kernel_init, name=f"{name}_conv")(x)  # fmt: skip
+    return act(norm(use_running_average=not train, name=f"{name}_norm")(x))
 
 
 def check_input(model, x: jnp.ndarray) -> None:

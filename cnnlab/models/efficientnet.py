@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.models.common import check_input, classify, conv_bn, run_stages
+from cnnlab.models.common import check_input, classify, conv_bn, layer_parts, run_stages
 from cnnlab.models.scaling import make_divisible, scale_depth
 
 # expansion, kernel, first stride, channels, repeats (paper table 1)
@@ -48,6 +48,8 @@ class EfficientNet(nn.Module):
     skip: bool = True
     zero_init_residual: bool = False
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth)
+    norm: str = "batch"  # 'batch', 'group', 'layer' or 'none' (cnnlab.layers.norm)
+    conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -56,7 +58,8 @@ class EfficientNet(nn.Module):
         check_input(self, x)
         w = lambda c: make_divisible(c * self.width)
         taps = {}
-        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.swish)
+        parts = layer_parts(self)
+        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.swish, **parts)
         stages = [
             (w(c), scale_depth(n, self.depth), s, {"expansion": t, "kernel_size": k})
             for t, k, s, c, n in B0_STAGES
@@ -72,6 +75,9 @@ class EfficientNet(nn.Module):
             act=nn.swish,
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
+            **parts,
         )
-        x = taps["head_conv"] = conv_bn(x, train, 4 * x.shape[-1], 1, act=nn.swish, name="head")
+        x = taps["head_conv"] = conv_bn(
+            x, train, 4 * x.shape[-1], 1, act=nn.swish, name="head", **parts
+        )
         return classify(self, x, taps, train, self.dropout)

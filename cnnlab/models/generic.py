@@ -6,7 +6,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.models.common import check_input, classify, conv_bn, conv_variant, run_stages
+from cnnlab.models.common import (
+    check_input,
+    classify,
+    conv_bn,
+    conv_variant,
+    layer_parts,
+    run_stages,
+)
 
 
 class GenericNet(nn.Module):
@@ -25,6 +32,8 @@ class GenericNet(nn.Module):
     shortcut: str = "projection"
     zero_init_residual: bool = False  # residual blocks' last BN scale starts at 0
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth, Huang)
+    norm: str = "batch"  # 'batch', 'group', 'layer' or 'none' (cnnlab.layers.norm)
+    conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     block_kwargs: Any = None  # extra block fields, e.g. {'expansion': 6}
     num_classes: int = 10
     side_taps: Sequence[str] = ()
@@ -39,8 +48,9 @@ class GenericNet(nn.Module):
                 f"{tuple(self.widths)} and strides {tuple(self.strides)} must have equal lengths"
             )
         taps = {}
-        x = taps["stem"] = conv_bn(x, train, self.stem_width)
-        kwargs = dict(self.block_kwargs or {})
+        parts = layer_parts(self)
+        x = taps["stem"] = conv_bn(x, train, self.stem_width, **parts)
+        kwargs = {**parts, **(self.block_kwargs or {})}
         if self.block in ("basic", "bottleneck"):
             kwargs.update(shortcut=self.shortcut, conv=conv_variant(self.conv))
         elif self.conv != "standard":

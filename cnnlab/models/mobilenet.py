@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.models.common import check_input, classify, conv_bn, run_stages
+from cnnlab.models.common import check_input, classify, conv_bn, layer_parts, run_stages
 from cnnlab.models.scaling import make_divisible
 
 # MobileNetV1: (pointwise features, stride) of the 13 depthwise-separable blocks
@@ -38,6 +38,8 @@ class MobileNetV1(nn.Module):
     width: float = 1.0
     num_classes: int = 1000
     dropout: float = 1e-3
+    norm: str = "batch"  # 'batch', 'group', 'layer' or 'none' (cnnlab.layers.norm)
+    conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -46,9 +48,10 @@ class MobileNetV1(nn.Module):
         check_input(self, x)
         w = lambda c: make_divisible(c * self.width)
         taps = {}
-        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.relu6)
+        parts = layer_parts(self)
+        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.relu6, **parts)
         stages = [(w(c), 1, s) for c, s in V1_BLOCKS]
-        x = run_stages(x, train, taps, stages, "mobilenet_v1", act=nn.relu6)
+        x = run_stages(x, train, taps, stages, "mobilenet_v1", act=nn.relu6, **parts)
         return classify(self, x, taps, train, self.dropout)
 
 
@@ -63,6 +66,8 @@ class MobileNetV2(nn.Module):
     se_ratio: float | None = None
     zero_init_residual: bool = False
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth)
+    norm: str = "batch"  # 'batch', 'group', 'layer' or 'none' (cnnlab.layers.norm)
+    conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -71,7 +76,8 @@ class MobileNetV2(nn.Module):
         check_input(self, x)
         w = lambda c: make_divisible(c * self.width)
         taps = {}
-        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.relu6)
+        parts = layer_parts(self)
+        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.relu6, **parts)
         stages = [(w(c), n, s, {"expansion": t}) for t, c, n, s in V2_STAGES]
         x = run_stages(
             x,
@@ -84,7 +90,8 @@ class MobileNetV2(nn.Module):
             se_ratio=self.se_ratio,
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
+            **parts,
         )
         last = make_divisible(1280 * max(1.0, self.width))
-        x = taps["head_conv"] = conv_bn(x, train, last, 1, act=nn.relu6, name="head")
+        x = taps["head_conv"] = conv_bn(x, train, last, 1, act=nn.relu6, name="head", **parts)
         return classify(self, x, taps, train, self.dropout)

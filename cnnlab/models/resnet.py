@@ -13,7 +13,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnlab import layers as L
-from cnnlab.models.common import check_input, classify, conv_bn, conv_variant, run_stages
+from cnnlab.models.common import (
+    check_input,
+    classify,
+    conv_bn,
+    conv_variant,
+    layer_parts,
+    run_stages,
+)
 
 CIFAR_BLOCK_DEPTH = {"basic": 6, "bottleneck": 9}  # layers per unit of n (2 or 3 convs x 3 stages)
 
@@ -30,6 +37,8 @@ class CifarResNet(nn.Module):
     conv: str = "standard"  # k x k conv variant in every block
     zero_init_residual: bool = False  # each block's last BN scale starts at 0 (skip=True only)
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth, Huang)
+    norm: str = "batch"  # 'batch', 'group', 'layer' or 'none' (cnnlab.layers.norm)
+    conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -52,7 +61,8 @@ class CifarResNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
         n, taps = self.n_blocks(), {}
-        x = taps["stem"] = conv_bn(x, train, self.width)
+        parts = layer_parts(self)
+        x = taps["stem"] = conv_bn(x, train, self.width, **parts)
         x = run_stages(
             x,
             train,
@@ -64,6 +74,7 @@ class CifarResNet(nn.Module):
             conv=conv_variant(self.conv),
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
+            **parts,
         )
         return classify(self, x, taps, train)
 
@@ -80,6 +91,8 @@ class ResNet(nn.Module):
     conv: str = "standard"
     zero_init_residual: bool = False
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth)
+    norm: str = "batch"  # 'batch', 'group', 'layer' or 'none' (cnnlab.layers.norm)
+    conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -87,7 +100,8 @@ class ResNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
         taps = {}
-        x = conv_bn(x, train, self.width, 7, 2, padding=3)
+        parts = layer_parts(self)
+        x = conv_bn(x, train, self.width, 7, 2, padding=3, **parts)
         x = L.MaxPool(3, 2, padding=((1, 1), (1, 1)), name="stem_pool")(x)  # (B, H/4, W/4, 64)
         taps["stem"] = x
         stages = [
@@ -104,5 +118,6 @@ class ResNet(nn.Module):
             conv=conv_variant(self.conv),
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
+            **parts,
         )
         return classify(self, x, taps, train)

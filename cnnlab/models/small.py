@@ -15,7 +15,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnlab import layers as L
-from cnnlab.layers import BatchNorm
 from cnnlab.models.common import check_input, classify
 
 
@@ -51,24 +50,29 @@ class MiniXception(nn.Module):
     num_classes: int = 1  # one logit: sigmoid(logit) = P(class 1)
     dropout: float = 0.5
     skip: bool = True  # False drops the 1x1 strided projection shortcuts
+    norm: str = "batch"  # 'batch', 'group', 'layer' or 'none' (cnnlab.layers.norm)
+    conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
-        taps = {}
-        x = taps["stem"] = L.Conv(32, 5, padding="VALID", use_bias=False, name="stem_conv")(x)
+        taps, norm, init = {}, L.norm_layer(self.norm), L.kernel_init(self.conv_init)
+        bias = L.conv_bias(norm)  # every conv feeds a norm (pre-activation)
+        x = taps["stem"] = L.Conv(32, 5, padding="VALID", use_bias=bias, kernel_init=init,
+                                  name="stem_conv")(x)  # fmt: skip
         for i, w in enumerate(self.widths, start=1):
             residual = x
             for j in (1, 2):
-                x = nn.relu(BatchNorm(use_running_average=not train, name=f"stage{i}_norm{j}")(x))
-                x = L.SeparableConv(w, 3, use_bias=False, name=f"stage{i}_sep{j}")(x)
+                x = nn.relu(norm(use_running_average=not train, name=f"stage{i}_norm{j}")(x))
+                x = L.SeparableConv(w, 3, use_bias=bias, kernel_init=init,
+                                    name=f"stage{i}_sep{j}")(x)  # fmt: skip
             x = L.MaxPool(3, 2, padding="SAME", name=f"stage{i}_pool")(x)
             if self.skip:
-                residual = L.PointwiseConv(w, strides=2, use_bias=False, name=f"stage{i}_proj")(
-                    residual
-                )
+                residual = L.PointwiseConv(
+                    w, strides=2, use_bias=False, kernel_init=init, name=f"stage{i}_proj"
+                )(residual)
                 x = x + residual
             taps[f"stage{i}"] = x
         return classify(self, x, taps, train, self.dropout)

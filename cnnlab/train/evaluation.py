@@ -53,7 +53,10 @@ class RecomputeBN:
         )
 
     def __call__(self, state, params):
-        """`state` with `params` and BN statistics recomputed for them."""
+        """`state` with `params` and BN statistics recomputed for them (a model without batch
+        statistics, e.g. norm='group', has none to recompute)."""
+        if not jax.tree.leaves(state.batch_stats):
+            return state.replace(params=params)
         if self.images is None:
             batch = data.eval_batches(
                 self.ds,
@@ -94,8 +97,9 @@ class Evaluator:
         if not n:
             return {}
         out = names.prefixed(names.TRAIN_SUBSET, self.test(state, "train", n))
-        if not self.spec.train.precise_bn or not self.recompute.n:
-            return out
+        has_stats = bool(jax.tree.leaves(state.batch_stats))
+        if not self.spec.train.precise_bn or not self.recompute.n or not has_stats:
+            return out  # PreciseBN needs batch statistics to recompute
         precise = self.recompute(state, state.params)
         out.update(names.prefixed(names.PRECISE_BN, self.test(precise)))
         subset = self.test(precise, "train", self.recompute.n)
