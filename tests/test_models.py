@@ -345,5 +345,9 @@ def test_he_init_is_torchvision_kaiming_normal_fan_out():
         assert kernel.shape == (3, 3, 64, 64)
         assert kernel.std() == pytest.approx(std, rel=0.03), init
         assert (np.abs(kernel).max() <= 2 * std / 0.87962566 * 1.001) == cut, init  # 36,864
+    # the default where the paper states it (the ResNets), flax's elsewhere
+    assert {n: models.defaults(n)["conv_init"] for n in ("resnet20", "resnet50", "mobilenet_v2",
+            "generic")} == {"resnet20": "he", "resnet50": "he", "mobilenet_v2": "lecun",
+                            "generic": "lecun"}  # fmt: skip
     with pytest.raises(ValueError, match="conv_init must be one of"):
         models.create("resnet20", conv_init="xavier").init(jax.random.key(0), x)

@@ -5,6 +5,8 @@ CIFAR (section 4.2): 3x3 conv 16 -> 3 stages of n blocks at 16/32/64 channels (3
 8x8) -> global pool -> 10-way dense; option A (zero-pad) shortcuts; plain twins by `skip=False`.
 ImageNet (table 1): 7x7/2 conv 64 -> 3x3/2 max pool -> 4 stages -> pool -> 1000-way dense, option
 B (projection) shortcuts; parameter counts equal torchvision's.
+Both initialise their convs as the paper states (section 3.4: "as in [13]", He et al. 2015) and
+torchvision does: `conv_init='he'`, a normal with variance 2/fan_out (`layers.KERNEL_INITS`).
 """
 
 from collections.abc import Sequence
@@ -38,7 +40,7 @@ class CifarResNet(nn.Module):
     zero_init_residual: bool = False  # each block's last BN scale starts at 0 (skip=True only)
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth, Huang)
     norm: str = "batch"  # 'batch', 'group', 'layer' or 'none' (cnnlab.layers.norm)
-    conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
+    conv_init: str = "he"  # conv kernels as the paper (section 3.4) and torchvision: He
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 
@@ -92,7 +94,7 @@ class ResNet(nn.Module):
     zero_init_residual: bool = False
     drop_path_rate: float = 0.0  # stochastic depth at the last block (linear in depth)
     norm: str = "batch"  # 'batch', 'group', 'layer' or 'none' (cnnlab.layers.norm)
-    conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
+    conv_init: str = "he"  # conv kernels as the paper (section 3.4) and torchvision: He
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
 

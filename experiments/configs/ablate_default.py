@@ -15,7 +15,8 @@ as its pilot left it inconclusive even after a 4th seed: residual-8 reached 0.87
 
 Recipe (every cell): 150 SGD steps of batch 64, momentum 0.9, wd 1e-4, peak lr 0.1 after 15
 warm-up steps, cosine to 0 over exactly the budget (Li et al. 2020), zero-init of each residual
-block's last BN scale (Goyal et al. 2017; the plain twins cannot use it and ignore it), PreciseBN
+block's last BN scale (Goyal et al. 2017; the plain twins cannot use it and ignore it), convs
+He-initialised as the ResNet paper states (the CIFAR ResNets' default `conv_init='he'`), PreciseBN
 over 512 training images before the final evaluation (Wu & Johnson 2021). Why this recipe
 (SCIENCE-NOTES, measured before this grid was planned): at lr 0.05 without zero-init,
 residual-56 was still fitting after 250 steps (0.891 ± 0.083 against residual-8's 0.989), so
