@@ -136,7 +136,7 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
         p = c[name]
         if not p.steps:
             continue
-        phase = RunSpec.of(c, steps=p.steps)
+        phase = spec.with_steps(p.steps)
         state, frozen, schedules = phase_state(c, phase, name, model, variables, order)
         table = summary(model, x, train=False, frozen=frozen)
         (workdir / name).mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ from typing import Any
 import flax.linen as nn
 
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
-NORMS = ("batch", "group", "layer", "none")
 MAX_GROUPS = 32  # Wu & He's default G
 
 
@@ -84,6 +83,7 @@ _FACTORIES = {
     "layer": functools.partial(_per_example, LayerNorm),
     "none": _none,
 }
+NORMS = tuple(_FACTORIES)  # 'batch', 'group', 'layer', 'none'
 
 
 def norm_layer(kind: str):

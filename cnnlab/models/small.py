@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnlab import layers as L
-from cnnlab.models.common import check_input, classify
+from cnnlab.models.common import check_input, classify, layer_parts
 
 
 class LeNet5(nn.Module):
@@ -58,7 +58,8 @@ class MiniXception(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
         check_input(self, x)
-        taps, norm, init = {}, L.norm_layer(self.norm), L.kernel_init(self.conv_init)
+        taps, parts = {}, layer_parts(self)
+        norm, init = parts["norm"], parts["kernel_init"]
         bias = L.conv_bias(norm)  # every conv feeds a norm (pre-activation)
         x = taps["stem"] = L.Conv(32, 5, padding="VALID", use_bias=bias, kernel_init=init,
                                   name="stem_conv")(x)  # fmt: skip

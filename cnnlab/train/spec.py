@@ -26,11 +26,11 @@ class RunSpec:
     config: dict  # the resolved config, as JSON: config.json and every checkpoint's meta
 
     @classmethod
-    def of(cls, c, steps: int | None = None) -> "RunSpec":
-        """The spec of a run of config `c` (for `steps` steps, default `c.train.steps`)."""
+    def of(cls, c) -> "RunSpec":
+        """The spec of a run of config `c` (`c.train.steps` steps; `with_steps` for others)."""
         validate(c)
         loss, train = LossSpec.of(c.loss), TrainSpec.of(c.train)
-        steps = int(steps or train.steps)
+        steps = int(train.steps)
         return cls(
             seed=int(c.seed),
             model=ModelSpec.of(c.model),
@@ -51,6 +51,12 @@ class RunSpec:
             ),
             config=json.loads(c.to_json_best_effort()),
         )
+
+    def with_steps(self, steps: int) -> "RunSpec":
+        """The same run for `steps` steps (a fine-tuning phase's), without reading the config
+        again."""
+        step = dataclasses.replace(self.step, total_steps=steps)
+        return dataclasses.replace(self, steps=steps, step=step)
 
     @property
     def peak_lr(self) -> float:
