@@ -3,8 +3,10 @@
 Lee et al. 2014, "Deeply-Supervised Nets", arXiv:1409.5185 (a classifier per hidden layer);
 Szegedy et al. 2014, "Going Deeper with Convolutions" (GoogLeNet), arXiv:1409.4842, section 5:
 auxiliary head = 5x5/3 average pool -> 1x1 conv (128, ReLU) -> FC 1024 (ReLU) -> dropout 0.7 ->
-linear. Side heads are training-time only: their variables live under top-level `side_<tap>`
-keys, so `strip_side_heads` removes them without touching the backbone.
+linear. Zhang et al. 2019, "Be Your Own Teacher", arXiv:1905.08094: a side head may also carry
+a hint adapter (`side_<tap>_hint`) whose output learns to match a deeper feature. Side heads are
+training-time only: their variables live under top-level `side_<tap>*` keys, so
+`strip_side_heads` removes them without touching the backbone.
 """
 
 import functools
@@ -70,26 +72,56 @@ HEADS = {
 }
 
 
+class HintAdapter(nn.Module):
+    """BYOT's feature adapter, reduced to its job: global average pool of the side head's input,
+    then a dense layer to the target feature's size, so the two can be compared."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        if x.ndim == 4:
+            x = GlobalAvgPool(name="pool")(x)
+        return nn.Dense(self.features, name="fc")(x)
+
+
 def add_side_heads(model: nn.Module, features: dict, train: bool) -> dict:
     """Inside a model's compact `__call__`: run `model.side_head` on each of `model.side_taps`.
 
-    Adds `features['side_logits'] = {tap: logits}` when any tap is configured.
+    Adds `features['side_logits'] = {tap: logits}` when any tap is configured; with
+    `model.side_hint` naming a feature, also `features['side_hints'] = {tap: adapter output}` and
+    `features['hint_target']`, that feature globally pooled to (B, D).
     """
     taps = tuple(model.side_taps)
     if not taps:
         return features
+    available = [k for k in features if k != "side_logits"]
     unknown = [t for t in taps if t not in features]
     if unknown:
         raise ValueError(
             f"side_taps: no feature named {unknown} in {type(model).__name__}; "
-            f"available taps: {[k for k in features if k != 'side_logits']}"
+            f"available taps: {available}"
         )
     if model.side_head not in HEADS:
         raise ValueError(f"side_head must be one of {sorted(HEADS)}; got {model.side_head!r}")
     head = HEADS[model.side_head]
+    side = {tap: features[tap] for tap in taps}
     features["side_logits"] = {
-        tap: head(model.num_classes, name=f"side_{tap}")(features[tap], train=train) for tap in taps
+        tap: head(model.num_classes, name=f"side_{tap}")(x, train=train) for tap, x in side.items()
     }
+    if model.side_hint:
+        if model.side_hint not in available:
+            raise ValueError(
+                f"side_hint_target: no feature named {model.side_hint!r} in "
+                f"{type(model).__name__} to distil hints from; available taps: {available}"
+            )
+        target = features[model.side_hint]
+        target = target.mean(axis=(1, 2)) if target.ndim == 4 else target
+        features["hint_target"] = target
+        features["side_hints"] = {
+            tap: HintAdapter(target.shape[-1], name=f"side_{tap}_hint")(x)
+            for tap, x in side.items()
+        }
     return features
 
 

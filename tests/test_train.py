@@ -10,7 +10,15 @@ import optax
 import pytest
 
 from cnnlab import models, train
-from cnnlab.train.losses import cross_entropy, side_weight
+from cnnlab.heads import strip_side_heads
+from cnnlab.train.losses import (
+    cross_entropy,
+    distillation,
+    hint_loss,
+    side_loss,
+    side_weight,
+    squared_hinge,
+)
 
 X = jax.random.normal(jax.random.key(0), (6, 8, 8, 1))
 Y = jnp.array([0, 1, 2, 3, 4, 5])
@@ -48,6 +56,49 @@ def test_side_weight_schedules():
     assert float(side_weight("drop", 0.3, 100, 10, drop_step=100)) == 0.0
     with pytest.raises(ValueError, match="side schedule must be one of"):
         side_weight("cosine", 0.3, 0, 10)
+
+
+def test_side_loss_kinds_against_hand_computation():
+    """Each side-loss kind on a two-example batch, computed by hand."""
+    # DSN's squared hinge, one-vs-rest: t = +1 for the label, -1 elsewhere
+    z = jnp.array([[2.0, -0.5, 0.3], [0.0, 0.0, 0.0]])
+    # [0 + (1 - 0.5)^2 + (1 + 0.3)^2, 3 x 1^2]
+    np.testing.assert_allclose(squared_hinge(z, jnp.array([0, 2])), [1.94, 3.0], rtol=1e-6)
+    one = jnp.array([[0.5], [0.5]])  # one logit: t = +1 for label 1, -1 for label 0
+    np.testing.assert_allclose(squared_hinge(one, jnp.array([1, 0])), [0.25, 2.25], rtol=1e-6)
+    # BYOT at T = 2: teacher logits (0, 2 ln 3) soften to (1/4, 3/4); the student's (0, 0) to
+    # (1/2, 1/2); KL = 1/4 ln(1/2) + 3/4 ln(3/2), times T^2 = 4
+    teacher, student = jnp.array([[0.0, 2 * np.log(3)]]), jnp.zeros((1, 2))
+    kl = 4 * (0.25 * np.log(0.5) + 0.75 * np.log(1.5))
+    np.testing.assert_allclose(distillation(student, teacher, 2.0), [kl], rtol=1e-5)
+    # the same distributions as one sigmoid logit each: sigmoid(2 ln 3 / 2) = 3/4
+    np.testing.assert_allclose(
+        distillation(jnp.zeros((1, 1)), jnp.array([[2 * np.log(3)]]), 2.0), [kl], rtol=1e-5
+    )
+    # (1 - alpha) CE + alpha T^2 KL, CE of (1/2, 1/2) at label 1 = ln 2
+    got = side_loss(
+        "distill", student, jnp.array([1]), final_logits=teacher, alpha=0.3, temperature=2.0
+    )
+    np.testing.assert_allclose(got, [0.7 * np.log(2) + 0.3 * kl], rtol=1e-5)
+    np.testing.assert_allclose(side_loss("ce", student, jnp.array([1])), [np.log(2)], rtol=1e-6)
+    # the hint: squared L2 distance per example, (1-0)^2 + (2-0)^2 and (0-1)^2 + (0-1)^2
+    h, t = jnp.array([[1.0, 2.0], [0.0, 0.0]]), jnp.array([[0.0, 0.0], [1.0, 1.0]])
+    np.testing.assert_allclose(hint_loss(h, t), [5.0, 2.0], rtol=1e-6)
+    with pytest.raises(ValueError, match="side loss must be one of"):
+        side_loss("kd", student, jnp.array([1]))
+
+
+def test_distillation_sends_no_gradient_into_its_teachers():
+    """d/d(teacher) of the KL and hint terms is 0; d/d(student) is not."""
+    teacher, student = jnp.array([[0.0, 2 * np.log(3)]]), jnp.array([[0.5, -0.5]])
+    g_student, g_teacher = jax.grad(lambda s, f: distillation(s, f, 2.0).sum(), (0, 1))(
+        student, teacher
+    )
+    assert float(jnp.abs(g_teacher).max()) == 0.0 and float(jnp.abs(g_student).max()) > 0.1
+    h, t = jnp.ones((2, 3)), jnp.zeros((2, 3))
+    g_hint, g_target = jax.grad(lambda a, b: hint_loss(a, b).sum(), (0, 1))(h, t)
+    assert float(jnp.abs(g_target).max()) == 0.0
+    np.testing.assert_allclose(g_hint, 2 * (h - t))
 
 
 def make_state(model, tx=None):
@@ -93,6 +144,50 @@ def test_train_step_loss_is_final_plus_weighted_side_losses(schedule):
     assert not np.allclose(
         new.batch_stats["stem_norm"]["mean"], state.batch_stats["stem_norm"]["mean"]
     )
+
+
+def test_train_step_with_distilling_and_hinge_side_heads():
+    """The total loss of each side-loss kind recomputed in numpy from the model's outputs; the
+    final head's gradient is the same with or without distillation (the side terms treat it as a
+    fixed teacher), and the hint adapters are side variables that strip_side_heads removes."""
+    model = models.create("cifar_resnet", depth=8, side_taps=("stage1",), side_hint="pre_logits")
+    state = make_state(model)
+    assert set(state.params) >= {"side_stage1", "side_stage1_hint"}
+    assert "side_stage1_hint" not in strip_side_heads({"params": state.params})["params"]
+    (logits, feats), _ = jax.jit(
+        functools.partial(model.apply, train=True, mutable=["batch_stats"])
+    )({"params": state.params, "batch_stats": state.batch_stats}, X)
+    side = np.asarray(feats["side_logits"]["stage1"], np.float64)
+    y = np.asarray(Y)
+    ce = lambda z: -log_softmax_np(z)[np.arange(6), y]
+    soft = lambda z: np.exp(log_softmax_np(np.asarray(z, np.float64) / 3.0))
+    kl = 9 * (soft(logits) * (np.log(soft(logits)) - np.log(soft(side)))).sum(-1)
+    hint = (np.asarray(feats["side_hints"]["stage1"]) - np.asarray(feats["pre_logits"])) ** 2
+    distill = 0.7 * ce(side) + 0.3 * kl + 0.03 * hint.sum(-1)
+    signs = 2 * np.eye(10)[y] - 1
+    hinge = (np.maximum(0, 1 - signs * side) ** 2).sum(-1)
+    batch, grads = {"image": X, "label": Y}, {}
+    for kind, term in (("distill", distill), ("hinge", hinge), ("ce", ce(side))):
+        cfg = train.StepConfig(side_weight=0.5, side_loss=kind, side_alpha=0.3,
+                               side_temperature=3.0, side_hint=0.03)  # fmt: skip
+        _, m = jax.jit(functools.partial(train.train_step, cfg=cfg))(
+            state, batch, jax.random.key(2)
+        )
+        expected = ce(logits).mean() + 0.5 * term.mean()
+        assert float(m["total_loss"]) == pytest.approx(expected, rel=1e-4), kind
+        assert ("side/stage1/hint" in m) == (kind == "distill")
+
+        def loss(params, cfg=cfg):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            (lg, ft), _ = model.apply(variables, X, train=True, mutable=["batch_stats"])
+            return train.step._losses(lg, ft, Y, cfg, 0)[0]
+
+        grads[kind] = jax.jit(jax.grad(loss))(state.params)
+    np.testing.assert_allclose(
+        grads["distill"]["head"]["kernel"], grads["ce"]["head"]["kernel"], rtol=1e-5, atol=1e-7
+    )
+    assert float(jnp.abs(grads["distill"]["side_stage1_hint"]["fc"]["kernel"]).max()) > 0
+    assert float(jnp.abs(grads["ce"]["side_stage1_hint"]["fc"]["kernel"]).max()) == 0
 
 
 def test_eval_step_uses_running_stats_and_ignores_padding():

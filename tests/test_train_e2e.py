@@ -125,13 +125,22 @@ def test_checkpoint_from_another_model_is_a_clear_error_and_is_not_touched(tmp_p
         ("--config.optim.schedule=exp", "config.optim.schedule='exp' is not allowed"),
         ("--config.optim.warmup_steps=-1", "config.optim.warmup_steps=-1 must be >= 0 (0 = off)"),
         ("--config.data.name=cifar10", "dataset 'cifar10' is not prepared"),
+        ("--config.loss.side_loss=kd", "config.loss.side_loss='kd' is not allowed"),
+        ("--config.loss.side_temperature=0.0", "config.loss.side_temperature=0.0 must be > 0"),
+        ("--config.loss.side_alpha=1.5", "config.loss.side_alpha=1.5 must be in [0, 1]"),
+        (
+            "--config.loss.side_taps=('stage1',) --config.loss.side_loss=distill "
+            "--config.loss.side_hint_target=stage9",
+            "side_hint_target: no feature named 'stage9' in CifarResNet",
+        ),
     ],
 )
 def test_bad_config_is_a_one_line_error(tmp_path, override, needle):
     """In this process, the config read as the command line reads it (one command-line case of
     each kind is in tests/test_reliability.py); nothing is written."""
     with pytest.raises(CnnlabError) as caught:
-        train.train(cli.config_from_args(*ARGS, override), tmp_path / "w", progress=False)
+        config = cli.config_from_args(*ARGS, *override.split())
+        train.train(config, tmp_path / "w", progress=False)
     assert needle in " ".join(str(caught.value).split())
     assert not (tmp_path / "w").exists()
 

@@ -52,6 +52,7 @@ class EfficientNet(nn.Module):
     conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
+    side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):

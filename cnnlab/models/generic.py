@@ -38,6 +38,7 @@ class GenericNet(nn.Module):
     num_classes: int = 10
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
+    side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):

@@ -42,6 +42,7 @@ class MobileNetV1(nn.Module):
     conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
+    side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -70,6 +71,7 @@ class MobileNetV2(nn.Module):
     conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
+    side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):

@@ -43,6 +43,7 @@ class CifarResNet(nn.Module):
     conv_init: str = "he"  # conv kernels as the paper (section 3.4) and torchvision: He
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
+    side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
 
     def n_blocks(self) -> int:
         per = CIFAR_BLOCK_DEPTH.get(self.block)
@@ -97,6 +98,7 @@ class ResNet(nn.Module):
     conv_init: str = "he"  # conv kernels as the paper (section 3.4) and torchvision: He
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
+    side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):

@@ -28,6 +28,7 @@ class LeNet5(nn.Module):
     num_classes: int = 10
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
+    side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -54,6 +55,7 @@ class MiniXception(nn.Module):
     conv_init: str = "lecun"  # conv kernels: 'lecun' or 'he' (cnnlab.layers.KERNEL_INITS)
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
+    side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):

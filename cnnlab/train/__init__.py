@@ -24,13 +24,14 @@ from cnnlab.train.loop import (
     load_data,
     train,
 )
-from cnnlab.train.losses import SIDE_SCHEDULES, cross_entropy, side_weight
+from cnnlab.train.losses import SIDE_LOSSES, SIDE_SCHEDULES, cross_entropy, side_weight
 from cnnlab.train.optim import make_optimizer
 from cnnlab.train.precise_bn import precise_batch_stats
 from cnnlab.train.spec import RunSpec
 from cnnlab.train.step import StepConfig, TrainState, eval_step, train_step
 
 __all__ = [
+    "SIDE_LOSSES",
     "SIDE_SCHEDULES",
     "CheckpointError",
     "Checkpointer",

@@ -17,7 +17,7 @@ from cnnlab import dotted, models
 from cnnlab.errors import ConfigError
 from cnnlab.heads import HEADS
 from cnnlab.train import names
-from cnnlab.train.losses import SIDE_SCHEDULES
+from cnnlab.train.losses import SIDE_LOSSES, SIDE_SCHEDULES
 from cnnlab.train.optim import DECAY_ON, OPTIMIZERS, SCHEDULES, WARMUPS
 
 
@@ -96,6 +96,18 @@ class LossSpec(Section):
     side_schedule: str
     side_gamma: float
     side_drop_step: int
+    side_loss: str  # 'ce', 'distill', 'hinge'
+    side_alpha: float
+    side_temperature: float
+    side_hint: float
+    side_hint_target: str
+
+    @property
+    def hint_target(self) -> str:
+        """The feature the side heads' hint adapters match, or '' when there are none (only
+        distillation with a hint weight > 0 and side heads has them)."""
+        wanted = self.side_loss == "distill" and self.side_hint > 0 and self.side_taps
+        return self.side_hint_target if wanted else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +214,7 @@ def _check_choices_and_counts(c) -> None:
             raise ConfigError(f"config.{key}={_get(c, key)} must be >= 0 (0 = off)")
     _choice("loss.side_schedule", c.loss.side_schedule, SIDE_SCHEDULES)
     _choice("loss.side_head", c.loss.side_head, HEADS)
+    _choice("loss.side_loss", c.loss.side_loss, SIDE_LOSSES)
     _choice("train.compute_dtype", c.train.compute_dtype, ("float32", "bfloat16"))
     _choice("train.best_mode", c.train.best_mode, ("max", "min"))
     if c.train.patience and not c.data.val_per_class:
@@ -227,6 +240,9 @@ def _check_ranges(c) -> None:
         ("loss.label_smoothing", -1e-300, 1.0, "in [0, 1)"),
         ("loss.side_weight", -1e-300, math.inf, ">= 0 and finite"),
         ("loss.side_gamma", -1e-300, math.inf, ">= 0 and finite"),
+        ("loss.side_alpha", -1e-300, 1.0 + 1e-12, "in [0, 1]"),
+        ("loss.side_temperature", 0.0, math.inf, "> 0 and finite (softmax(logits / T))"),
+        ("loss.side_hint", -1e-300, math.inf, ">= 0 and finite (0 = no hint)"),
         ("train.min_delta", -1e-300, math.inf, ">= 0 and finite"),
         ("optim.warmup_factor", 0.0, 1.0 + 1e-12, "in (0, 1]"),
         ("train.ema_decay", -1e-300, 1.0, "in [0, 1) (0 = off)"),
@@ -255,6 +271,11 @@ def _check_forms(c) -> None:
         raise ConfigError(
             f"config.loss.side_taps={taps!r} must be a tuple of feature names, e.g. "
             f"'stage1,stage2' or () for none"
+        )
+    if not isinstance(c.loss.side_hint_target, str) or not c.loss.side_hint_target:
+        raise ConfigError(
+            f"config.loss.side_hint_target={c.loss.side_hint_target!r} must name a feature of "
+            f"the model, e.g. 'pre_logits' (the pooled final feature) or 'stage3'"
         )
     bounds = c.optim.step_boundaries
     if c.optim.schedule == "step" and not (

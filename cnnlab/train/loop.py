@@ -52,6 +52,7 @@ def build_model(spec: RunSpec, ds):
         num_classes=1 if ds.num_classes == 2 and m.binary else ds.num_classes,
         side_taps=spec.loss.side_taps,
         side_head=spec.loss.side_head,
+        side_hint=spec.loss.hint_target,
         **m.kwargs,
     )
 

@@ -1,5 +1,7 @@
 """The pure train and eval steps. Jit once in the loop: jax.jit(partial(train_step, cfg=cfg),
-donate_argnums=0). Loss = CE(final) + sum over taps of w_tap(step) · CE(side logits)."""
+donate_argnums=0). Loss = CE(final) + sum over taps of w_tap(step) · side term, the side term
+by `side_loss` (cnnlab.train.losses): CE, DSN's squared hinge, or BYOT's distillation from the
+final head (+ lambda · hint distance to the final feature)."""
 
 import dataclasses
 from typing import Any
@@ -11,7 +13,7 @@ import optax
 
 from cnnlab.train import names
 from cnnlab.train.diagnostics import layer_grad_norms
-from cnnlab.train.losses import cross_entropy, predictions, side_weight
+from cnnlab.train.losses import cross_entropy, hint_loss, predictions, side_loss, side_weight
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -56,6 +58,10 @@ class StepConfig:
     side_schedule: str = "constant"
     side_gamma: float = 0.0
     side_drop_step: int = 0
+    side_loss: str = "ce"  # 'ce', 'distill' (BYOT) or 'hinge' (DSN)
+    side_alpha: float = 0.3  # distill: the soft targets' share
+    side_temperature: float = 3.0  # distill
+    side_hint: float = 0.03  # distill: lambda, the hint term's weight (needs the model's hints)
     compute_dtype: str = "float32"  # 'bfloat16': bf16 compute, f32 params and updates
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the parameters
     layer_grad_norms: bool = False  # also return each kernel's gradient norm (diagnostics.py)
@@ -72,8 +78,21 @@ def _losses(logits, features, labels, cfg, step):
     final = cross_entropy(logits, labels, cfg.label_smoothing).mean()
     metrics = {"loss": final, "accuracy": jnp.mean(predictions(logits) == labels)}
     total = final
+    hints = features.get("side_hints", {})
     for tap, side_logits in features.get("side_logits", {}).items():
-        side = cross_entropy(side_logits, labels, cfg.label_smoothing).mean()
+        side = side_loss(
+            cfg.side_loss,
+            side_logits,
+            labels,
+            final_logits=logits,
+            label_smoothing=cfg.label_smoothing,
+            alpha=cfg.side_alpha,
+            temperature=cfg.side_temperature,
+        ).mean()
+        if cfg.side_loss == "distill" and tap in hints:
+            hint = hint_loss(hints[tap], features["hint_target"]).mean()
+            metrics[names.side(tap, "hint")] = hint
+            side = side + cfg.side_hint * hint
         w = side_weight(
             cfg.side_schedule,
             cfg.side_weight,

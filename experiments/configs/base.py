@@ -62,6 +62,17 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.side_schedule = "constant"  # 'constant', 'linear' (DSN decay), 'threshold', 'drop'
     c.loss.side_gamma = 0.0  # threshold: a side term stops counting below this loss
     c.loss.side_drop_step = 0  # drop: side terms stop counting at this step
+    # What each side head learns from: 'ce' (the labels), 'hinge' (DSN's squared hinge on the
+    # labels), 'distill' (BYOT, Zhang et al. 2019: (1 - alpha) CE + alpha T^2 KL to the final
+    # head's softened outputs + side_hint x the squared distance from an adapter on the side
+    # head's input to side_hint_target; the final head and feature are teachers, no gradient
+    # flows into them through these terms). alpha, T, lambda: mmrazor's BYOT config for CIFAR-100
+    # (the paper states the form, not these values); BYOT weighs each side term 1 (side_weight).
+    c.loss.side_loss = "ce"
+    c.loss.side_alpha = 0.3  # distill: the soft targets' share, in [0, 1]
+    c.loss.side_temperature = 3.0  # distill: > 0
+    c.loss.side_hint = 0.03  # distill: lambda (0 = no hint adapter)
+    c.loss.side_hint_target = "pre_logits"  # distill: the feature hints match (pooled if a map)
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 300
