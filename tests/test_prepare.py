@@ -2,7 +2,10 @@
 
 import gzip
 import io
+import os
 import pickle
+import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -154,6 +157,33 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
         prepare.prepare("cifar100", str(bad), str(tmp_path / "e"))
 
 
+class _Opens:
+    """Pickles as a call of open(path, 'w'): a file appears if the pickle is executed."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_cifar_pickle_that_would_run_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    members = cifar_members(2)
+    members["cifar-10-batches-py/data_batch_3"] = pickle.dumps(
+        {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"x": _Opens(marker)}
+    )
+    assert pickle.loads(members["cifar-10-batches-py/data_batch_3"]) and marker.exists()
+    marker.unlink()  # the crafted member does run code under pickle.loads
+    src = tarball(tmp_path / "cifar-10-python.tar.gz", members)
+    with pytest.raises(data.DataError) as caught:
+        prepare.prepare("cifar10", str(src), str(tmp_path / "d"))
+    message = str(caught.value)
+    assert re.search(r"data_batch_3: refused: the pickle names _io\.open,", message)
+    assert "\n" not in message and not marker.exists()
+    assert not (tmp_path / "d" / "cifar10").exists()
+
+
 def image_tree(root: Path, sizes=((8, 6),), per_class=5, classes=("cat", "dog")):
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)
@@ -182,6 +212,52 @@ def test_image_folder_split_resize_and_class_names(tmp_path):
     assert (len(ds.train), len(ds.test), ds.image_shape) == (6, 4, (6, 8, 3))
     with pytest.raises(data.DataError, match="give the dataset a lower-case name"):
         prepare.prepare("folder", str(tmp_path / "split"), str(tmp_path / "d"), name="My Set")
+
+
+def noise_jpeg() -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise((32, 32), 64).convert("RGB").save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_hostile_image_folders_are_refused_by_name(tmp_path, monkeypatch):
+    """A decompression bomb, a truncated image, a text file named .jpg and a symlink loop named
+    .png are each a one-line error naming the file, written before anything is kept; a PNG named
+    .jpg is read by content, a non-UTF-8 file name is read and a non-UTF-8 class folder refused
+    by its escaped name."""
+
+    def attempt(tree):
+        with pytest.raises(data.DataError) as caught:
+            prepare.prepare("folder", str(tree), str(tmp_path / "d"), name="pets")
+        assert not (tmp_path / "d" / "pets").exists()
+        return str(caught.value)
+
+    image_tree(tmp_path / "bomb", sizes=((4, 4),))  # 16 pixels each
+    Image.new("RGB", (8, 6)).save(tmp_path / "bomb" / "cat" / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40)  # 48 pixels: over the limit, not 2x
+    assert "big.png: refused as a possible decompression bomb" in attempt(tmp_path / "bomb")
+    monkeypatch.undo()
+    cases = {
+        "cut.jpg": lambda p: p.write_bytes(noise_jpeg()[:400]),  # of about 1.2 kB
+        "text.jpg": lambda p: p.write_text("not an image"),
+        "loop.png": lambda p: p.symlink_to(p),
+    }
+    for name, make in cases.items():
+        tree = tmp_path / name.replace(".", "_")
+        image_tree(tree)
+        make(tree / "dog" / name)
+        message = attempt(tree)
+        assert f"dog/{name}: not a readable image, or truncated" in message, message
+    tree = tmp_path / "names"
+    image_tree(tree)
+    (tree / "dog" / "0.png").rename(tree / "dog" / "0.jpg")  # misnamed: read by content
+    odd = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    (tree / "cat" / "0.png").rename(tree / "cat" / odd)
+    prepare.prepare("folder", str(tree), str(tmp_path / "d"), name="pets")
+    assert data.load("pets", data_dir=str(tmp_path / "d")).num_classes == 2
+    image_tree(tree, classes=(os.fsdecode(b"ch\xe4t"),))
+    shutil.rmtree(tmp_path / "d")
+    assert "names/ch\\xe4t: a class folder whose name is not UTF-8" in attempt(tree)
 
 
 def test_fashion_mnist_is_prepared_from_the_debian_files_on_first_use(tmp_path, monkeypatch):

@@ -15,8 +15,10 @@ verified; mnist, fashion_mnist, cifar10, cifar100).
 """
 
 import gzip
+import io
 import pickle
 import tarfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -93,11 +95,45 @@ def read_mnist_like(source: Path):
     return splits
 
 
+# The only globals the official CIFAR pickles name (numpy arrays: their reconstruct function,
+# ndarray and dtype; under numpy 2 the module is numpy._core). Everything else in them is a
+# dict, list, bytes, str or int, which pickle builds without naming a global.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """A pickle reader that builds only what the official CIFAR files hold: any other global
+    (a function that would run, e.g. os.system) is refused before it is looked up."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _CIFAR_GLOBALS:
+            return _CIFAR_GLOBALS[module, name]
+        raise _Refused(f"{module}.{name}")
+
+
 def _unpickle(blob: bytes, what: str) -> dict:
     try:
-        return pickle.loads(blob, encoding="bytes")
+        out = _CifarUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except _Refused as e:
+        raise DataError(
+            f"{what}: refused: the pickle names {e}, which no CIFAR file holds (only dicts, lists, "
+            f"bytes, numbers and numpy arrays), so loading it could run code; nothing was "
+            f"executed: use the official archive"
+        ) from None
     except Exception as e:  # a damaged or foreign file
         raise DataError(f"{what}: not a CIFAR python pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(out, dict):
+        raise DataError(f"{what}: not a CIFAR python pickle (a {type(out).__name__}, not a dict)")
+    return out
 
 
 def _cifar_files(source: Path) -> dict[str, bytes]:
@@ -149,6 +185,11 @@ def read_cifar(source: Path, name: str, labels: str = "fine"):
     return splits, names
 
 
+def shown(what) -> str:
+    """A path or message as printable text: bytes of a non-UTF-8 file name as \\x escapes."""
+    return str(what).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def read_folder(root: Path, image_size: int = 0, test_fraction: float = 0.2, seed: int = 0):
     """An ImageFolder tree root/<class>/<image>, or root/train/<class>/... + root/test/<class>/...;
     without train/ and test/ a seeded split holds out `test_fraction` of each class."""
@@ -160,19 +201,37 @@ def read_folder(root: Path, image_size: int = 0, test_fraction: float = 0.2, see
     split_given = all(p.is_dir() for p in trees.values())
     base = trees["train"] if split_given else root
     classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    for c in classes:  # class names are stored as text: they must be text
+        if shown(c) != c:
+            raise DataError(
+                f"{shown(base / c)}: a class folder whose name is not UTF-8; rename it (its name "
+                f"becomes the class name)"
+            )
     if not classes:
         raise DataError(f"{base}: no class folders; expected {base}/<class>/<image>.png|jpg")
     size = None if not image_size else (image_size, image_size)
 
     def load(path: Path) -> np.ndarray:
+        """Decoded by content, not by extension (a PNG named .jpg is read as a PNG); a file of
+        more pixels than Pillow's decompression-bomb limit is refused, not decoded."""
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if size:
-                    im = im.resize(size, Image.BILINEAR)
-                return np.asarray(im, np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{path}: not a readable image ({e}); remove it or fix it") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    if size:
+                        im = im.resize(size, Image.BILINEAR)
+                    return np.asarray(im, np.uint8)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DataError(
+                f"{shown(path)}: refused as a possible decompression bomb ({e}); remove it, or "
+                f"raise PIL.Image.MAX_IMAGE_PIXELS if it is a real image"
+            ) from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise DataError(
+                f"{shown(path)}: not a readable image, or truncated ({type(e).__name__}: "
+                f"{shown(e)}); remove it or fix it"
+            ) from None
 
     def scan(tree: Path):
         items = []
