@@ -9,6 +9,8 @@
   list (Python literals; anything else is a string); `train.validate` checks it against the model.
 - A failure in `main` (`CnnlabError`, the filesystem, anything unexpected) ends with one line
   `error: ...` on stderr and exit status 1. `--debug` (or CNNLAB_DEBUG=1) shows the traceback.
+- A run stopped by SIGTERM or SIGINT (`cnnlab.train.preempt`) ends with one line saying where
+  it stopped and how to resume, and exit status 143 or 130.
 """
 
 import ast
@@ -218,6 +220,9 @@ def run(main, default_config: str | None = None) -> None:
         except SystemExit:
             raise
         except Exception as e:
+            if type(e).__name__ == "Preempted":  # cnnlab.train.preempt, not imported up front
+                print(" ".join(str(e).split()), file=sys.stderr)
+                sys.exit(e.exit_code)  # 143 for SIGTERM, 130 for SIGINT, as a shell reports
             if _debugging():
                 raise
             if isinstance(e, CnnlabError):

@@ -446,3 +446,59 @@ def test_non_finite_finds_batch_norm_statistics_and_parameters():
     assert non_finite({"loss": 0.5}, state([np.nan], [1.0])) == "params conv/kernel"
     ok = state([1.0], [1.0])
     assert non_finite({"accuracy": float("nan")}, ok) == "accuracy (nan) in evaluation"
+
+
+def _checkpoint_state(workdir: Path):
+    import orbax.checkpoint as ocp
+
+    mngr = ocp.CheckpointManager(Path(workdir) / "checkpoints")
+    step = mngr.latest_step()
+    args = ocp.args.Composite(state=ocp.args.StandardRestore())
+    return step, mngr.restore(step, args=args)["state"]
+
+
+def test_sigterm_saves_the_step_and_a_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    """In this process: SIGTERM during the first step, and again during the save: the run saves
+    step 1 (between evaluations: no metrics, so never the 'best' step), raises Preempted (exit
+    code 143) with one line naming the step and how to resume; the same call then resumes and
+    ends with exactly the parameters of an uninterrupted run. Outside the loop SIGTERM's
+    handler is as before."""
+    import os
+    import signal
+
+    import jax
+
+    from cnnlab import train
+    from cnnlab.train.checkpoint import Checkpointer
+    from cnnlab.train.preempt import Preempted
+    from experiments import cli as cli_module
+
+    config = lambda: cli_module.config_from_args(f"--config={BASE}", *TINY)
+    before = signal.getsignal(signal.SIGTERM)
+    train.train(config(), tmp_path / "full", progress=False)
+
+    def hook(step, state, metrics):
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    real_save = Checkpointer.save
+
+    def save_signalled(self, step, *args, **kwargs):  # a second signal while saving
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(Checkpointer, "save", save_signalled)
+    with pytest.raises(Preempted) as caught:
+        train.train(config(), tmp_path / "cut", progress=False, hook=hook)
+    monkeypatch.undo()
+    message = str(caught.value)
+    assert message.startswith("stopped by SIGTERM after step 1 of 4: checkpoint 1 saved in ")
+    assert message.endswith("run the same command to resume") and "\n" not in message
+    assert caught.value.exit_code == 143 and signal.getsignal(signal.SIGTERM) is before
+    meta = json.loads((tmp_path / "cut" / "checkpoints" / "1" / "meta" / "metadata").read_text())
+    assert meta["metrics"] is None
+    train.train(config(), tmp_path / "cut", progress=False)
+    (s1, a), (s2, b) = _checkpoint_state(tmp_path / "full"), _checkpoint_state(tmp_path / "cut")
+    assert s1 == s2 == 4
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["1", "2", "4"]

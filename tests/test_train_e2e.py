@@ -86,6 +86,32 @@ def test_sigkill_and_resume_reaches_identical_result(tmp_path):
     assert (tmp_path / "full" / "tensorboard").is_dir()
 
 
+@pytest.mark.slow  # signals a real run: the full tier
+def test_sigterm_stops_with_143_and_one_line_and_resumes_identically(tmp_path):
+    """SIGTERM to `python -m experiments.train` once it trains: exit 143, one line on stderr
+    naming the saved step, and the same command resumes to the uninterrupted run's result."""
+    full = run(tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    cmd, env = command(tmp_path / "cut")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    log = tmp_path / "cut" / "metrics.jsonl"
+    wait_for(lambda: log.exists() and '"step": 6' in log.read_text(), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert last.startswith("stopped by SIGTERM after step ") and "Traceback" not in err, err
+    step = int(last.split("after step ")[1].split()[0])
+    assert 6 <= step < 24 and (tmp_path / "cut" / "checkpoints" / str(step)).is_dir(), last
+    resumed = run(tmp_path / "cut")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.splitlines()[-1] == full.stdout.splitlines()[-1]
+    (s1, a), (s2, b) = final_params(tmp_path / "full"), final_params(tmp_path / "cut")
+    assert s1 == s2 == 24
+    jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
 def test_rerun_of_finished_run_keeps_checkpoints_and_reports(tmp_path, saved_run):
     """The same command again on a finished run: nothing retrains or is rewritten, and it
     prints the same final metrics."""

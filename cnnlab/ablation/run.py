@@ -25,6 +25,7 @@ from cnnlab.ablation.result import CellResult
 from cnnlab.errors import CnnlabError, ConfigError
 from cnnlab.records import read_metrics, write_json_atomic
 from cnnlab.summary import summary
+from cnnlab.train import preempt
 from cnnlab.train.batched import NO_EARLY_STOPPING
 
 TAIL = 0.1  # final training loss: mean over this last fraction of the steps
@@ -227,6 +228,11 @@ def run_grid(config, workdir, *, shard: str = "0/1", progress: bool = True) -> l
     write_json_atomic(workdir / "grid.json", grid_spec(config))
     quiet = not progress or jax.process_index() > 0
     say = (lambda msg: None) if quiet else bars.write
+    with preempt.stop_on_signals():  # SIGTERM / SIGINT: the cell in training saves, the grid stops
+        return _run_grid(config, cells, workdir, shard, quiet, say)
+
+
+def _run_grid(config, cells, workdir: Path, shard: str, quiet: bool, say) -> list[CellResult]:
     results = _train_cells(config, cells, workdir, quiet, say, "grid")
     ts = _two_stage(config)
     if not ts.on:
@@ -282,11 +288,25 @@ def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> l
                 todo.append(overrides)
         if not todo:
             continue
+        finished = sum(1 for r in results.values() if r.done)
+        if (signum := preempt.requested()) is not None:
+            raise preempt.Preempted(
+                f"grid stopped by {preempt.name(signum)} between cells ({finished} of "
+                f"{len(cells)} finished, kept); run the same command to resume",
+                signum,
+            )
         t0 = time.perf_counter()
-        if len(todo) > 1:
-            fresh = run_seeds(config, todo, workdir)
-        else:
-            fresh = [run_cell(config, todo[0], workdir / "cells" / cell_name(todo[0]))]
+        try:
+            if len(todo) > 1:
+                fresh = run_seeds(config, todo, workdir)
+            else:
+                fresh = [run_cell(config, todo[0], workdir / "cells" / cell_name(todo[0]))]
+        except preempt.Preempted as e:
+            raise preempt.Preempted(
+                f"grid stopped in cell {', '.join(cell_name(o) for o in todo)} ({finished} of "
+                f"{len(cells)} cells finished, kept): {e}",
+                e.signum,
+            ) from None
         for r in fresh:
             done = workdir / "cells" / r.name / "result.json"
             r.save(done)

@@ -184,6 +184,8 @@ class Group:
         return start, state
 
     def save(self, step: int, state) -> None:
+        if step in self.ckpt.manager.all_steps():  # an evaluation saved it, then a signal came
+            return
         meta = {
             "config": without_seed(self.specs[0]),
             "seeds": [s.seed for s in self.specs],

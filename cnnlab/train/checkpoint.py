@@ -123,7 +123,12 @@ class Checkpointer:
         policies = [cm.LatestN(keep)]
         if best_metric is not None:
             policies.append(
-                cm.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=1)
+                cm.BestN(
+                    get_metric_fn=lambda m: m[best_metric],
+                    reverse=best_mode == "min",
+                    n=1,
+                    keep_checkpoints_without_metrics=False,  # a preemption's: LatestN's to keep
+                )
             )
         policy = cm.AnyPreservationPolicy(policies)
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True)

@@ -14,7 +14,7 @@ import numpy as np
 from cnnlab import data, distributed, models
 from cnnlab import progress as bars
 from cnnlab.errors import CheckpointError, NonFiniteLoss
-from cnnlab.train import names
+from cnnlab.train import names, preempt
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import check_model
 from cnnlab.train.evaluation import Evaluator, RecomputeBN, non_finite
@@ -219,13 +219,15 @@ class Lane:
             raise NonFiniteLoss(_stopped(bad, step, self.ckpt))
         self.final = metrics
 
-    def save(self, step: int, state) -> None:
+    def save(self, step: int, state, evaluated: bool = True) -> None:
         """This run's checkpoint of `step`, unless a resumed group (batched seeds restart from
-        their group's step) had saved it already: the same step, computed again."""
+        their group's step) had saved it already: the same step, computed again. `evaluated`
+        False (a preemption's save): no metrics, so it never counts as the best step."""
         if step in self.ckpt.manager.all_steps():
             return
         meta = {"config": self.spec.config, "dataset": self.ds.name}
-        self.ckpt.save(step, state, self.it, {**meta, "early_stopping": self.history}, self.final)
+        metrics = self.final if evaluated else None
+        self.ckpt.save(step, state, self.it, {**meta, "early_stopping": self.history}, metrics)
 
     def finish(self, state):
         """After the last step: the best-val-loss weights when early stopping chose them, or, for
@@ -271,48 +273,74 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
     else:
         mine = lambda host, i: {k: v[i] for k, v in host.items()}
     timing, times, seen, t0 = dict.fromkeys(TIMING_KEYS, 0.0), [], 0, time.perf_counter()
-    for step in range(start, steps):
-        live = [i for i, lane in enumerate(lanes) if lane.live]
-        if not live:
-            break
-        t_data = time.perf_counter()
-        batch, rng = next_batch(), rng_at(step)
-        timing["data_s"] += time.perf_counter() - t_data
-        step_fn, state, metrics = timed_step(step_fn, state, batch, rng, timing, times)
-        host = jax.device_get(metrics)
-        seen += int(np.prod(batch["label"].shape))
-        shown = None
-        for i in live:
-            lane_state = pick(state, i) if lanes[i].hook is not None else None  # for the hook
-            try:
-                logged = lanes[i].stepped(step, lane_state, mine(host, i), float(schedule(step)))
-            except NonFiniteLoss as e:
-                lanes[i].error = e
+    with preempt.stop_on_signals():
+        for step in range(start, steps):
+            live = [i for i, lane in enumerate(lanes) if lane.live]
+            if not live:
+                break
+            if (signum := preempt.requested()) is not None:
+                _preempted(lanes, live, state, step, start, pick, save_group, signum)
+            t_data = time.perf_counter()
+            batch, rng = next_batch(), rng_at(step)
+            timing["data_s"] += time.perf_counter() - t_data
+            step_fn, state, metrics = timed_step(step_fn, state, batch, rng, timing, times)
+            host = jax.device_get(metrics)
+            seen += int(np.prod(batch["label"].shape))
+            shown = None
+            for i in live:
+                lane_state = pick(state, i) if lanes[i].hook is not None else None  # the hook's
+                try:
+                    logged = lanes[i].stepped(
+                        step, lane_state, mine(host, i), float(schedule(step))
+                    )
+                except NonFiniteLoss as e:
+                    lanes[i].error = e
+                    continue
+                shown = shown or logged
+            if shown:
+                rate = seen / (time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{shown['loss']:.3f}", acc=f"{shown['accuracy']:.3f}",
+                                img_s=f"{rate:.0f}")  # fmt: skip
+            bar.update(1)
+            if not due(step, lanes[0].spec.train.eval_every, steps):
                 continue
-            shown = shown or logged
-        if shown:
-            rate = seen / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{shown['loss']:.3f}", acc=f"{shown['accuracy']:.3f}",
-                            img_s=f"{rate:.0f}")  # fmt: skip
-        bar.update(1)
-        if not due(step, lanes[0].spec.train.eval_every, steps):
-            continue
-        t_eval = time.perf_counter()
-        evaluated = []
-        for i in (i for i in live if lanes[i].error is None):
-            try:
-                lanes[i].evaluate(step + 1, pick(state, i))
-                evaluated.append(i)
-            except NonFiniteLoss as e:
-                lanes[i].error = e
-        t_save = time.perf_counter()
-        timing["eval_s"] += t_save - t_eval
-        for i in evaluated:
-            lanes[i].save(step + 1, pick(state, i))
-        if save_group is not None and evaluated:
-            save_group(step + 1, state)
-        timing["checkpoint_s"] += time.perf_counter() - t_save
+            t_eval = time.perf_counter()
+            evaluated = []
+            for i in (i for i in live if lanes[i].error is None):
+                try:
+                    lanes[i].evaluate(step + 1, pick(state, i))
+                    evaluated.append(i)
+                except NonFiniteLoss as e:
+                    lanes[i].error = e
+            t_save = time.perf_counter()
+            timing["eval_s"] += t_save - t_eval
+            for i in evaluated:
+                lanes[i].save(step + 1, pick(state, i))
+            if save_group is not None and evaluated:
+                save_group(step + 1, state)
+            timing["checkpoint_s"] += time.perf_counter() - t_save
     return state, timing, times
+
+
+def _preempted(lanes, live, state, step, start, pick, save_group, signum):
+    """A signal came during step `step - 1`: save step `step` (every live lane's checkpoint,
+    without metrics, and the group's) unless it is saved already, then raise Preempted."""
+    saved = "nothing new to save"
+    if step > start:
+        for i in live:
+            lanes[i].save(step, pick(state, i), evaluated=False)
+        if save_group is not None:
+            save_group(step, state)
+        for lane in lanes:
+            lane.ckpt.wait()
+        saved = f"checkpoint {step} saved in {lanes[0].ckpt.directory}"
+        if len(lanes) > 1:
+            saved += f" and its {len(lanes) - 1} other seeds' run directories"
+    raise preempt.Preempted(
+        f"stopped by {preempt.name(signum)} after step {step} of {lanes[0].spec.steps}: {saved}; "
+        f"run the same command to resume",
+        signum,
+    )
 
 
 def fit(
