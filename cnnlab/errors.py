@@ -23,6 +23,10 @@ class NonFiniteLoss(CnnlabError, RuntimeError):
     """Training produced a NaN/inf loss or statistics; the last good checkpoint is kept."""
 
 
+class WorkdirBusy(CnnlabError):
+    """Another process is writing this run directory (its lock file names it)."""
+
+
 class StorageError(CnnlabError, OSError):
     """The filesystem refused a write (full, read-only, not a directory); saved files are kept."""
 

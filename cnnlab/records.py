@@ -6,13 +6,22 @@ import os
 from pathlib import Path
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    """Write then rename; the temporary name is per process, so that every process of a
-    multi-host run may write the same (identical) file into a shared directory."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a temporary file, flush it to disk, then rename it over `path`: a reader (or a run
+    killed mid-write) finds the old file or the new one, never half of one. The temporary name
+    is per process, so that every process of a multi-host run may write the same (identical)
+    file into a shared directory."""
     path = Path(path)
     tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=1, default=float))
 
 
 def read_metrics(run: Path) -> dict[tuple[str, int], dict]:

@@ -502,3 +502,62 @@ def test_sigterm_saves_the_step_and_a_resume_matches_an_uninterrupted_run(tmp_pa
     assert s1 == s2 == 4
     jax.tree.map(np.testing.assert_array_equal, a, b)
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["1", "2", "4"]
+
+
+HOLD = (  # a second process that takes a run directory's lock and holds it until killed
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+    "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+    "os.write(fd, b'pid 4242 on host elsewhere')\n"
+    "print('locked', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+@contextlib.contextmanager
+def held(lock_path: Path):
+    import sys
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(lock_path)], stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_one_writer_per_workdir_and_stale_locks_are_taken_over(tmp_path, capsys):
+    """A run directory another process holds: train and a grid cell stop with one line naming
+    the holder before writing anything (the grid records no failed cell); a lock file left by a
+    process that is gone is taken over with a warning, and cleared when the run ends."""
+    from cnnlab import ablation, train
+    from cnnlab.errors import WorkdirBusy
+    from experiments import cli as cli_module
+
+    config = cli_module.config_from_args(f"--config={BASE}", *TINY)
+    work = tmp_path / "w"
+    with held(work / ".lock"):
+        with pytest.raises(WorkdirBusy) as caught:
+            train.train(config, work, progress=False)
+        assert str(caught.value) == (
+            f"{work} is in use by pid 4242 on host elsewhere (lock {work / '.lock'}); wait for "
+            f"that run to finish or stop it, or use another --workdir"
+        )
+        assert sorted(p.name for p in work.iterdir()) == [".lock"]  # nothing else written
+    (work / ".lock").write_text("pid 999999 on host gone")  # its holder was killed
+    train.train(config, work, progress=False)
+    assert "named pid 999999 on host gone, which no longer holds it" in capsys.readouterr().err
+    assert (work / ".lock").read_text() == ""  # released: the next run takes it silently
+    grid = cli_module.config_from_args(
+        "--config=experiments/configs/ablate_default.py", *TINY[:5], "--config.claims=()",
+        "--config.grid=(('model.kwargs.depth',(8,)),)", "--config.train.steps=2",
+        "--config.grad_norm_steps=(0,)", "--config.train.train_subset=0",
+    )  # fmt: skip
+    cell = tmp_path / "g" / "cells" / "depth=8"
+    with held(cell / "run" / ".lock"):
+        with pytest.raises(WorkdirBusy, match="is in use by pid 4242 on host elsewhere"):
+            ablation.run_grid(grid, tmp_path / "g", progress=False)
+    assert not (cell / "result.json").exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 from cnnlab import dotted
 from cnnlab.ablation.grid import label
 from cnnlab.ablation.result import CellResult
+from cnnlab.records import write_text_atomic
 from cnnlab.stats import mean_std, paired
 from cnnlab.train import names
 from cnnlab.train.loop import TIMING_KEYS
@@ -185,7 +186,7 @@ def write_tables(rows: list[dict], axes: list[Axis], workdir: Path) -> None:
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     w.writerows(rows)
-    (workdir / "results.csv").write_text(buf.getvalue())
+    write_text_atomic(workdir / "results.csv", buf.getvalue())
     stats = [("test_acc", "test acc")]
     if acc_column(rows) == "test_acc_precise_bn":
         stats.append(("test_acc_precise_bn", "test acc, PreciseBN"))
@@ -200,7 +201,7 @@ def write_tables(rows: list[dict], axes: list[Axis], workdir: Path) -> None:
         cells += [_fmt(r["params"]), _fmt(r["macs"]), _fmt(r["step_ms"]), _fmt(r["wall_s"])]
         cells.append(f"{r['seeds'] - r['failed']}/{r['seeds']}")
         lines.append("| " + " | ".join(cells) + " |")
-    (workdir / "results.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(workdir / "results.md", "\n".join(lines) + "\n")
 
 
 def gradient_cells(results: list[CellResult], axes: list[Axis]):

@@ -12,7 +12,8 @@ from cnnlab.ablation.plots import plots, verdicts
 from cnnlab.ablation.result import CellResult, load_results
 from cnnlab.ablation.two_stage import load_plan
 from cnnlab.errors import ConfigError
-from cnnlab.records import write_json_atomic
+from cnnlab.records import write_json_atomic, write_text_atomic
+from cnnlab.train.loop import warn
 
 
 def time_split(results: list[CellResult]) -> list[str]:
@@ -84,7 +85,7 @@ def _plan_lines(plan: dict | None, results: list[CellResult]) -> list[str]:
 def write_report(workdir: Path, title: str = "Ablation report") -> dict:
     """(Re)build every output from the cell results found under workdir/cells."""
     workdir = Path(workdir)
-    results = load_results(workdir)
+    results = load_results(workdir, warn)
     if not results:
         raise ConfigError(
             f"no cell results under {workdir / 'cells'}; run the grid first (without "
@@ -140,5 +141,5 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
         "",
         (workdir / "results.md").read_text(),
     ]
-    (workdir / "report.md").write_text("\n".join(lines))
+    write_text_atomic(workdir / "report.md", "\n".join(lines))
     return {"rows": rows, "plots": made, "findings": f}

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from cnnlab.records import write_json_atomic
@@ -48,6 +49,26 @@ class CellResult:
         return cls(**{k: v for k, v in raw.items() if k in names})
 
 
-def load_results(workdir: Path) -> list[CellResult]:
-    """Every cell result under workdir/cells, in cell-name order."""
-    return [CellResult.load(p) for p in sorted(Path(workdir).glob("cells/*/result.json"))]
+def read_result(path: Path, warn=None, move_aside: bool = False) -> CellResult | None:
+    """A cell's result.json, or None when there is none or it is garbled (written by hand, cut
+    by a disk error: this code writes it atomically); a garbled one is named in a warning and,
+    with `move_aside`, renamed to result.json.garbled (kept) so that the cell runs again."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return CellResult.load(path)
+    except (ValueError, TypeError, AttributeError) as e:  # JSONDecodeError is a ValueError
+        kept = path.with_name(path.name + ".garbled")
+        if move_aside:
+            os.replace(path, kept)
+        if warn is not None:
+            what = f"moved to {kept.name}; the cell runs again" if move_aside else "skipped"
+            warn(f"warning: {path} is garbled ({type(e).__name__}: {e}); {what}")
+        return None
+
+
+def load_results(workdir: Path, warn=None) -> list[CellResult]:
+    """Every readable cell result under workdir/cells, in cell-name order (garbled: skipped)."""
+    paths = sorted(Path(workdir).glob("cells/*/result.json"))
+    return [r for p in paths if (r := read_result(p, warn)) is not None]

@@ -21,12 +21,13 @@ from cnnlab.ablation.diagnostics import activation_sparsity, forward_order, laye
 from cnnlab.ablation.findings import verdicts
 from cnnlab.ablation.grid import cell_config, cell_name, expand, grid_axes, label
 from cnnlab.ablation.grid import shard as shard_cells
-from cnnlab.ablation.result import CellResult
-from cnnlab.errors import CnnlabError, ConfigError
+from cnnlab.ablation.result import CellResult, read_result
+from cnnlab.errors import CnnlabError, ConfigError, WorkdirBusy
 from cnnlab.records import read_metrics, write_json_atomic
 from cnnlab.summary import summary
 from cnnlab.train import preempt
 from cnnlab.train.batched import NO_EARLY_STOPPING
+from cnnlab.train.loop import warn
 
 TAIL = 0.1  # final training loss: mean over this last fraction of the steps
 # what a grid config has beside a training config's keys (ablate_default.py defines each)
@@ -77,6 +78,8 @@ def run_cell(config, overrides: dict, cell_dir: Path) -> CellResult:
     diag = Diagnostics.of(cfg, cell_dir)
     try:
         res = train.train(cfg, cell_dir / "run", progress=False, hook=diag)
+    except WorkdirBusy:  # another process trains this cell: not a failure of the cell
+        raise
     except CnnlabError as e:
         return failed(overrides, e)
     return collect(cfg, overrides, cell_dir, res, diag, time.perf_counter() - t0)
@@ -98,6 +101,8 @@ def run_seeds(config, group: list[dict], workdir: Path) -> list[CellResult]:
         outs = train.train_seeds(
             cfgs, [d / "run" for d in dirs], group_dir, progress=False, hooks=diags
         )
+    except WorkdirBusy:
+        raise
     except CnnlabError as e:
         return [failed(o, e) for o in group]
     wall = (time.perf_counter() - t0) / len(group)
@@ -252,8 +257,8 @@ def _plan(config, workdir: Path, ts, say) -> dict | None:
     found = {}
     for o in pilot:
         path = workdir / "cells" / cell_name(o) / "result.json"
-        if path.exists():
-            found[cell_name(o)] = CellResult.load(path)
+        if (r := read_result(path, warn)) is not None:
+            found[cell_name(o)] = r
     if len(found) < len(pilot):
         say(
             f"two-stage seeds: {len(found)} of {len(pilot)} pilot cells finished (other shards "
@@ -280,7 +285,8 @@ def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> l
         todo = []
         for overrides, name in zip(batch, names, strict=True):
             done = workdir / "cells" / name / "result.json"
-            if done.exists() and (r := CellResult.load(done)).done:
+            r = read_result(done, warn, move_aside=True)
+            if r is not None and r.done:
                 say(f"skip (finished): {name}")
                 results[name] = r
                 bar.update(1)

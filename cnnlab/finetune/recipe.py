@@ -16,6 +16,7 @@ import numpy as np
 from cnnlab.finetune.freeze import FrozenApply, group_optimizer
 from cnnlab.finetune.restore import load_backbone
 from cnnlab.finetune.select import UNITS, call_order, frozen_norms, param_labels, select_frozen
+from cnnlab.records import write_text_atomic
 from cnnlab.summary import summary
 from cnnlab.train import (
     ConfigError,
@@ -141,7 +142,7 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
         table = summary(model, x, train=False, frozen=frozen)
         (workdir / name).mkdir(parents=True, exist_ok=True)
         if jax.process_index() == 0:
-            (workdir / name / "summary.txt").write_text(str(table) + "\n")
+            write_text_atomic(workdir / name / "summary.txt", str(table) + "\n")
         last = fit(
             phase,
             workdir / name,
@@ -160,5 +161,7 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
         )
     record = {"source": info, "phases": [dataclasses.asdict(r) for r in results]}
     if jax.process_index() == 0:
-        (workdir / "finetune.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+        write_text_atomic(
+            workdir / "finetune.json", json.dumps(record, indent=2, default=str) + "\n"
+        )
     return results, last

@@ -4,7 +4,7 @@ import math
 from pathlib import Path
 
 from cnnlab.plotting import subplots
-from cnnlab.records import read_metrics, write_json_atomic
+from cnnlab.records import read_metrics, write_json_atomic, write_text_atomic
 from cnnlab.stats import mean_std
 
 ARMS = (
@@ -68,9 +68,7 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
     lines = _header(c, list(runs)) + _tables(c, summary, per_seed) + _finding(summary, per_seed)
     lines += ["", f"![validation loss and test accuracy]({plot})", ""]
     path = workdir / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines))
     return path
 
 

@@ -35,6 +35,7 @@ from cnnlab.errors import ConfigError, NonFiniteLoss
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import check_model
 from cnnlab.train.evaluation import Evaluator, RecomputeBN
+from cnnlab.train.lock import WorkdirLock
 from cnnlab.train.loop import (
     Lane,
     TrainResult,
@@ -115,15 +116,7 @@ def train_seeds(
     step_fn = jax.jit(jax.vmap(functools.partial(train_step, cfg=cfg)), donate_argnums=0,
                       out_shardings=(repl, repl))  # fmt: skip
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
-    lanes, fn = [], None
-    for s, w, ds, h in zip(specs, workdirs, datasets, hooks, strict=True):
-        bn = RecomputeBN(s, ds, model.apply, mesh, fn=fn)
-        fn = bn.fn  # the first seed's jitted recomputation serves them all
-        lanes.append(Lane(s, w, ds, Evaluator(s, ds, eval_fn, bn), h))
-    group = Group(group_dir, specs, lanes, datasets[0].name)
-    start, state = group.resume(state)
-    for lane in lanes:
-        lane.open(start)
+    lanes, fn, group, bar, finished = [], None, None, None, False
     keys = jnp.stack([jax.random.key(s.seed + 1) for s in specs])  # fit's stream per seed
     fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     stacked = NamedSharding(mesh, P(None, "data"))  # (seed, batch, ...): batch over devices
@@ -133,10 +126,17 @@ def train_seeds(
         return {k: jax.make_array_from_process_local_data(stacked, np.stack([p[k] for p in parts]))
                 for k in parts[0]}  # fmt: skip
 
-    desc = f"train {spec0.model.name} x{len(specs)} seeds"
-    bar = progress_bar(spec0, start, progress, desc)
-    finished = False
-    try:
+    try:  # every lane and the group lock their directories: close them whatever happens
+        for s, w, ds, h in zip(specs, workdirs, datasets, hooks, strict=True):
+            bn = RecomputeBN(s, ds, model.apply, mesh, fn=fn)
+            fn = bn.fn  # the first seed's jitted recomputation serves them all
+            lanes.append(Lane(s, w, ds, Evaluator(s, ds, eval_fn, bn), h))
+        group = Group(group_dir, specs, lanes, datasets[0].name)
+        start, state = group.resume(state)
+        for lane in lanes:
+            lane.open(start)
+        desc = f"train {spec0.model.name} x{len(specs)} seeds"
+        bar = progress_bar(spec0, start, progress, desc)
         state, timing, times = drive(lanes, state, step_fn, next_batch, lambda s: fold(keys, s),
                                      schedule, start=start, bar=bar, pick=lane_of,
                                      save_group=group.save)  # fmt: skip
@@ -146,10 +146,12 @@ def train_seeds(
         timing["checkpoint_s"] += time.perf_counter() - t_save
         finished = True
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         for lane in lanes:
             lane.close(failing=not finished)
-        group.ckpt.close(failing=not finished)
+        if group is not None:
+            group.close(failing=not finished)
     n = len(lanes)
     return [
         lane.error
@@ -167,9 +169,21 @@ class Group:
     def __init__(self, group_dir, specs: list[RunSpec], lanes: list[Lane], dataset: str):
         self.specs, self.lanes, self.dataset = specs, lanes, dataset
         directory = Path(group_dir).absolute() / "checkpoints"
-        self.ckpt = Checkpointer(
-            directory, specs[0].train.keep_checkpoints, None, iterators=len(specs)
-        )
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = WorkdirLock(directory.parent, warn).acquire()
+        try:
+            self.ckpt = Checkpointer(
+                directory, specs[0].train.keep_checkpoints, None, iterators=len(specs)
+            )
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def close(self, failing: bool) -> None:
+        try:
+            self.ckpt.close(failing=failing)
+        finally:
+            self.lock.release()
 
     def resume(self, state):
         """-> (first step to run, state); seeds that had failed get their error back."""

@@ -14,10 +14,12 @@ import numpy as np
 from cnnlab import data, distributed, models
 from cnnlab import progress as bars
 from cnnlab.errors import CheckpointError, NonFiniteLoss
+from cnnlab.records import write_text_atomic
 from cnnlab.train import names, preempt
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import check_model
 from cnnlab.train.evaluation import Evaluator, RecomputeBN, non_finite
+from cnnlab.train.lock import WorkdirLock
 from cnnlab.train.optim import make_optimizer
 from cnnlab.train.spec import RunSpec
 from cnnlab.train.step import TrainState, eval_step, train_step
@@ -164,10 +166,15 @@ class Lane:
         self.spec, self.ds, self.evaluator, self.hook = spec, ds, evaluator, hook
         self.workdir = Path(workdir).absolute()  # orbax needs absolute paths
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.it = train_iterator(spec, ds)
-        self.ckpt = Checkpointer(
-            self.workdir / "checkpoints", spec.train.keep_checkpoints, *spec.train.best_rule
-        )
+        self.lock = WorkdirLock(self.workdir, warn).acquire()  # before anything is written
+        try:
+            self.it = train_iterator(spec, ds)
+            self.ckpt = Checkpointer(
+                self.workdir / "checkpoints", spec.train.keep_checkpoints, *spec.train.best_rule
+            )
+        except BaseException:
+            self.lock.release()
+            raise
         self.history, self.final, self.error, self.writer = {}, {}, None, None
 
     def resume(self, state):
@@ -183,7 +190,7 @@ class Lane:
         """Start logging (records after `start` are replaced on a resume) and write config.json."""
         self.writer = MetricWriter(self.workdir, jax.process_index(), resume_step=start)
         if jax.process_index() == 0:
-            (self.workdir / "config.json").write_text(json.dumps(self.spec.config, indent=2))
+            write_text_atomic(self.workdir / "config.json", json.dumps(self.spec.config, indent=2))
 
     @property
     def live(self) -> bool:
@@ -244,9 +251,12 @@ class Lane:
         return state, final
 
     def close(self, failing: bool) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.ckpt.close(failing=failing or self.error is not None)
+        try:
+            if self.writer is not None:
+                self.writer.close()
+            self.ckpt.close(failing=failing or self.error is not None)
+        finally:
+            self.lock.release()
 
 
 def due(step: int, every: int, steps: int) -> bool:
@@ -376,12 +386,12 @@ def fit(
     eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
     evaluator = Evaluator(spec, ds, eval_fn, RecomputeBN(spec, ds, model.apply, mesh))
     lane = Lane(spec, workdir, ds, evaluator, hook)
-    start, state = lane.resume(state)
-    lane.open(start)
-    base_rng = jax.random.key(spec.seed + 1)
-    bar = progress_bar(spec, start, progress, desc or f"train {spec.model.name}")
-    finished = False
+    finished, bar = False, None
     try:
+        start, state = lane.resume(state)
+        lane.open(start)
+        base_rng = jax.random.key(spec.seed + 1)
+        bar = progress_bar(spec, start, progress, desc or f"train {spec.model.name}")
         state, timing, times = drive(
             [lane], state, step_fn, lambda: distributed.global_batch(next(lane.it), mesh),
             lambda step: jax.random.fold_in(base_rng, step), schedule, start=start, bar=bar,
@@ -393,7 +403,8 @@ def fit(
         timing["checkpoint_s"] += time.perf_counter() - t_save
         finished = True
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         lane.close(failing=not finished)
     return result(final, state, model, ds, timing, times, lane.history)
 
