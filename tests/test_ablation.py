@@ -303,3 +303,80 @@ def test_fashion_mnist_study_config_is_valid():
     assert {(x.data.name, x.data.image_size, x.train.steps, x.train.eval_every) for x in cfgs} == {
         ("fashion_mnist", 14, 400, 400)
     }
+
+
+def test_aux_loss_study_config_is_valid_and_its_claims_pair_the_right_cells():
+    from cnnlab.ablation.grid import cell_config
+    from cnnlab.ablation.run import claims_of
+    from experiments.configs import ablate_aux_loss
+
+    c = ablate_aux_loss.get_config()
+    cells = ablation.check_grid(c)
+    assert len(cells) == 54  # 3 (norm, lr) settings x (no heads, heads) x 3 kinds x 3 seeds
+    cfgs = [cell_config(c, o) for o in cells]
+    assert {(x.model.kwargs.depth, x.model.kwargs.skip, x.train.steps) for x in cfgs} == {
+        (20, False, 300)
+    }
+    claims = claims_of(c)
+    assert len(claims) == 9
+    for claim in claims:  # each compares no heads with heads, one kind at one setting
+        where = dict(claim.where)
+        assert (claim.a, claim.b) == ("none", "stage1+stage2")
+        word = {"ce": "cross-entropy", "hinge": "squared-hinge", "distill": "self-distilling"}
+        assert claim.text.startswith(word[where["loss.side_loss"]])
+        assert ("no norm" in claim.text) == (where["model.kwargs.norm"] == "none")
+
+
+def test_sigterm_stops_a_grid_in_its_cell_and_a_rerun_resumes(tmp_path, monkeypatch, capsys):
+    """SIGTERM during the first step of a grid's second cell: that cell saves its step, the grid
+    stops with Preempted naming the cell (the first cell's result kept), and running the grid
+    again skips the finished cell and resumes the other from its checkpoint. Then a garbled
+    result.json: moved aside with a warning, the cell collected again from its run."""
+    import signal
+
+    from cnnlab.ablation import run as grid_run
+    from cnnlab.train.preempt import Preempted
+    from experiments import cli
+
+    flags = ["--config.train.steps=4", "--config.train.eval_every=2", "--config.train.log_every=1",
+             "--config.grid=(('model.kwargs.depth',(8,)),('model.kwargs.skip',(False,True)))",
+             "--config.claims=()", "--config.grad_norm_steps=(0,)",
+             "--config.train.train_subset=0", "--config.data.batch_size=32"]  # fmt: skip
+    config = cli.config_from_args(f"--config={ABLATE_DEFAULT}", *flags)
+    real_call = grid_run.Diagnostics.__call__
+
+    def signalled(self, step, state, metrics):
+        if step == 0 and "skip=True" in str(self.path):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_call(self, step, state, metrics)
+
+    monkeypatch.setattr(grid_run.Diagnostics, "__call__", signalled)
+    with pytest.raises(Preempted) as caught:
+        ablation.run_grid(config, tmp_path / "w", progress=False)
+    message = str(caught.value)
+    assert message.startswith("grid stopped in cell depth=8,skip=True (1 of 2 cells finished")
+    assert "stopped by SIGTERM after step 1 of 4: checkpoint 1 saved in" in message
+    cells = tmp_path / "w" / "cells"
+    assert (cells / "depth=8,skip=False" / "result.json").exists()
+    assert not (cells / "depth=8,skip=True" / "result.json").exists()
+    assert (cells / "depth=8,skip=True" / "run" / "checkpoints" / "1").is_dir()
+    monkeypatch.undo()
+    results = ablation.run_grid(config, tmp_path / "w", progress=False)
+    assert [r.done for r in results] == [True, True]
+    logged = [
+        json.loads(x)["step"]
+        for x in (cells / "depth=8,skip=True" / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert sorted(set(logged)) == [1, 2, 3, 4] and len(logged) == len(set(logged)) + 2  # 2 evals
+    # a garbled result.json (a hand edit, a disk error) is kept aside and its cell runs again:
+    # from its checkpoints, so nothing retrains
+    done = cells / "depth=8,skip=True" / "result.json"
+    before = json.loads(done.read_text())
+    done.write_text(done.read_text()[:100])
+    again = ablation.run_grid(config, tmp_path / "w", progress=False)
+    assert "result.json is garbled (JSONDecodeError" in capsys.readouterr().err
+    assert (cells / "depth=8,skip=True" / "result.json.garbled").read_text() == json.dumps(
+        before, indent=1
+    )[:100]
+    assert [r.done for r in again] == [True, True]
+    assert again[1].metrics == before["metrics"] and again[1].params == before["params"]

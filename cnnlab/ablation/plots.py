@@ -12,6 +12,7 @@
 
 import itertools
 import statistics
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -121,17 +122,23 @@ def versus(rows, axes, workdir: Path, made: list[str], acc: str) -> None:
 
 
 def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
+    """One panel per configuration with side heads (every side-loss kind): each head's test
+    accuracy, the final head's, and, dashed grey, the final head of the same configuration
+    without side heads where the grid has it (what the side heads are judged against)."""
+    everything = _groups(results, axes)
     groups = {
         k: rs
-        for k, rs in _groups(results, axes).items()
+        for k, rs in everything.items()
         if any(names.side_tap(key) for m in rs[0].curves for key in m)
     }
     if not groups:
         return
     keys = sorted(groups, key=lambda k: tuple(a.position(v) for a, v in zip(axes, k, strict=True)))
+    taps_axis = next((i for i, a in enumerate(axes) if a.key == "loss.side_taps"), None)
+    varying = [i for i, a in enumerate(axes) if len({k[i] for k in keys}) > 1]  # among panels
     ncol = min(3, len(keys))
     nrow = -(-len(keys) // ncol)
-    fig, grid = subplots(nrow, ncol, figsize=(3.6 * ncol, 3.2 * nrow), sharey=True,
+    fig, grid = subplots(nrow, ncol, figsize=(3.8 * ncol, 3.3 * nrow), sharey=True,
                              squeeze=False)  # fmt: skip
     for ax, key in zip(grid.flat, keys, strict=False):
         rs = groups[key]
@@ -141,14 +148,19 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
             steps, mean, std = _series(rs, "test", metric)
             if steps:
                 _band(ax, steps, mean, std, marker=".", label=name)
-        varying = [(a, v) for a, v in zip(axes, key, strict=True) if len(a.values) > 1]
-        ax.set_title(", ".join(f"{a.name}={v}" for a, v in varying), fontsize=8)
+        if taps_axis is not None:
+            plain = everything.get((*key[:taps_axis], "none", *key[taps_axis + 1 :]))
+            steps, mean, _ = _series(plain or [], "test", "accuracy")
+            if steps:
+                ax.plot(steps, mean, "--", color="grey", label="final, no side heads")
+        title = ", ".join(f"{axes[i].name}={key[i]}" for i in varying) or "all"
+        ax.set_title("\n".join(textwrap.wrap(title, 48)), fontsize=8)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     for ax in grid.flat[len(keys) :]:
         ax.axis("off")
     grid[0][0].set_ylabel("test accuracy")
-    grid[0][0].legend(fontsize=8)
+    grid[0][0].legend(fontsize=7)
     fig.suptitle("Side-head and final-head test accuracy over training (band: ± 1 seed-std)",
                  fontsize=10)  # fmt: skip
     _save(fig, workdir / "side_heads.png", made)
@@ -182,7 +194,7 @@ def verdicts(judged, workdir: Path, made: list[str]) -> None:
     judged = [v for v in judged if v.ci.n >= 2]
     if not judged:
         return
-    fig, grid = subplots(len(judged), 1, figsize=(8, 1.25 * len(judged) + 0.6), squeeze=False)
+    fig, grid = subplots(len(judged), 1, figsize=(8, 1.45 * len(judged) + 0.6), squeeze=False)
     for ax, v in zip(grid[:, 0], judged, strict=True):
         c, ci, m = v.claim, v.ci, v.claim.margin
         colour = VERDICT_COLOURS[v.verdict]
@@ -200,8 +212,8 @@ def verdicts(judged, workdir: Path, made: list[str]) -> None:
         unit = "test accuracy" if c.rule.metric == "accuracy" else "final train loss"
         sign = " (a - b)" if c.rule.sign < 0 else ""
         what = f"{dotted.short(c.axis)} {c.a} -> {c.b}, {unit}{sign}, n={ci.n}"
-        ax.set_title(f"{c.text}: {v.verdict.upper()}   [{what}]", fontsize=8, loc="left",
-                     color=colour)  # fmt: skip
+        title = textwrap.wrap(f"{c.text}: {v.verdict.upper()}   [{what}]", 110)
+        ax.set_title("\n".join(title[:2]), fontsize=8, loc="left", color=colour)
         ax.grid(alpha=0.3, axis="x")
     level = judged[0].ci.level
     fig.suptitle(f"Claims: estimate and {100 * level:g}% CI (paired t) against 0 and the margin",
