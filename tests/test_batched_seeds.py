@@ -226,3 +226,37 @@ def test_a_seed_that_turns_non_finite_keeps_its_last_good_checkpoint(tmp_path, m
     # a re-run of the finished group trains nothing and returns the same results
     again = train.train_seeds([cfg(0), cfg(1)], dirs, tmp_path / "group", progress=False)
     assert again[0].metrics == out[0].metrics and str(again[1]) == str(out[1])
+
+
+def test_sigterm_saves_every_seed_and_the_group_and_resumes_identically(tmp_path):
+    """Seeds trained together, SIGTERM during the first step: each seed's run and the group save
+    step 1; the same call resumes and ends with exactly the uninterrupted group's parameters."""
+    from entry import BASE, TINY
+
+    from cnnlab import train
+    from cnnlab.train.preempt import Preempted
+    from experiments import cli
+
+    configs = [cli.config_from_args(f"--config={BASE}", *TINY, f"--config.seed={s}")
+               for s in (0, 1)]  # fmt: skip
+
+    def run(name, hooks=None):
+        out = tmp_path / name
+        return train.train_seeds(configs, [out / "s0", out / "s1"], out / "group",
+                                 progress=False, hooks=hooks)  # fmt: skip
+
+    run("full")
+
+    def hook(step, state, metrics):
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Preempted, match=r"after step 1 of 4: checkpoint 1 saved in .* and its 1"):
+        run("cut", hooks=[hook, None])
+    for d in ("s0", "s1", "group"):
+        assert (tmp_path / "cut" / d / "checkpoints" / "1").is_dir(), d
+    run("cut")
+    for d in ("s0", "s1"):
+        (s1, a), (s2, b) = final_params(tmp_path / "full" / d), final_params(tmp_path / "cut" / d)
+        assert s1 == s2 == 4
+        jax.tree.map(np.testing.assert_array_equal, a, b)

@@ -561,3 +561,15 @@ def test_one_writer_per_workdir_and_stale_locks_are_taken_over(tmp_path, capsys)
         with pytest.raises(WorkdirBusy, match="is in use by pid 4242 on host elsewhere"):
             ablation.run_grid(grid, tmp_path / "g", progress=False)
     assert not (cell / "result.json").exists()
+
+
+def test_a_busy_workdir_is_one_line_through_the_entry_point(tmp_path, saved):
+    """`python -m experiments.train` on a finished run that another process holds: exit 1, one
+    line naming the holder, and the run's files byte-identical afterwards."""
+    shutil.copytree(saved, tmp_path / "w")
+    before = snapshot(tmp_path / "w" / "checkpoints")
+    with held(tmp_path / "w" / ".lock"):
+        out = cli("experiments.train", f"--config={BASE}", f"--workdir={tmp_path / 'w'}", *TINY)
+    assert_one_line_error(out, "is in use by pid 4242 on host elsewhere", "use another --workdir",
+                          alone=False)  # fmt: skip
+    assert out.returncode == 1 and snapshot(tmp_path / "w" / "checkpoints") == before
