@@ -260,3 +260,42 @@ def test_sigterm_saves_every_seed_and_the_group_and_resumes_identically(tmp_path
         (s1, a), (s2, b) = final_params(tmp_path / "full" / d), final_params(tmp_path / "cut" / d)
         assert s1 == s2 == 4
         jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+KILL_IN_SAVE = """
+import os, runpy, signal, sys
+from cnnlab.train import batched
+real = batched.Group.save
+def save(self, step, state):
+    real(self, step, state)  # orbax's save of the group is in flight (asynchronous) ...
+    if step == 8:  # ... when the process dies
+        os.kill(os.getpid(), signal.SIGKILL)
+batched.Group.save = save
+sys.argv = ["experiments.ablate", *sys.argv[1:]]
+runpy.run_module("experiments.ablate", run_name="__main__")
+"""
+
+
+@pytest.mark.slow  # kills a real grid: the full tier
+def test_a_batched_group_killed_during_its_save_resumes(grids, tmp_path):
+    """SIGKILL right after the group's save of step 8 has started: the re-run resumes from the
+    newest complete step and every cell ends as the uninterrupted batched grid's."""
+    _, _, batched = grids
+    workdir = tmp_path / "w"
+    grid = "(('model.kwargs.depth',(8,)),('optim.lr',(0.05,)),('seed',(0,1)))"
+    args = [f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in SETTINGS.items()),
+            f"--config.grid={grid}", "--config.when=()", "--config.batch_seeds=True",
+            "--config.claims=()"]  # fmt: skip
+    env = dict(os.environ)
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_SAVE, *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not list(workdir.glob("cells/*/result.json"))
+    cmd = [sys.executable, "-m", "experiments.ablate", *args]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = {r.name: r for r in ablation.load_results(workdir)}
+    expected = [r for r in batched if r.done]
+    assert sorted(resumed) == [r.name for r in expected]
+    for r in expected:
+        assert_same_cell(r, resumed[r.name])
