@@ -21,3 +21,18 @@ def get(config, key: str, default=None):
 def short(key: str) -> str:
     """'model.kwargs.depth' -> 'depth': how cell names, tables and reports name an axis."""
     return key.rsplit(".", 1)[-1]
+
+
+def first_difference(old, new, prefix: str = ""):
+    """The first dotted key where two nested dicts (JSON) differ, as (key, old value, new value)
+    with '<absent>' for a missing key; None when they are equal."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if k not in old or k not in new:
+                return key, old.get(k, "<absent>"), new.get(k, "<absent>")
+            found = first_difference(old[k], new[k], key)
+            if found:
+                return found
+        return None
+    return None if old == new else (prefix, old, new)

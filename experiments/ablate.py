@@ -18,6 +18,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, f"Grid config file ({D
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config name>).")
 _SHARD = flags.DEFINE_string("shard", "0/1", "Run only cells i, i+N, ... of the grid (i/N).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only (re)build the report from cells.")
+_ACCEPT = flags.DEFINE_bool(
+    "accept_changes",
+    False,
+    "Run a changed grid into a workdir made by another (finished cells "
+    "are kept as they are); without it that is an error naming the first difference.",
+)
 
 
 def main(argv):
@@ -39,7 +45,7 @@ def main(argv):
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"workdir: {workdir}")
     if not _REPORT_ONLY.value:
-        ablation.run_grid(c, workdir, shard=_SHARD.value)
+        ablation.run_grid(c, workdir, shard=_SHARD.value, accept_changes=_ACCEPT.value)
     if jax.process_index() > 0:  # process 0 writes the report (every process ran every cell)
         return
     out = ablation.write_report(workdir, f"Ablation: {c.name}")

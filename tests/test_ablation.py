@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cnnlab import ablation
+from cnnlab.errors import ConfigError
 from experiments.configs import ablate_default
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,6 +251,8 @@ def test_grid_in_process_and_through_the_entry_point_into_one_workdir(tmp_path, 
     assert len(rows) == 4 and {r["failed"] for r in rows} == {"0", "1"}
     report = (workdir / "report.md").read_text()
     assert "## Notes" in report and "cell(s) failed" in report
+    # provenance: the cells' commit, packages and machine; one process and one machine here
+    assert "Provenance: commit " in report and "Mixed provenance" not in report
     assert "| skip gain |" in report  # residual minus plain twin, per configuration
     recipe = next(line for line in report.splitlines() if line.startswith("Recipe"))
     assert "sgd lr per cell (a grid axis)," in recipe and "peak lr" not in recipe  # lr: an axis
@@ -380,3 +383,20 @@ def test_sigterm_stops_a_grid_in_its_cell_and_a_rerun_resumes(tmp_path, monkeypa
     )[:100]
     assert [r.done for r in again] == [True, True]
     assert again[1].metrics == before["metrics"] and again[1].params == before["params"]
+    # a workdir belongs to one grid: a changed recipe, or a changed cell config, is one line
+    # naming the first difference; --accept_changes runs the grid into it anyway
+    longer = cli.config_from_args(f"--config={ABLATE_DEFAULT}", *flags, "--config.train.steps=6")
+    with pytest.raises(ConfigError) as caught:
+        ablation.run_grid(longer, tmp_path / "w", progress=False)
+    assert str(caught.value) == (
+        f"{tmp_path / 'w'} holds results of another grid: grid.json recipe.steps is 4 there and 6 "
+        f"in this config; use another --workdir for this grid, or pass --accept_changes to run it "
+        f"into this one (finished cells are kept as they are)"
+    )
+    wider = cli.config_from_args(f"--config={ABLATE_DEFAULT}", *flags,
+                                 "--config.model.kwargs.width=8")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"cell depth=8,skip=False: config model\.kwargs\.width "
+                       r"is '<absent>' there and 8 in this config"):  # fmt: skip
+        ablation.run_grid(wider, tmp_path / "w", progress=False)
+    kept = ablation.run_grid(wider, tmp_path / "w", progress=False, accept_changes=True)
+    assert [r.metrics for r in kept] == [r.metrics for r in again]  # finished: kept as they are

@@ -398,6 +398,7 @@ def test_two_phase_recipe_and_report(tmp_path):
     assert row["trainable"] == {"phase1": 64 * 5 + 5, "phase2": last_block}
     assert row["frozen"]["phase2"] == sum(ph2[p].size for p in ph2) - last_block
     text = report.read_text()
+    assert "- Provenance: commit " in text  # every phase run's sessions, one machine
     assert "## Finding" in text and (tmp_path / "w/curves.png").stat().st_size > 0
     assert "phase1 (" not in text and "| from scratch" in text
     summary_txt = (tmp_path / "w/seed0/finetune/phase1/summary.txt").read_text()

@@ -4,7 +4,7 @@ results.md, the figures and report.md (recipe, rules, claims, findings, time).""
 import json
 from pathlib import Path
 
-from cnnlab import dotted
+from cnnlab import dotted, provenance
 from cnnlab.ablation.aggregate import TIMING, acc_column, aggregate, axes_of, write_tables
 from cnnlab.ablation.findings import findings
 from cnnlab.ablation.grid import cell_name
@@ -82,6 +82,21 @@ def _plan_lines(plan: dict | None, results: list[CellResult]) -> list[str]:
     return out
 
 
+def _provenance(workdir: Path, results) -> list[str]:
+    """The newest session's code, packages and machine, and a warning when the cells came from
+    several commits, machines or package sets."""
+    sessions = [s for r in results for s in provenance.read(workdir / "cells" / r.name / "run")]
+    lines = [provenance.summary(sessions)]
+    mixed = provenance.differences(sessions)
+    if mixed:
+        lines.append(
+            f"**Mixed provenance**: the cells were trained by {'; '.join(mixed)} (a cell resumed "
+            f"elsewhere counts each session). Float results differ across these; the verdicts "
+            f"are built not to."
+        )
+    return [" ".join(lines), ""]
+
+
 def write_report(workdir: Path, title: str = "Ablation report") -> dict:
     """(Re)build every output from the cell results found under workdir/cells."""
     workdir = Path(workdir)
@@ -121,6 +136,7 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
         f"{len(results)} cells, {len(rows)} configurations x seeds {', '.join(seeds)} "
         f"(mean ± sample std over seeds). Table: [results.md](results.md), data: results.csv.",
         "",
+        *_provenance(workdir, results),
         *([_recipe(spec), ""] if spec.get("recipe") else []),
         f["rules"],
         "",

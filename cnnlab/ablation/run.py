@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jax
 
-from cnnlab import data, train
+from cnnlab import data, dotted, train
 from cnnlab import progress as bars
 from cnnlab.ablation import two_stage
 from cnnlab.ablation.claims import parse_claims
@@ -224,17 +224,51 @@ def check_grid(config, spec: str = "0/1") -> list[dict]:
     return cells
 
 
-def run_grid(config, workdir, *, shard: str = "0/1", progress: bool = True) -> list[CellResult]:
+def run_grid(config, workdir, *, shard: str = "0/1", progress: bool = True,
+             accept_changes: bool = False) -> list[CellResult]:  # fmt: skip
     """Train every cell of this shard of `config.grid` in `workdir` (resumable); with
-    config.two_stage, then the seeds its plan adds (`cnnlab.ablation.two_stage`)."""
+    config.two_stage, then the seeds its plan adds (`cnnlab.ablation.two_stage`). A workdir
+    belongs to one grid: another grid, or cells whose configs changed, are a ConfigError unless
+    `accept_changes` (then finished cells are kept as they are)."""
     workdir = Path(workdir).absolute()
     cells = check_grid(config, shard)
+    if not accept_changes:
+        check_same_grid(config, workdir, cells)
     workdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(workdir / "grid.json", grid_spec(config))
     quiet = not progress or jax.process_index() > 0
     say = (lambda msg: None) if quiet else bars.write
     with preempt.stop_on_signals():  # SIGTERM / SIGINT: the cell in training saves, the grid stops
         return _run_grid(config, cells, workdir, shard, quiet, say)
+
+
+def check_same_grid(config, workdir: Path, cells: list[dict]) -> None:
+    """A re-run into an existing workdir must be the grid that made it: its grid.json (axes,
+    claims, recipe) and every started cell's config.json as this config resolves them."""
+    changed = None
+    saved = workdir / "grid.json"
+    if saved.exists():
+        found = dotted.first_difference(json.loads(saved.read_text()), _json(grid_spec(config)))
+        changed = found and (f"grid.json {found[0]}", found[1], found[2])
+    for o in [] if changed else cells:
+        path = workdir / "cells" / cell_name(o) / "run" / "config.json"
+        if path.exists():
+            now = _json(json.loads(cell_config(config, o).to_json_best_effort()))
+            found = dotted.first_difference(json.loads(path.read_text()), now)
+            if found:
+                changed = (f"cell {cell_name(o)}: config {found[0]}", found[1], found[2])
+                break
+    if changed:
+        what, old, new = changed
+        raise ConfigError(
+            f"{workdir} holds results of another grid: {what} is {old!r} there and {new!r} in "
+            f"this config; use another --workdir for this grid, or pass --accept_changes to run "
+            f"it into this one (finished cells are kept as they are)"
+        )
+
+
+def _json(obj):
+    return json.loads(json.dumps(obj, default=float))
 
 
 def _run_grid(config, cells, workdir: Path, shard: str, quiet: bool, say) -> list[CellResult]:

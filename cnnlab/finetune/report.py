@@ -3,6 +3,7 @@
 import math
 from pathlib import Path
 
+from cnnlab import provenance
 from cnnlab.plotting import subplots
 from cnnlab.records import read_metrics, write_json_atomic, write_text_atomic
 from cnnlab.stats import mean_std
@@ -65,7 +66,8 @@ def write_report(c, workdir: Path, runs: dict) -> Path:
         workdir / "results.json", {"setup": _setup(c), "summary": summary, "seeds": per_seed}
     )
     plot = _plot(c, workdir, list(runs))
-    lines = _header(c, list(runs)) + _tables(c, summary, per_seed) + _finding(summary, per_seed)
+    lines = _header(c, list(runs)) + _provenance(workdir)
+    lines += _tables(c, summary, per_seed) + _finding(summary, per_seed)
     lines += ["", f"![validation loss and test accuracy]({plot})", ""]
     path = workdir / "report.md"
     write_text_atomic(path, "\n".join(lines))
@@ -137,6 +139,16 @@ def _header(c, seeds: list) -> list[str]:
         f"- Seeds: {seeds} (few-shot draw, head init and data order); mean ± sample std.",
         "",
     ]
+
+
+def _provenance(workdir: Path) -> list[str]:
+    """Every phase run's sessions under `workdir`: the newest's code and machine, and what
+    differs between them."""
+    sessions = [s for d in sorted(Path(workdir).rglob("provenance.json"))
+                for s in provenance.read(d.parent)]  # fmt: skip
+    mixed = provenance.differences(sessions)
+    return [f"- {provenance.summary(sessions)}", *(f"- **Mixed provenance**: {m}" for m in mixed),
+            ""]  # fmt: skip
 
 
 def _tables(c, summary: dict, per_seed: dict) -> list[str]:

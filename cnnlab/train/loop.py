@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from cnnlab import data, distributed, models
+from cnnlab import data, distributed, models, provenance
 from cnnlab import progress as bars
 from cnnlab.errors import CheckpointError, NonFiniteLoss
 from cnnlab.records import write_text_atomic
@@ -187,8 +187,10 @@ class Lane:
         return start, state
 
     def open(self, start: int) -> None:
-        """Start logging (records after `start` are replaced on a resume) and write config.json."""
+        """Start logging (records after `start` are replaced on a resume), add this session to
+        provenance.json and write config.json."""
         self.writer = MetricWriter(self.workdir, jax.process_index(), resume_step=start)
+        provenance.record(self.workdir, start)  # code, packages, machine, command: per session
         if jax.process_index() == 0:
             write_text_atomic(self.workdir / "config.json", json.dumps(self.spec.config, indent=2))
 

@@ -1,0 +1,150 @@
+"""Where a result came from: code version, packages, machine, devices and command of a run.
+
+Every run writes WORKDIR/provenance.json when it starts or resumes (`record`): a list of
+sessions, one per start, each with the step it started from, so that a run resumed on another
+machine or after a code change says so. `summary` gives the short line a report prints, and
+`differences` names what differs between the sessions of several runs (a grid whose cells came
+from two commits, or two CPU models).
+
+The code version is cnnlab's git commit (`git rev-parse HEAD` of the checkout cnnlab is imported
+from), whether the tree had uncommitted changes to tracked files, and a SHA-256 of `git diff
+HEAD` then (untracked files are not in it); None outside a git checkout.
+"""
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+
+from cnnlab.records import write_json_atomic
+
+PACKAGES = ("cnnlab", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
+CODE = Path(__file__).resolve().parents[1]  # the checkout (or site-packages) cnnlab lives in
+
+
+def _git(repo: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.decode("utf-8", "replace") if out.returncode == 0 else None
+
+
+def code_version(repo: Path = CODE) -> dict:
+    """{'commit', 'dirty', 'diff_sha256'} of the git checkout at `repo` (None values outside
+    one)."""
+    commit = _git(repo, "rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None, "diff_sha256": None}
+    diff = _git(repo, "diff", "HEAD") or ""
+    return {
+        "commit": commit.strip(),
+        "dirty": bool(diff),
+        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _command(argv=None) -> list[str]:
+    """The command line as typed (`python -m experiments.train --config=...`): sys.orig_argv
+    keeps `-m module`, which sys.argv replaces by the module's path."""
+    argv = list(sys.orig_argv if argv is None else argv)
+    return [os.path.basename(argv[0]), *argv[1:]] if argv else []
+
+
+def collect(start_step: int = 0, argv=None) -> dict:
+    """This process's provenance as JSON-able values."""
+    devices = jax.devices()
+    return {
+        "start_step": int(start_step),
+        "code": code_version(),
+        "packages": {p: _version(p) for p in PACKAGES},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "cpu": cpu_model(),
+        "device_kind": devices[0].device_kind,
+        "platform_name": devices[0].platform,
+        "device_count": len(devices),
+        "process_count": jax.process_count(),
+        "command": _command(argv),
+    }
+
+
+def record(workdir: Path, start_step: int) -> dict:
+    """Append this session to WORKDIR/provenance.json (process 0 only). -> the session."""
+    session = collect(start_step)
+    if jax.process_index() != 0:
+        return session
+    sessions = read(workdir)
+    write_json_atomic(Path(workdir) / "provenance.json", {"sessions": [*sessions, session]})
+    return session
+
+
+def read(workdir: Path) -> list[dict]:
+    """The sessions a run directory recorded ([] for none, or an unreadable file)."""
+    import json
+
+    try:
+        return json.loads((Path(workdir) / "provenance.json").read_text())["sessions"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def machine(session: dict) -> str:
+    return f"{session['cpu']}, {session['device_count']} x {session['device_kind']}"
+
+
+def commit(session: dict) -> str:
+    code = session["code"]
+    if not code["commit"]:
+        return "not a git checkout"
+    dirty = f" + uncommitted changes (diff {code['diff_sha256'][:12]})" if code["dirty"] else ""
+    return code["commit"][:12] + dirty
+
+
+def summary(sessions: list[dict]) -> str:
+    """One line for a report: the newest session's code, packages and machine."""
+    if not sessions:
+        return "Provenance: not recorded (runs from before provenance.json)."
+    s = sessions[-1]
+    versions = ", ".join(f"{k} {v}" for k, v in s["packages"].items() if k != "cnnlab" and v)
+    return (
+        f"Provenance: commit {commit(s)}; {versions}; Python {s['python']}; {machine(s)}; "
+        f"{s['process_count']} process(es)."
+    )
+
+
+def differences(sessions: list[dict]) -> list[str]:
+    """What differs between sessions (of one run, or of a grid's cells): commits, packages,
+    machines. [] when they agree."""
+    out = []
+    packages = lambda s: str(sorted(s["packages"].items()))
+    for what, key in (("commits", commit), ("machines", machine), ("package versions", packages)):
+        seen = sorted({key(s) for s in sessions})
+        if len(seen) > 1:
+            shown = "; ".join(seen) if what != "package versions" else f"{len(seen)} sets"
+            out.append(f"{len(seen)} {what}: {shown}")
+    return out
