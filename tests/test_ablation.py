@@ -400,3 +400,65 @@ def test_sigterm_stops_a_grid_in_its_cell_and_a_rerun_resumes(tmp_path, monkeypa
         ablation.run_grid(wider, tmp_path / "w", progress=False)
     kept = ablation.run_grid(wider, tmp_path / "w", progress=False, accept_changes=True)
     assert [r.metrics for r in kept] == [r.metrics for r in again]  # finished: kept as they are
+
+
+def test_cells_that_would_train_identically_are_found_before_training():
+    """Settings the code does not read for a cell (side_loss without side heads, momentum under
+    AdamW, zero_init_residual on a plain twin, lr spelled two ways) make duplicates; settings
+    it reads do not."""
+    from cnnlab.ablation import duplicates
+
+    c = ablate_default.get_config()
+    c.claims = ()
+    c.grid = (
+        (("model.kwargs.skip", (False, True)), ("model.kwargs.zero_init_residual", (False, True)),
+         ("loss.side_taps", ((),)), ("loss.side_loss", ("ce", "hinge")), ("seed", (0,))),
+        (("model.kwargs.skip", (False,)), ("model.kwargs.zero_init_residual", (False,)),
+         ("loss.side_taps", (("stage1",),)), ("loss.side_loss", ("ce", "hinge")), ("seed", (0,))),
+    )  # fmt: skip
+    cells = ablation.check_grid(c)
+    same = duplicates.find(c, cells)
+    n = lambda skip, zero, loss: (
+        f"skip={skip},zero_init_residual={zero},side_taps=none,side_loss={loss},seed=0"
+    )
+    assert same == {  # with side heads the kind matters; with the skip, zero-init matters
+        n(False, False, "hinge"): n(False, False, "ce"),
+        n(False, True, "ce"): n(False, False, "ce"),
+        n(False, True, "hinge"): n(False, False, "ce"),
+        n(True, False, "hinge"): n(True, False, "ce"),
+        n(True, True, "hinge"): n(True, True, "ce"),
+    }
+    lines = duplicates.explain(cells, same)
+    assert any(x.startswith("loss.side_loss change nothing for 3 cell(s)") for x in lines)
+    assert any(x.startswith("model.kwargs.zero_init_residual change nothing for 1") for x in lines)
+    from cnnlab import train
+
+    spec = lambda *o: train.RunSpec.of(ablation.apply(ablate_default.get_config(), dict(o)))
+    sgd, adamw = spec(("optim.momentum", 0.5)), spec(("optim.optimizer", "adamw"))
+    other_adamw = spec(("optim.optimizer", "adamw"), ("optim.momentum", 0.5))
+    assert duplicates.effective(sgd) != duplicates.effective(spec())  # SGD reads momentum
+    assert duplicates.effective(adamw) == duplicates.effective(other_adamw)  # AdamW does not
+    # lr 0.1 at lr_batch 0 is the same peak lr as lr 0.05 at batch 64 with lr_batch 32
+    a = spec(("optim.lr", 0.1), ("optim.lr_batch", 0))
+    b = spec(("optim.lr", 0.05), ("optim.lr_batch", 32))
+    assert duplicates.effective(a) == duplicates.effective(b)
+
+
+def test_a_duplicate_cell_reuses_its_twin_and_the_report_says_so(tmp_path, capsys):
+    from experiments import cli
+
+    flags = ["--config.train.steps=4", "--config.train.eval_every=2", "--config.train.log_every=1",
+             "--config.grid=(('model.kwargs.depth',(8,)),('model.kwargs.skip',(False,)),"
+             "('model.kwargs.zero_init_residual',(False,True)))",
+             "--config.claims=()", "--config.grad_norm_steps=(0,)",
+             "--config.train.train_subset=0", "--config.data.batch_size=32"]  # fmt: skip
+    config = cli.config_from_args(f"--config={ABLATE_DEFAULT}", *flags)
+    first, second = ablation.run_grid(config, tmp_path / "w", progress=False)
+    assert "model.kwargs.zero_init_residual change nothing for 1 cell(s)" in capsys.readouterr().err
+    assert (first.same_as, second.same_as) == (None, first.name)
+    assert second.metrics == first.metrics and second.timing == {}
+    assert not (tmp_path / "w" / "cells" / second.name / "run").exists()  # never trained
+    report = ablation.write_report(tmp_path / "w")
+    text = (tmp_path / "w" / "report.md").read_text()
+    assert "1 cell(s) would have trained exactly as another cell" in text
+    assert f"{second.name} = {first.name}" in text and report["rows"]

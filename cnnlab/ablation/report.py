@@ -82,6 +82,20 @@ def _plan_lines(plan: dict | None, results: list[CellResult]) -> list[str]:
     return out
 
 
+def _reused(results: list[CellResult]) -> list[str]:
+    """Cells that reused an identical cell's result (cnnlab.ablation.duplicates)."""
+    reused = [r for r in results if r.same_as]
+    if not reused:
+        return []
+    pairs = "; ".join(f"{r.name} = {r.same_as}" for r in reused[:3])
+    more = f" and {len(reused) - 3} more" if len(reused) > 3 else ""
+    return [
+        f"{len(reused)} cell(s) would have trained exactly as another cell (the settings that "
+        f"tell them apart change nothing there), so they reuse its result and any comparison "
+        f"between the two is zero by construction: {pairs}{more}."
+    ]
+
+
 def _provenance(workdir: Path, results) -> list[str]:
     """The newest session's code, packages and machine, and a warning when the cells came from
     several commits, machines or package sets."""
@@ -148,7 +162,7 @@ def write_report(workdir: Path, title: str = "Ablation report") -> dict:
             f["exploratory"],
         ),
         *section("Gradients and activations", f["gradients"]),
-        *section("Notes", f["notes"] + time_split(results)),
+        *section("Notes", f["notes"] + _reused(results) + time_split(results)),
         "## Figures",
         "",
         *[f"![{m}]({m})" for m in made],

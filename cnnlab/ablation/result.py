@@ -34,6 +34,9 @@ class CellResult:
     curves: list = dataclasses.field(default_factory=list)  # metrics.jsonl records
     # seconds of the cell's wall time: compile, data, ... (batched: its share of the group's)
     timing: dict = dataclasses.field(default_factory=dict)
+    # the cell whose result this one reuses: it would have trained identically
+    # (cnnlab.ablation.duplicates); None for a cell that trained
+    same_as: str | None = None
 
     @property
     def done(self) -> bool:

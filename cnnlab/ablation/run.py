@@ -6,6 +6,7 @@ Re-running skips finished cells and resumes interrupted ones from their checkpoi
 fails (non-finite loss, bad config, bad data) is recorded with its reason and the grid goes on.
 """
 
+import dataclasses
 import json
 import math
 import time
@@ -15,7 +16,7 @@ import jax
 
 from cnnlab import data, dotted, train
 from cnnlab import progress as bars
-from cnnlab.ablation import two_stage
+from cnnlab.ablation import duplicates, two_stage
 from cnnlab.ablation.claims import parse_claims
 from cnnlab.ablation.diagnostics import activation_sparsity, forward_order, layer_grad_norms
 from cnnlab.ablation.findings import verdicts
@@ -311,6 +312,9 @@ def _plan(config, workdir: Path, ts, say) -> dict | None:
 
 def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> list[CellResult]:
     """Train `cells` (skipping finished ones), one at a time or seeds together."""
+    same = duplicates.find(config, cells)
+    for line in duplicates.explain(cells, same):
+        warn(f"warning: {line}")
     bar = bars.bar(total=len(cells), desc=desc, unit="cell", disable=quiet)
     results = {}
     for batch in _batches(config, cells):
@@ -320,8 +324,13 @@ def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> l
         for overrides, name in zip(batch, names, strict=True):
             done = workdir / "cells" / name / "result.json"
             r = read_result(done, warn, move_aside=True)
-            if r is not None and r.done:
-                say(f"skip (finished): {name}")
+            if r is None and same.get(name) in results:  # trains as that cell did: reuse it
+                r = dataclasses.replace(results[same[name]], name=name, overrides=overrides,
+                                        timing={}, same_as=same[name])  # fmt: skip
+                done.parent.mkdir(parents=True, exist_ok=True)
+                r.save(done)
+            if r is not None and (r.done or r.same_as):
+                say(f"skip ({'same as ' + r.same_as if r.same_as else 'finished'}): {name}")
                 results[name] = r
                 bar.update(1)
             else:
