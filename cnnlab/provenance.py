@@ -142,7 +142,8 @@ def differences(sessions: list[dict]) -> list[str]:
     machines. [] when they agree."""
     out = []
     packages = lambda s: str(sorted(s["packages"].items()))
-    for what, key in (("commits", commit), ("machines", machine), ("package versions", packages)):
+    keys = (("code versions", commit), ("machines", machine), ("package versions", packages))
+    for what, key in keys:
         seen = sorted({key(s) for s in sessions})
         if len(seen) > 1:
             shown = "; ".join(seen) if what != "package versions" else f"{len(seen)} sets"

@@ -458,16 +458,16 @@ def test_cli_mismatched_source_is_a_one_line_error_and_keeps_files(tmp_path, sou
     assert sorted((p, p.stat().st_mtime) for p in workdir.rglob("*")) == before
 
 
-def test_readme_frozen_summary_is_what_summary_prints():
-    """The README's transfer-learning summary: ResNet-20, 5 classes, 8x8x1, backbone frozen."""
+def test_docs_frozen_summary_is_what_summary_prints():
+    """The transfer-learning page's summary: ResNet-20, 5 classes, 8x8x1, backbone frozen."""
     model = models.create("cifar_resnet", depth=20, num_classes=5)
     x = jnp.zeros((1, 8, 8, 1))
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
     frozen = finetune.select_frozen(variables["params"], finetune.call_order(model, x))
     s = summary(model, x, train=False, frozen=frozen)
     totals = "\n".join(line for line in str(s).splitlines() if "params:" in line)
-    readme = (ROOT / "README.md").read_text()
-    assert totals in readme
+    page = (ROOT / "docs" / "transfer.md").read_text()
+    assert totals in page
     assert f"{s.trainable_params:,}" == "325" and s.frozen_params == 268_784
 
 

@@ -56,6 +56,6 @@ def test_a_run_records_each_session_and_reports_name_mixed_provenance(tmp_path, 
     other["cpu"] = "Another CPU"
     mixed = provenance.differences([first, other])
     theirs = "ffffffffffff + uncommitted changes (diff aaaaaaaaaaaa)"
-    assert mixed[0] == f"2 commits: {'; '.join(sorted([provenance.commit(first), theirs]))}"
+    assert mixed[0] == f"2 code versions: {'; '.join(sorted([provenance.commit(first), theirs]))}"
     assert mixed[1].startswith("2 machines: ") and "Another CPU" in mixed[1]
     json.dumps(sessions)  # all JSON

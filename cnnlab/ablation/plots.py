@@ -135,10 +135,11 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
         return
     keys = sorted(groups, key=lambda k: tuple(a.position(v) for a, v in zip(axes, k, strict=True)))
     taps_axis = next((i for i, a in enumerate(axes) if a.key == "loss.side_taps"), None)
-    varying = [i for i, a in enumerate(axes) if len({k[i] for k in keys}) > 1]  # among panels
+    # a title names what differs between the panels; a lone panel names its configuration
+    varying = [i for i, a in enumerate(axes) if len({k[i] for k in keys}) > 1 or len(keys) == 1]
     ncol = min(3, len(keys))
     nrow = -(-len(keys) // ncol)
-    fig, grid = subplots(nrow, ncol, figsize=(3.8 * ncol, 3.3 * nrow), sharey=True,
+    fig, grid = subplots(nrow, ncol, figsize=(max(6.4, 3.8 * ncol), 3.3 * nrow), sharey=True,
                              squeeze=False)  # fmt: skip
     for ax, key in zip(grid.flat, keys, strict=False):
         rs = groups[key]
