@@ -21,10 +21,8 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from benchmarks.timing import markdown_table
-from cnnlab import ablation, train
-from cnnlab.train.batched import stack
-from experiments.configs import ablate_default
+from benchmarks.timing import markdown_table, probe_seeds
+from cnnlab import ablation
 
 _DEPTHS = flags.DEFINE_list("depths", ["8", "20"], "CIFAR ResNet depths.")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per configuration.")
@@ -58,30 +56,6 @@ def run_mode(depth: int, batch_seeds: bool) -> dict:
     }
 
 
-def probe(depth: int, limit: int) -> int:
-    """Largest power-of-two seed count whose vmapped train step (batch 64) runs."""
-    c = ablation.apply(ablate_default.get_config(), {"model.kwargs.depth": depth})
-    spec = train.RunSpec.of(c)
-    ds = train.load_data(spec)
-    model = train.build_model(spec, ds)
-    tx, _ = train.make_optimizer(spec.optim, 10, 0.05)
-    one = train.initial_state(spec, model, ds, tx)
-    step = jax.jit(jax.vmap(lambda s, b, r: train.train_step(s, b, r, cfg=train.StepConfig())))
-    fits, n = 0, 1
-    while n <= limit:
-        try:
-            state = stack([one] * n)
-            x = np.zeros((n, 64, *train.input_shape(spec, ds)), np.float32)
-            batch = {"image": x, "label": np.zeros((n, 64), np.int32)}
-            keys = jax.random.split(jax.random.key(0), n)
-            jax.block_until_ready(step(state, batch, keys))
-        except Exception as e:  # XlaRuntimeError RESOURCE_EXHAUSTED, host MemoryError
-            print(f"  depth {depth}: {n} seeds do not fit ({type(e).__name__})")
-            break
-        fits, n = n, 2 * n
-    return fits
-
-
 def main(argv):
     del argv
     jax.config.update("jax_threefry_partitionable", False)
@@ -103,7 +77,7 @@ def main(argv):
     print(markdown_table(header, rows))
     if _PROBE.value:
         for depth in (int(d) for d in _DEPTHS.value):
-            print(f"ResNet-{depth}: {probe(depth, _PROBE_LIMIT.value)} seeds fit in one step")
+            print(f"ResNet-{depth}: {probe_seeds(depth, _PROBE_LIMIT.value)} seeds fit in one step")
 
 
 if __name__ == "__main__":

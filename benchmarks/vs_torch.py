@@ -16,7 +16,6 @@ import functools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import optax
 from absl import app, flags, logging
 
 import cnnlab
+from benchmarks.timing import Worker, step_flops, time_steps
 from cnnlab import layers as L
 from cnnlab import models, train
 
@@ -113,49 +113,13 @@ class JaxSide:
         self.run(2)  # warm-up
 
     def run(self, steps: int) -> list[float]:
-        times = []
-        for _ in range(steps):
-            t = time.perf_counter()
-            self.state, metrics = self.step(self.state, self.batch, self.rng)
-            jax.block_until_ready(metrics["total_loss"])
-            times.append(time.perf_counter() - t)
+        self.state, times = time_steps(self.step, self.state, self.batch, self.rng, steps)
         return times
 
 
-class TorchSide:
+def TorchSide(python: str) -> Worker:
     """A PyTorch worker process (benchmarks/torch_worker.py) in its own Python."""
-
-    def __init__(self, python: str):
-        worker = Path(__file__).with_name("torch_worker.py")
-        self.proc = subprocess.Popen(
-            [python, str(worker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-
-    def ask(self, **req) -> dict:
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the PyTorch worker died; run it by hand to see why")
-        return json.loads(line)
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
-def step_flops(step, *args) -> float:
-    """XLA's FLOP count of the jitted `step` as traced here, lowered for the host CPU.
-
-    Counted before backend optimisation and always by the CPU's cost analysis, so the count is
-    the same on every machine: XLA:GPU has no pre-optimisation count, and after compilation it
-    hides convolutions in cuDNN calls that count zero FLOPs. (The program is the one traced on
-    this backend, e.g. with XLA's grouped depthwise conv on a GPU; only the counting is on CPU.)
-    """
-    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=cpu), args)
-    cost = step.lower(*abstract).cost_analysis()
-    return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+    return Worker(python, Path(__file__).with_name("torch_worker.py"))
 
 
 def matmul_size() -> int:

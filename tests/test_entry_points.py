@@ -88,6 +88,32 @@ def test_vs_torch_benchmark_smoke(tmp_path):
     assert set(results["compile_vs_depth"]) == {"8"} and results["matmul_peak_gflops"] > 0
 
 
+@pytest.mark.slow  # a benchmark end to end: the full tier
+def test_gpu_benchmark_smoke_runs_every_path_and_reruns_one_row(tmp_path):
+    """benchmarks.gpu --smoke on this CPU (no PyTorch side): every model row with the published
+    parameter counts (10-class heads), both grid modes, the probe; --only reruns one row and
+    keeps the others."""
+    out = run("-m", "benchmarks.gpu", "--smoke", f"--workdir={tmp_path}", "--torch_python=none")
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    params = {name: r["params"] for name, r in res["rows"].items()}
+    assert params == {  # torchvision's ResNet-50 / MobileNetV2 with 10 instead of 1000 classes
+        "resnet50_224": 25_557_032 - 2049 * 1000 + 2049 * 10,
+        "mobilenet_v2_224": 3_504_872 - 1281 * 1000 + 1281 * 10,
+        "resnet20_32": 269_722, "resnet56_32": 75_290,  # the smoke run's ResNet-56 row is depth 8
+    }  # fmt: skip
+    assert all(r["cnnlab_img_s"] > 0 and r["step_tflop"] > 0 for r in res["rows"].values())
+    assert {k: v["cells"] for k, v in res["grid"].items()} == {"separate": 2, "batched": 2}
+    assert res["probe"] == {"8": 2} and res["smoke"] is True
+    assert "| resnet50_224 | 2 x 32² | 23,528,522 |" in (tmp_path / "results.md").read_text()
+    again = run("-m", "benchmarks.gpu", "--smoke", f"--workdir={tmp_path}", "--torch_python=none",
+                "--only=resnet20_32")  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    merged = json.loads((tmp_path / "results.json").read_text())
+    assert set(merged["rows"]) == set(res["rows"]) and merged["grid"] == res["grid"]
+    assert merged["rows"]["resnet20_32"] != res["rows"]["resnet20_32"]  # timed again
+
+
 TORCH = ROOT / ".venv-torch" / "bin" / "python"
 
 
