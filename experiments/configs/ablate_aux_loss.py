@@ -27,8 +27,8 @@ Each kind's baseline is the same net without side heads. Without taps `side_loss
 nothing, so the no-head cells are listed once per kind (`side_taps=none` with `side_loss` ce,
 distill, hinge), so that every claim compares two cells of the grid (a claim fixes every other
 axis); the grid finds them identical before training (cnnlab.ablation.duplicates) and trains
-each once: 54 cells, 36 trained, 18 reusing their `ce` twin's result. Measured when all 54
-trained (before that detection): 15 minutes on 2 cores (RESULTS.md).
+each once: 54 cells, 36 trained, 18 reusing their `ce` twin's result: 10 minutes on 2 cores
+(15 when all 54 trained; the same results bit for bit: RESULTS.md).
 
 Claims, margins set before any run as in the default grid (0.02 test accuracy, 6 of 297
 digits): for each kind, "side heads help" at each (norm, lr) setting: nine claims, each at 95%
