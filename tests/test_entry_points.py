@@ -138,6 +138,33 @@ def test_torch_side_builds_the_same_architectures():
     assert counts == list(expected.values()), out.stderr[-2000:]
 
 
+@pytest.mark.skipif(not TORCH.exists(), reason="no PyTorch env (bash benchmarks/setup_torch.sh)")
+def test_gpu_torch_side_builds_the_same_architectures():
+    """benchmarks.gpu's PyTorch twins (torchvision's ResNet-50 and MobileNetV2, the CIFAR ResNet)
+    have cnnlab's parameter counts at the full rows' class counts."""
+    from cnnlab import models
+
+    # benchmarks.gpu defines absl flags that other benchmarks imported here define too
+    rows = run("-c", "import json; from benchmarks.gpu import ROWS; print(json.dumps(ROWS))")
+    ROWS = json.loads(rows.stdout)
+    expected, x = {}, jnp.zeros((1, 32, 32, 3))
+    for name, w in ROWS.items():
+        kwargs = {"depth": w["depth"]} if "depth" in w else {}
+        model = models.create(w["model"], num_classes=w["num_classes"], **kwargs)
+        shapes = jax.eval_shape(lambda m=model: m.init(jax.random.key(0), x))
+        expected[name] = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes["params"]))
+    requests = [{"op": "build", "mode": "eager", "workload": {**ROWS[k], "batch": 2, "size": 32}}
+                for k in expected]  # fmt: skip
+    out = subprocess.run(
+        [str(TORCH), str(ROOT / "benchmarks" / "gpu_torch_worker.py")],
+        input="\n".join(json.dumps(r) for r in requests) + "\n",
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    counts = [json.loads(line).get("params") for line in out.stdout.splitlines()]
+    assert counts == list(expected.values()), (out.stdout[-2000:], out.stderr[-2000:])
+    assert expected["resnet50_224"] == 25_557_032 and expected["mobilenet_v2_224"] == 3_504_872
+
+
 def test_scan_blocks_benchmark_compares_the_same_computation():
     """Scanned blocks with the unrolled blocks' parameters stacked give the same output."""
     from benchmarks.scan_blocks import Scanned, Unrolled, main
