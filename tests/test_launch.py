@@ -1,5 +1,6 @@
 """launch/: the exact gcloud commands (dry run), sharded grids over VMs, cleanup on failure."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,95 @@ def test_usage_errors():
         tpu.main(["spread", "--zone=z"])
     with pytest.raises(SystemExit, match="give the command after --"):
         tpu.main(["run", "--name=v", "--zone=z", "--dry_run"])
+
+
+GRID = """
+from experiments.configs import ablate_default
+
+
+def get_config():
+    c = ablate_default.get_config()
+    c.train.steps, c.train.eval_every, c.train.log_every = STEPS, 4, 2
+    c.train.train_subset, c.data.batch_size = 0, 32
+    c.grad_norm_steps = (0,)
+    c.claims = ()
+    c.grid = (("model.kwargs.depth", (8,)), ("model.kwargs.skip", (False, True)), ("seed", (0, 1)))
+    return c
+"""
+
+
+def grid_file(tmp_path, steps: int) -> Path:
+    path = tmp_path / f"grid{steps}.py"
+    path.write_text(GRID.replace("STEPS", str(steps)))
+    return path
+
+
+def slurm(*args):
+    return subprocess.run([sys.executable, "-m", "launch.slurm", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def test_slurm_dry_run_prints_the_sbatch_array_and_bad_input_is_one_line(tmp_path):
+    """--dry_run fills submitit's sbatch template (partition, GPUs, time, the array of jobs,
+    the signal submitit requeues on) without Slurm; bad input is one line before submitting."""
+    grid = grid_file(tmp_path, 8)
+    out = slurm("submit", f"--config={grid}", f"--workdir={tmp_path / 'w'}", "--partition=gpu",
+                "--gpus_per_job=2", "--cells_per_job=2", "--time=30", "--dry_run")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    for line in ("#SBATCH --array=0-1%2", "#SBATCH --partition=gpu", "#SBATCH --time=30",
+                 "#SBATCH --gpus-per-node=2", "#SBATCH --ntasks-per-node=2",
+                 "#SBATCH --signal=USR2@90"):  # fmt: skip
+        assert line in out.stdout.splitlines(), line
+    assert not (tmp_path / "w").exists()  # nothing submitted, nothing written
+    no_slurm = slurm("submit", f"--config={grid}", f"--workdir={tmp_path / 'w'}")
+    assert no_slurm.returncode == 1 and no_slurm.stderr.strip().splitlines() == [
+        "error: --cluster=slurm but no sbatch on PATH: run this on the cluster's login node, "
+        "or use --cluster=local / --dry_run"
+    ]
+    typo = slurm("submit", f"--config={grid}", f"--workdir={tmp_path / 'w'}", "--partiton=gpu")
+    assert typo.returncode == 2 and "unrecognized arguments: --partiton=gpu" in typo.stderr
+    bad = tmp_path / "bad.py"
+    bad.write_text(GRID.replace("STEPS", "8").replace("(False, True)", "('maybe',)"))
+    wrong = slurm("submit", f"--config={bad}", f"--workdir={tmp_path / 'w'}", "--dry_run")
+    assert wrong.returncode == 1 and wrong.stderr.startswith("error: ") and "skip" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow  # real jobs through submitit's local executor: the full tier
+def test_slurm_local_jobs_match_an_in_process_grid_and_a_preempted_job_resumes(tmp_path):
+    """A 4-cell grid as 2 local jobs: the same cells and metrics as run_grid in this process
+    (float tolerance); then a job signalled as Slurm does before a time limit (SIGUSR2) mid-cell
+    is requeued by submitit and resumes its cells from their checkpoints."""
+    import submitit
+
+    from cnnlab import ablation
+    from experiments.cli import load_config
+    from launch.slurm import GridShare, shares
+
+    out = slurm("submit", f"--config={grid_file(tmp_path, 8)}", f"--workdir={tmp_path / 'jobs'}",
+                "--cluster=local", "--cells_per_job=2", "--gpus_per_job=0")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("submitted 2 jobs: ") and "report: " in out.stdout
+    ablation.run_grid(load_config(str(grid_file(tmp_path, 8))), tmp_path / "here", progress=False)
+    jobs = {r.name: r for r in ablation.load_results(tmp_path / "jobs")}
+    here = {r.name: r for r in ablation.load_results(tmp_path / "here")}
+    assert sorted(jobs) == sorted(here) and len(jobs) == 4
+    for name, r in here.items():
+        for k, v in r.metrics.items():
+            assert jobs[name].metrics[k] == pytest.approx(v, rel=1e-3, abs=1 / 32), (name, k)
+    assert (tmp_path / "jobs" / "report.md").exists()
+    # preemption: a longer grid in one job whose time limit is 1 minute: submitit's controller
+    # sends SIGUSR2 15 s into every attempt, as Slurm does before a time limit or preemption;
+    # the job checkpoints, is requeued, and each attempt resumes the cells from their checkpoints
+    config = load_config(str(grid_file(tmp_path, 160)))
+    (names,) = shares(config, 4)
+    ex = submitit.LocalExecutor(folder=tmp_path / "long" / "slurm", max_num_timeout=30)
+    ex.update_parameters(timeout_min=1, signal_delay_s=45)
+    job = ex.submit(GridShare(config, str(tmp_path / "long")), names)
+    assert job.result() == ["done"] * 4  # requeued by submitit until finished
+    log = Path(job.paths.stderr).read_text() + Path(job.paths.stdout).read_text()
+    assert log.count("Caught signal SIGUSR2") >= 1, log[-3000:]
+    first = tmp_path / "long" / "cells" / names[0] / "run"
+    records = (first / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in records]
+    assert max(steps) == 160 and len(steps) == len(set(steps)) + 40  # one record per step/split

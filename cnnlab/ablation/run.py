@@ -226,13 +226,16 @@ def check_grid(config, spec: str = "0/1") -> list[dict]:
 
 
 def run_grid(config, workdir, *, shard: str = "0/1", progress: bool = True,
-             accept_changes: bool = False) -> list[CellResult]:  # fmt: skip
+             accept_changes: bool = False, only=None) -> list[CellResult]:  # fmt: skip
     """Train every cell of this shard of `config.grid` in `workdir` (resumable); with
     config.two_stage, then the seeds its plan adds (`cnnlab.ablation.two_stage`). A workdir
     belongs to one grid: another grid, or cells whose configs changed, are a ConfigError unless
-    `accept_changes` (then finished cells are kept as they are)."""
+    `accept_changes` (then finished cells are kept as they are). `only`: cell names, the share
+    of one job of a cluster array (launch/slurm.py); every cell is still validated."""
     workdir = Path(workdir).absolute()
     cells = check_grid(config, shard)
+    if only is not None:
+        cells = [o for o in cells if cell_name(o) in set(only)]
     if not accept_changes:
         check_same_grid(config, workdir, cells)
     workdir.mkdir(parents=True, exist_ok=True)
