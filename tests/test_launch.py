@@ -174,6 +174,10 @@ def test_slurm_local_jobs_match_an_in_process_grid_and_a_preempted_job_resumes(t
         for k, v in r.metrics.items():
             assert jobs[name].metrics[k] == pytest.approx(v, rel=1e-3, abs=1 / 32), (name, k)
     assert (tmp_path / "jobs" / "report.md").exists()
+    status = slurm("status", f"--workdir={tmp_path / 'jobs'}")
+    assert status.returncode == 0 and "4 of 4 cells have a result" in status.stdout
+    cancel = slurm("cancel", f"--workdir={tmp_path / 'jobs'}")
+    assert cancel.returncode == 1 and cancel.stderr.startswith("error: local jobs end with")
     # preemption: a longer grid in one job whose time limit is 1 minute: submitit's controller
     # sends SIGUSR2 15 s into every attempt, as Slurm does before a time limit or preemption;
     # the job checkpoints, is requeued, and each attempt resumes the cells from their checkpoints
