@@ -144,12 +144,12 @@ def matmul_tflops(n: int, reps: int = 10) -> float:
     return 2 * n**3 / best / 1e12
 
 
-def model_row(name: str, w: dict, torch: Worker | None) -> dict:
+def model_row(w: dict, torch: Worker | None) -> dict:
     side = Cnnlab(w)
     r = {"batch": w["batch"], "size": w["size"], "params": side.params,
          "compile_s": side.compile_s, "memory_bytes": side.memory_bytes,
          "step_tflop": side.flops / 1e12, "torch": {}}  # fmt: skip
-    times = {"cnnlab": []}
+    times = []
     modes = []
     for mode in _MODES.value if torch else []:  # each mode built (and compiled) once
         built = torch.ask(op="build", workload=w, mode=mode)
@@ -160,14 +160,14 @@ def model_row(name: str, w: dict, torch: Worker | None) -> dict:
                             "seconds": []}  # fmt: skip
         modes.append(mode)
     for _ in range(_ROUNDS.value):  # A B C A B C: every side sees the same machine state
-        times["cnnlab"] += side.run(_STEPS.value)
+        times += side.run(_STEPS.value)
         for mode in modes:
             out = torch.ask(op="time", mode=mode, steps=_STEPS.value)
             r["torch"][mode]["seconds"] += out["seconds"]
             r["torch"][mode]["peak_bytes"] = out["peak_bytes"]
     if torch:
         torch.ask(op="free")
-    r["cnnlab_s"] = statistics.median(times["cnnlab"])
+    r["cnnlab_s"] = statistics.median(times)
     r["cnnlab_img_s"] = w["batch"] / r["cnnlab_s"]
     for t in r["torch"].values():
         if "seconds" in t:
@@ -292,7 +292,7 @@ def main(argv):
         for name in (r for r in ROWS if r in wanted):
             w = {**ROWS[name], **(SMOKE[name] if smoke else {})}
             print(f"{name}: compiling and timing ...", flush=True)
-            res.setdefault("rows", {})[name] = model_row(name, w, torch)
+            res.setdefault("rows", {})[name] = model_row(w, torch)
             save(workdir, res)  # partial results survive a window that closes
         if "grid" in wanted:
             print("grid: separate cells, then seeds batched ...", flush=True)

@@ -13,6 +13,7 @@ HEAD` then (untracked files are not in it); None outside a git checkout.
 
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -105,8 +106,6 @@ def record(workdir: Path, start_step: int) -> dict:
 
 def read(workdir: Path) -> list[dict]:
     """The sessions a run directory recorded ([] for none, or an unreadable file)."""
-    import json
-
     try:
         return json.loads((Path(workdir) / "provenance.json").read_text())["sessions"]
     except (OSError, ValueError, KeyError, TypeError):

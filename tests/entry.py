@@ -31,3 +31,14 @@ def cli(module, *args, env=None, cwd=ROOT):
         [sys.executable, "-m", module, *args], cwd=cwd, env=full, capture_output=True,
         text=True, timeout=600,
     )  # fmt: skip
+
+
+def final_state(run_dir):
+    """(step, state) of the newest checkpoint in RUN_DIR/checkpoints, read with orbax directly
+    (not cnnlab's Checkpointer), as saved."""
+    import orbax.checkpoint as ocp
+
+    mngr = ocp.CheckpointManager(Path(run_dir).absolute() / "checkpoints")
+    step = mngr.latest_step()
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    return step, state

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+from entry import final_state
 
 from cnnlab import ablation
 from cnnlab.errors import ConfigError
@@ -57,9 +57,7 @@ def config(batch_seeds: bool, grid=GRID):
 
 
 def final_params(run_dir: Path):
-    mngr = ocp.CheckpointManager(run_dir / "checkpoints")
-    step = mngr.latest_step()
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    step, state = final_state(run_dir)
     return step, state["params"]
 
 
@@ -127,15 +125,38 @@ def test_batched_seeds_give_each_cell_its_separate_result(grids):
     assert [r for r in again if r.done] == [r for r in batched if r.done]  # skipped, unchanged
 
 
+def batched_grid_args(workdir: Path) -> list[str]:
+    """`python -m experiments.ablate` arguments: the good configuration's two seeds, batched."""
+    grid = "(('model.kwargs.depth',(8,)),('optim.lr',(0.05,)),('seed',(0,1)))"
+    return [f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in SETTINGS.items()),
+            f"--config.grid={grid}", "--config.when=()", "--config.batch_seeds=True",
+            "--config.claims=()"]  # fmt: skip
+
+
+def assert_rerun_resumes_to(batched, args: list[str], workdir: Path) -> None:
+    """The killed grid's command again (the session's data dir and caches, conftest): it ends
+    with every finished cell of the uninterrupted batched grid, one record per step."""
+    cmd = [sys.executable, "-m", "experiments.ablate", *args]
+    out = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ), capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    resumed = {r.name: r for r in ablation.load_results(workdir)}
+    expected = [r for r in batched if r.done]
+    assert sorted(resumed) == [r.name for r in expected]
+    for r in expected:
+        assert_same_cell(r, resumed[r.name])
+        steps = [(m["split"], m["step"]) for m in resumed[r.name].curves]
+        assert len(steps) == len(set(steps))  # one record per step after the resume
+        lines = (workdir / "cells" / r.name / "run" / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == len({(json.loads(x)["split"], json.loads(x)["step"]) for x in lines})
+
+
 @pytest.mark.slow  # kills a real grid: the full tier
 def test_a_killed_batched_grid_resumes_to_the_same_results(grids, tmp_path):
     _, _, batched = grids
     workdir = tmp_path / "w"
-    grid = "(('model.kwargs.depth',(8,)),('optim.lr',(0.05,)),('seed',(0,1)))"
-    args = [f"--config.{k}={v}" for k, v in SETTINGS.items()]
-    cmd = [sys.executable, "-m", "experiments.ablate", f"--workdir={workdir}", *args,
-           f"--config.grid={grid}", "--config.when=()", "--config.batch_seeds=True",
-           "--config.claims=()"]  # fmt: skip
+    args = batched_grid_args(workdir)
+    cmd = [sys.executable, "-m", "experiments.ablate", *args]
     env = dict(os.environ)  # the session's data dir and caches (conftest)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
@@ -149,18 +170,7 @@ def test_a_killed_batched_grid_resumes_to_the_same_results(grids, tmp_path):
     killed_at = max(int(p.name) for p in ckpts.glob("*") if p.name.isdigit())
     assert killed_at < STEPS, "the group finished before it could be killed"
     assert not list(workdir.glob("cells/*/result.json"))
-
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    resumed = {r.name: r for r in ablation.load_results(workdir)}
-    expected = [r for r in batched if r.done]
-    assert sorted(resumed) == [r.name for r in expected]
-    for r in expected:
-        assert_same_cell(r, resumed[r.name])
-        steps = [(m["split"], m["step"]) for m in resumed[r.name].curves]
-        assert len(steps) == len(set(steps))  # one record per step after the resume
-        lines = (workdir / "cells" / r.name / "run" / "metrics.jsonl").read_text().splitlines()
-        assert len(lines) == len({(json.loads(x)["split"], json.loads(x)["step"]) for x in lines})
+    assert_rerun_resumes_to(batched, args, workdir)
 
 
 def test_batch_seeds_refuses_early_stopping_and_non_booleans():
@@ -282,20 +292,10 @@ def test_a_batched_group_killed_during_its_save_resumes(grids, tmp_path):
     newest complete step and every cell ends as the uninterrupted batched grid's."""
     _, _, batched = grids
     workdir = tmp_path / "w"
-    grid = "(('model.kwargs.depth',(8,)),('optim.lr',(0.05,)),('seed',(0,1)))"
-    args = [f"--workdir={workdir}", *(f"--config.{k}={v}" for k, v in SETTINGS.items()),
-            f"--config.grid={grid}", "--config.when=()", "--config.batch_seeds=True",
-            "--config.claims=()"]  # fmt: skip
-    env = dict(os.environ)
-    killed = subprocess.run([sys.executable, "-c", KILL_IN_SAVE, *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    args = batched_grid_args(workdir)
+    killed = subprocess.run([sys.executable, "-c", KILL_IN_SAVE, *args], cwd=ROOT,
+                            env=dict(os.environ), capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not list(workdir.glob("cells/*/result.json"))
-    cmd = [sys.executable, "-m", "experiments.ablate", *args]
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    resumed = {r.name: r for r in ablation.load_results(workdir)}
-    expected = [r for r in batched if r.done]
-    assert sorted(resumed) == [r.name for r in expected]
-    for r in expected:
-        assert_same_cell(r, resumed[r.name])
+    assert_rerun_resumes_to(batched, args, workdir)

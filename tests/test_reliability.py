@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from entry import BASE, ROOT, TINY, cli, tiny
+from entry import BASE, ROOT, TINY, cli, final_state, tiny
 
 from cnnlab.errors import ConfigError
 
@@ -448,15 +448,6 @@ def test_non_finite_finds_batch_norm_statistics_and_parameters():
     assert non_finite({"accuracy": float("nan")}, ok) == "accuracy (nan) in evaluation"
 
 
-def _checkpoint_state(workdir: Path):
-    import orbax.checkpoint as ocp
-
-    mngr = ocp.CheckpointManager(Path(workdir) / "checkpoints")
-    step = mngr.latest_step()
-    args = ocp.args.Composite(state=ocp.args.StandardRestore())
-    return step, mngr.restore(step, args=args)["state"]
-
-
 def test_sigterm_saves_the_step_and_a_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     """In this process: SIGTERM during the first step, and again during the save: the run saves
     step 1 (between evaluations: no metrics, so never the 'best' step), raises Preempted (exit
@@ -498,7 +489,7 @@ def test_sigterm_saves_the_step_and_a_resume_matches_an_uninterrupted_run(tmp_pa
     meta = json.loads((tmp_path / "cut" / "checkpoints" / "1" / "meta" / "metadata").read_text())
     assert meta["metrics"] is None
     train.train(config(), tmp_path / "cut", progress=False)
-    (s1, a), (s2, b) = _checkpoint_state(tmp_path / "full"), _checkpoint_state(tmp_path / "cut")
+    (s1, a), (s2, b) = final_state(tmp_path / "full"), final_state(tmp_path / "cut")
     assert s1 == s2 == 4
     jax.tree.map(np.testing.assert_array_equal, a, b)
     assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["1", "2", "4"]

@@ -13,9 +13,8 @@ from pathlib import Path
 import entry
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from entry import BASE, TINY, tiny
+from entry import BASE, TINY, final_state, tiny
 from test_reliability import snapshot
 
 from cnnlab import train
@@ -50,13 +49,6 @@ def wait_for(path_ready, proc, timeout=300):
         time.sleep(0.05)
 
 
-def final_params(workdir):
-    mngr = ocp.CheckpointManager(Path(workdir) / "checkpoints")
-    step = mngr.latest_step()
-    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    return step, state
-
-
 @pytest.mark.slow  # kills a real run: the full tier
 def test_sigkill_and_resume_reaches_identical_result(tmp_path):
     full = run(tmp_path / "full")
@@ -76,7 +68,7 @@ def test_sigkill_and_resume_reaches_identical_result(tmp_path):
     resumed = run(tmp_path / "killed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.splitlines()[-1] == full.stdout.splitlines()[-1]  # final test metrics
-    (s1, a), (s2, b) = final_params(tmp_path / "full"), final_params(tmp_path / "killed")
+    (s1, a), (s2, b) = final_state(tmp_path / "full"), final_state(tmp_path / "killed")
     assert s1 == s2 == 24
     jax.tree.map(np.testing.assert_array_equal, a, b)
     lines = [
@@ -107,7 +99,7 @@ def test_sigterm_stops_with_143_and_one_line_and_resumes_identically(tmp_path):
     resumed = run(tmp_path / "cut")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stdout.splitlines()[-1] == full.stdout.splitlines()[-1]
-    (s1, a), (s2, b) = final_params(tmp_path / "full"), final_params(tmp_path / "cut")
+    (s1, a), (s2, b) = final_state(tmp_path / "full"), final_state(tmp_path / "cut")
     assert s1 == s2 == 24
     jax.tree.map(np.testing.assert_array_equal, a, b)
 
@@ -182,5 +174,5 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_
     assert message.startswith("non-finite loss") and "at step 2" in message, message
     kept = [int(p.name) for p in (tmp_path / "w" / "checkpoints").glob("*") if p.name.isdigit()]
     assert kept == [1]
-    _, state = final_params(tmp_path / "w")
+    _, state = final_state(tmp_path / "w")
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
