@@ -23,9 +23,10 @@ PyTorch's 8192^3 product). Memory: cnnlab's compiled step (XLA's memory analysis
 outputs and temporaries), PyTorch's `max_memory_allocated`. Compile: cnnlab's lower + compile,
 PyTorch's first two steps (where `torch.compile` compiles).
 
-Budget (estimated, not yet measured on a GPU): 3 rounds x 10 steps per side after 2 warm-up
-steps; compiles dominate (cnnlab ResNet-50 ~30-60 s, `torch.compile` ~60 s per model), so the
-four model rows take about 5 minutes and the grid rows about 2-3; the script writes
+Budget: 3 rounds x 10 steps per side after 2 warm-up steps; compiles dominate (measured on an
+H200, 2026-12-04: cnnlab 8-72 s per model, `torch.compile` 21-61 s), and the four model rows with
+the grid row's sequential mode did not fit in 520 s: the grid (the loop waits every step) is
+the long pole. The script writes
 results.json / results.md after every row, so a window that closes early keeps what ran, and
 `--only` reruns what is missing. JAX is told not to preallocate the GPU, so both sides fit.
 """
