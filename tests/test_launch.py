@@ -1,8 +1,11 @@
 """launch/: the exact gcloud commands (dry run), sharded grids over VMs, cleanup on failure."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -178,18 +181,68 @@ def test_slurm_local_jobs_match_an_in_process_grid_and_a_preempted_job_resumes(t
     assert status.returncode == 0 and "4 of 4 cells have a result" in status.stdout
     cancel = slurm("cancel", f"--workdir={tmp_path / 'jobs'}")
     assert cancel.returncode == 1 and cancel.stderr.startswith("error: local jobs end with")
-    # preemption: a longer grid in one job whose time limit is 1 minute: submitit's controller
-    # sends SIGUSR2 15 s into every attempt, as Slurm does before a time limit or preemption;
-    # the job checkpoints, is requeued, and each attempt resumes the cells from their checkpoints
+    # preemption, driven by events the test sees so that it holds on any CPU: the controller's
+    # own signal is set 30 minutes away, and the test sends SIGUSR2 (what Slurm sends ahead of a
+    # time limit or preemption) to the job's task twice, each time once the attempt has saved a
+    # checkpoint past what the previous one left; submitit requeues the job each time. (A signal
+    # every 15 s from the controller failed on slower CPUs: submitit's local controller starts
+    # a job at most 6 times, Controller.run(max_retry=6), and 6 short attempts did not finish.)
+    from cnnlab import provenance
+
     config = load_config(str(grid_file(tmp_path, 160)))
     (names,) = shares(config, 4)
-    ex = submitit.LocalExecutor(folder=tmp_path / "long" / "slurm", max_num_timeout=30)
-    ex.update_parameters(timeout_min=1, signal_delay_s=45)
-    job = ex.submit(GridShare(config, str(tmp_path / "long")), names)
+    long = tmp_path / "long"
+    ex = submitit.LocalExecutor(folder=long / "slurm", max_num_timeout=5)
+    ex.update_parameters(timeout_min=30)
+    job = ex.submit(GridShare(config, str(long)), names)
+    saved: dict[str, int] = {}
+    for _ in range(2):
+        pid = wait_for(lambda old=saved: saved_since(long, old) and task_pid(job), job)
+        os.kill(pid, signal.SIGUSR2)
+        wait_for(lambda p=pid: task_pid(job) not in (None, p), job)  # the requeued attempt
+        saved = unfinished(long)
     assert job.result() == ["done"] * 4  # requeued by submitit until finished
-    log = Path(job.paths.stderr).read_text() + Path(job.paths.stdout).read_text()
-    assert log.count("Caught signal SIGUSR2") >= 1, log[-3000:]
-    first = tmp_path / "long" / "cells" / names[0] / "run"
-    records = (first / "metrics.jsonl").read_text().splitlines()
-    steps = [json.loads(x)["step"] for x in records]
-    assert max(steps) == 160 and len(steps) == len(set(steps)) + 40  # one record per step/split
+    log = Path(job.paths.stdout).read_text()  # submitit's log lines, once each
+    assert log.count("Caught signal SIGUSR2") == 2 and log.count("Requeued job") == 2, log[-3000:]
+    starts = []
+    for name in names:
+        run = long / "cells" / name / "run"
+        steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert max(steps) == 160 and len(steps) == len(set(steps)) + 40  # one record per step/split
+        starts += [s["start_step"] for s in provenance.read(run)]
+    assert len([s for s in starts if s > 0]) == 2, starts  # each requeue resumed a checkpoint
+
+
+def unfinished(workdir: Path) -> dict[str, int]:
+    """Cell name -> its latest checkpointed step, for the grid's cells with no result yet."""
+    out = {}
+    for d in workdir.glob("cells/*/run/checkpoints"):
+        if not (d.parents[1] / "result.json").exists():
+            out[d.parents[1].name] = max((int(p.name) for p in d.iterdir() if p.name.isdigit()),
+                                         default=0)  # fmt: skip
+    return out
+
+
+def saved_since(workdir: Path, before: dict[str, int]) -> bool:
+    """Whether an unfinished cell has saved a checkpoint past what it had in `before`: a
+    preemption now leaves the requeued job new progress to resume."""
+    return any(step > before.get(name, 0) for name, step in unfinished(workdir).items())
+
+
+def task_pid(job) -> int | None:
+    """The process running a local submitit job's task now (the controller's child)."""
+    ctrl = int(job.job_id)
+    children = Path(f"/proc/{ctrl}/task/{ctrl}/children")
+    pids = children.read_text().split() if children.exists() else []
+    return int(pids[0]) if pids else None
+
+
+def wait_for(condition, job, timeout_s: float = 600):
+    """Poll `condition` until it returns something true; fail if the job ends first."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if got := condition():
+            return got
+        assert not job.done(), Path(job.paths.stderr).read_text()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"waited {timeout_s} s")
