@@ -4,6 +4,10 @@ from cnnlab.layers import conv_bias
 
 
 def conv_kwargs(block) -> dict:
-    """A bias only where no norm follows to bring the offset (norm='none'), and the block's
-    kernel initialisation (`kernel_init`, from the model's `conv_init`)."""
-    return {"use_bias": conv_bias(block.norm), "kernel_init": block.kernel_init}
+    """A bias only where no norm follows to bring the offset (norm='none'), the block's kernel
+    initialisation (`kernel_init`, from the model's `conv_init`), and its `padding` where it is
+    not the default 'SAME' ('SYMMETRIC': PyTorch's, for ported torchvision weights)."""
+    out = {"use_bias": conv_bias(block.norm), "kernel_init": block.kernel_init}
+    if getattr(block, "padding", "SAME") != "SAME":
+        out["padding"] = block.padding
+    return out

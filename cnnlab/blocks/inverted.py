@@ -50,6 +50,7 @@ class InvertedResidual(nn.Module):
     depthwise: Any = DepthwiseConv
     zero_init_residual: bool = False  # project BN scale starts at 0 where the block adds x
     drop_path: float = 0.0  # stochastic depth where the block adds x (cnnlab/blocks/drop_path.py)
+    padding: str = "SAME"  # of the depthwise conv: 'SAME' (TF, Keras) or 'SYMMETRIC' (PyTorch)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:

@@ -3,7 +3,8 @@
 He et al. 2015, "Deep Residual Learning for Image Recognition", arXiv:1512.03385 (figure 5):
 basic = 3x3 -> BN -> ReLU -> 3x3 -> BN, add, ReLU; bottleneck = 1x1 reduce -> 3x3 -> 1x1 restore
 (expansion 4), BN after each conv, ReLU after the add. The bottleneck strides in its 3x3 conv
-(torchvision's "ResNet v1.5"; same parameters as striding the first 1x1).
+(torchvision's "ResNet v1.5"; same parameters as striding the first 1x1, which
+`stride_in_1x1=True` does: the original v1, Keras' ResNet50).
 
 `zero_init_residual` starts the scale of the branch's last BatchNorm at zero (Goyal et al. 2017,
 arXiv:1706.02677, section 5.1; torchvision's `zero_init_residual`), so each block begins as its
@@ -49,6 +50,7 @@ class BasicBlock(nn.Module):
     act: Callable = nn.relu
     zero_init_residual: bool = False  # last BN scale starts at 0 (only where skip is on)
     drop_path: float = 0.0  # stochastic depth: P(skip the branch) in training (skip=True only)
+    padding: str = "SAME"  # of the k x k convs: 'SAME' (TF, flax) or 'SYMMETRIC' (PyTorch)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -77,12 +79,15 @@ class Bottleneck(nn.Module):
     act: Callable = nn.relu
     zero_init_residual: bool = False
     drop_path: float = 0.0
+    padding: str = "SAME"  # of the k x k conv: 'SAME' (TF, flax) or 'SYMMETRIC' (PyTorch)
+    stride_in_1x1: bool = False  # True: the original v1 (Keras' ResNet50) strides in conv1
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        y = PointwiseConv(self.features, **conv_kwargs(self), name="conv1")(x)
+        s1, s2 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+        y = PointwiseConv(self.features, strides=s1, **conv_kwargs(self), name="conv1")(x)
         y = self.act(self.norm(use_running_average=not train, name="norm1")(y))
-        y = self.conv(self.features, 3, self.strides, **conv_kwargs(self), name="conv2")(y)
+        y = self.conv(self.features, 3, s2, **conv_kwargs(self), name="conv2")(y)
         y = self.act(self.norm(use_running_average=not train, name="norm2")(y))
         y = PointwiseConv(self.features * self.expansion, **conv_kwargs(self), name="conv3")(y)
         y = last_norm(self, train, "norm3", self.skip)(y)

@@ -26,14 +26,19 @@ def explicit_padding(
     strides: tuple[int, int],
     dilation: tuple[int, int],
 ) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Resolve any padding spec to ((top, bottom), (left, right)) as TF/XLA do for 'SAME'."""
+    """Resolve any padding spec to ((top, bottom), (left, right)): 'SAME' as TF/XLA do (a
+    stride-2 conv on an even input pads bottom/right only), 'SYMMETRIC' as PyTorch's
+    `padding=(k - 1) // 2` does (the same amount on both sides, whatever the stride)."""
     if isinstance(padding, str):
         mode = padding.upper()
         if mode == "VALID":
             return ((0, 0), (0, 0))
+        if mode == "SYMMETRIC":
+            return tuple(((k - 1) * d // 2,) * 2 for k, d in zip(kernel_hw, dilation, strict=True))
         if mode != "SAME":
             raise ValueError(
-                f"padding must be 'SAME', 'VALID', an int or explicit pairs; got {padding!r}"
+                "padding must be 'SAME', 'SYMMETRIC', 'VALID', an int or explicit pairs; "
+                f"got {padding!r}"
             )
         pads = []
         for n, k, s, d in zip(in_hw, kernel_hw, strides, dilation, strict=True):
@@ -49,7 +54,9 @@ def explicit_padding(
         return ((padding[0], padding[0]), (padding[1], padding[1]))
     if len(padding) == 2 and all(len(p) == 2 for p in padding):
         return tuple((int(a), int(b)) for a, b in padding)
-    raise ValueError(f"padding must be 'SAME', 'VALID', an int or explicit pairs; got {padding!r}")
+    raise ValueError(
+        f"padding must be 'SAME', 'SYMMETRIC', 'VALID', an int or explicit pairs; got {padding!r}"
+    )
 
 
 def conv_output_size(n: int, k: int, s: int, d: int, pad: tuple[int, int]) -> int:

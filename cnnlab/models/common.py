@@ -5,6 +5,7 @@ the API: stem, stageI_blockJ, stageI, pre_logits, side_logits); `features` stays
 count, as in the blocks."""
 
 import dataclasses
+import functools
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -83,10 +84,14 @@ def run_stages(x, train, taps, stages, block, drop_path_rate: float = 0.0, **blo
 
 
 def classify(model, x, taps, train, dropout: float = 0.0):
-    """Global pool -> [dropout] -> dense `head`; adds side heads. -> (logits, taps)."""
+    """Global pool -> [dropout] -> dense `head`; adds side heads. -> (logits, taps).
+    `num_classes=0` leaves the head out: the pooled features come back in its place (a
+    backbone, as Keras' `include_top=False, pooling='avg'` and timm's `num_classes=0`)."""
     if x.ndim == 4:
         x = L.GlobalAvgPool(name="pool")(x)
     taps["pre_logits"] = x  # (B, C)
+    if model.num_classes == 0:
+        return x, add_side_heads(model, taps, train)
     if dropout:
         x = nn.Dropout(dropout, deterministic=not train, name="dropout")(x)
     logits = nn.Dense(model.num_classes, name="head")(x)
@@ -95,8 +100,23 @@ def classify(model, x, taps, train, dropout: float = 0.0):
 
 def layer_parts(model) -> dict:
     """The norm factory and conv kernel initialiser that a model's `norm` and `conv_init` fields
-    name, as the keywords `conv_bn` and every block take."""
-    return {"norm": L.norm_layer(model.norm), "kernel_init": L.kernel_init(model.conv_init)}
+    name, as the keywords `conv_bn` and every block take; a model's `bn_epsilon` (where it has
+    one and it is set: ported weights, e.g. Keras' 1e-3) replaces BatchNorm's 1e-5."""
+    norm = L.norm_layer(model.norm)
+    eps = getattr(model, "bn_epsilon", None)
+    if eps is not None:
+        if model.norm != "batch":
+            raise ValueError(f"bn_epsilon={eps} needs norm='batch'; got norm={model.norm!r}")
+        norm = functools.partial(norm, epsilon=eps)
+    return {"norm": norm, "kernel_init": L.kernel_init(model.conv_init)}
+
+
+def padding_kwargs(model) -> dict:
+    """The blocks' `padding` where a model's is not the default 'SAME' ('SYMMETRIC': PyTorch's
+    padding, for torchvision weights), so that blocks without the field are left as they are."""
+    if model.padding not in ("SAME", "SYMMETRIC"):
+        raise ValueError(f"padding must be 'SAME' or 'SYMMETRIC'; got {model.padding!r}")
+    return {} if model.padding == "SAME" else {"padding": model.padding}
 
 
 def conv_bn(x, train, width, kernel=3, strides=1, padding="SAME", act=nn.relu, name="stem",

@@ -11,7 +11,14 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.models.common import check_input, classify, conv_bn, layer_parts, run_stages
+from cnnlab.models.common import (
+    check_input,
+    classify,
+    conv_bn,
+    layer_parts,
+    padding_kwargs,
+    run_stages,
+)
 from cnnlab.models.scaling import make_divisible, scale_depth
 
 # expansion, kernel, first stride, channels, repeats (paper table 1)
@@ -53,6 +60,10 @@ class EfficientNet(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    # for ported weights (cnnlab.pretrained): PyTorch's symmetric padding of strided convs
+    # ('SYMMETRIC'; Keras pads as 'SAME'), another BatchNorm epsilon (Keras: 1e-3)
+    padding: str = "SAME"
+    bn_epsilon: float | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -60,7 +71,9 @@ class EfficientNet(nn.Module):
         w = lambda c: make_divisible(c * self.width)
         taps = {}
         parts = layer_parts(self)
-        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.swish, **parts)
+        x = taps["stem"] = conv_bn(
+            x, train, w(32), strides=2, act=nn.swish, padding=self.padding, **parts
+        )
         stages = [
             (w(c), scale_depth(n, self.depth), s, {"expansion": t, "kernel_size": k})
             for t, k, s, c, n in B0_STAGES
@@ -77,6 +90,7 @@ class EfficientNet(nn.Module):
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
             **parts,
+            **padding_kwargs(self),
         )
         x = taps["head_conv"] = conv_bn(
             x, train, 4 * x.shape[-1], 1, act=nn.swish, name="head", **parts

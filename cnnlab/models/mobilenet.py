@@ -11,7 +11,14 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnlab.models.common import check_input, classify, conv_bn, layer_parts, run_stages
+from cnnlab.models.common import (
+    check_input,
+    classify,
+    conv_bn,
+    layer_parts,
+    padding_kwargs,
+    run_stages,
+)
 from cnnlab.models.scaling import make_divisible
 
 # MobileNetV1: (pointwise features, stride) of the 13 depthwise-separable blocks
@@ -72,6 +79,10 @@ class MobileNetV2(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    # for ported weights (cnnlab.pretrained): PyTorch's symmetric padding of strided convs
+    # ('SYMMETRIC'; Keras pads as 'SAME'), another BatchNorm epsilon (Keras: 1e-3)
+    padding: str = "SAME"
+    bn_epsilon: float | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -79,7 +90,9 @@ class MobileNetV2(nn.Module):
         w = lambda c: make_divisible(c * self.width)
         taps = {}
         parts = layer_parts(self)
-        x = taps["stem"] = conv_bn(x, train, w(32), strides=2, act=nn.relu6, **parts)
+        x = taps["stem"] = conv_bn(
+            x, train, w(32), strides=2, act=nn.relu6, padding=self.padding, **parts
+        )
         stages = [(w(c), n, s, {"expansion": t}) for t, c, n, s in V2_STAGES]
         x = run_stages(
             x,
@@ -93,6 +106,7 @@ class MobileNetV2(nn.Module):
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
             **parts,
+            **padding_kwargs(self),
         )
         last = make_divisible(1280 * max(1.0, self.width))
         x = taps["head_conv"] = conv_bn(x, train, last, 1, act=nn.relu6, name="head", **parts)

@@ -21,6 +21,7 @@ from cnnlab.models.common import (
     conv_bn,
     conv_variant,
     layer_parts,
+    padding_kwargs,
     run_stages,
 )
 
@@ -99,6 +100,11 @@ class ResNet(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    # for ported weights (cnnlab.pretrained): PyTorch's symmetric padding of strided convs,
+    # another BatchNorm epsilon, the original v1's stride in the first 1x1 (Keras' ResNet50)
+    padding: str = "SAME"
+    bn_epsilon: float | None = None
+    stride_in_1x1: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -108,6 +114,10 @@ class ResNet(nn.Module):
         x = conv_bn(x, train, self.width, 7, 2, padding=3, **parts)
         x = L.MaxPool(3, 2, padding=((1, 1), (1, 1)), name="stem_pool")(x)  # (B, H/4, W/4, 64)
         taps["stem"] = x
+        if self.stride_in_1x1:
+            if self.block != "bottleneck":
+                raise ValueError(f"stride_in_1x1 needs block='bottleneck'; got {self.block!r}")
+            parts["stride_in_1x1"] = True
         stages = [
             (self.width * 2**i, n, 1 if i == 0 else 2) for i, n in enumerate(self.stage_sizes)
         ]
@@ -123,5 +133,6 @@ class ResNet(nn.Module):
             zero_init_residual=self.zero_init_residual,
             drop_path_rate=self.drop_path_rate,
             **parts,
+            **padding_kwargs(self),
         )
         return classify(self, x, taps, train)

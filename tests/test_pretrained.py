@@ -1,0 +1,249 @@
+"""cnnlab.pretrained: every torchvision and Keras architecture gives its source's outputs.
+
+torchvision: golden outputs of the real torchvision models (tests/fixtures/pretrained/
+make_torchvision.py, torch 2.13 + torchvision 0.28) on seeded random weights with random
+BatchNorm statistics; the tests rebuild the same weights, write them to a weights file and load
+it. Keras: keras 3 (JAX backend) builds each application with the same kind of weights here and
+saves both file layouts. Tolerance: max |difference| <= 1e-4 x max(1, max |source output|) in
+float32 on CPU, and the same argmax.
+"""
+
+import io
+import json
+import os
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from cnnlab import models, pretrained
+from cnnlab.pretrained import formats
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
+sys.path.insert(0, str(FIXTURES))
+import seeded  # noqa: E402
+
+GOLDEN = np.load(FIXTURES / "torchvision_golden.npz")
+FAST = ["resnet18", "mobilenet_v2", "efficientnet_b0"]
+SLOW = ["resnet34", "resnet50", "resnet101", "resnet152",
+        *[f"efficientnet_b{i}" for i in range(1, 8)]]  # fmt: skip
+
+
+def torchvision_case(arch: str, tmp_path: Path):
+    """(weights file, input batch, golden logits, golden features) of one arch."""
+    from safetensors.numpy import save_file
+
+    names = json.loads(str(GOLDEN[f"{arch}/names"]))
+    wseed, xseed, size = (int(v) for v in GOLDEN[f"{arch}/seed"])
+    path = tmp_path / f"{arch}.safetensors"
+    save_file(seeded.weights(names, wseed), str(path))
+    return path, seeded.images(size, xseed), GOLDEN[f"{arch}/logits"], GOLDEN[f"{arch}/features"]
+
+
+def assert_matches(out, ref):
+    out = np.asarray(out)
+    assert out.shape == ref.shape
+    err, tol = np.abs(out - ref).max(), 1e-4 * max(1.0, np.abs(ref).max())
+    assert err <= tol, f"max |difference| {err:.3g} > {tol:.3g}"
+    assert (out.argmax(-1) == ref.argmax(-1)).all()
+
+
+def check_torchvision(arch, tmp_path):
+    path, x, logits, features = torchvision_case(arch, tmp_path)
+    model, variables = pretrained.load(f"torchvision/{arch}", path)
+    assert_matches(jax.jit(model.apply)(variables, x)[0], logits)
+    model, variables = pretrained.load(f"torchvision/{arch}", path, include_top=False)
+    assert "head" not in variables["params"]
+    assert_matches(jax.jit(model.apply)(variables, x)[0], features)
+
+
+@pytest.mark.parametrize("arch", FAST)
+def test_torchvision_outputs_equal_the_source(arch, tmp_path):
+    check_torchvision(arch, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", SLOW)
+def test_torchvision_outputs_equal_the_source_deep(arch, tmp_path):
+    check_torchvision(arch, tmp_path)
+
+
+def test_padding_and_epsilon_matter(tmp_path):
+    """The check is sharp: the same weights in the default 'SAME' ResNet-18, or with another
+    BatchNorm epsilon, miss the source by more than 10x the tolerance."""
+    path, x, logits, _ = torchvision_case("resnet18", tmp_path)
+    _, variables = pretrained.load("torchvision/resnet18", path)
+    for kwargs in ({}, {"padding": "SYMMETRIC", "bn_epsilon": 1e-3}):
+        out = np.asarray(models.create("resnet18", **kwargs).apply(variables, x)[0])
+        assert np.abs(out - logits).max() > 10 * 1e-4 * np.abs(logits).max(), kwargs
+
+
+def test_new_head_on_the_loaded_backbone(tmp_path):
+    path, x, _, features = torchvision_case("resnet18", tmp_path)
+    model, variables = pretrained.load("torchvision/resnet18", path, num_classes=5, seed=3)
+    assert variables["params"]["head"]["kernel"].shape == (512, 5)
+    assert not np.any(variables["params"]["head"]["bias"])  # cnnlab's heads start at bias 0
+    logits, taps = model.apply(variables, x)
+    assert logits.shape == (2, 5)
+    assert_matches(taps["pre_logits"], features)  # the backbone is the source's
+    again = pretrained.load("torchvision/resnet18", path, num_classes=5, seed=3)[1]
+    np.testing.assert_array_equal(again["params"]["head"]["kernel"],
+                                  variables["params"]["head"]["kernel"])  # fmt: skip
+
+
+def test_a_real_torch_save_file_is_read_without_torch():
+    """small_state_dict.pth was written by torch.save (float32, float16, bfloat16, int64, a 0-d
+    tensor, and a transposed view sharing its storage with another tensor)."""
+    assert "torch" not in sys.modules
+    kind, got = formats.read(FIXTURES / "small_state_dict.pth")
+    want = np.load(FIXTURES / "small_state_dict.npz")
+    assert kind == "torch_zip" and sorted(got) == sorted(want.files)
+    for k in want.files:
+        np.testing.assert_array_equal(np.asarray(got[k], np.float64), want[k].astype(np.float64))
+    assert got["half"].dtype == np.float16 and got["index"].dtype == np.int64
+    assert got["strided"].shape == (6, 4) and got["count"].shape == ()
+
+
+def crafted_pth(tmp_path: Path, payload: bytes) -> Path:
+    path = tmp_path / "evil.pth"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", payload)
+        z.writestr("archive/version", "3\n")
+    return path
+
+
+def test_a_crafted_pth_is_refused_before_anything_runs(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = crafted_pth(tmp_path, pickle.dumps({"w": Evil()}, protocol=2))
+    with pytest.raises(pretrained.WeightsError) as e:
+        pretrained.load("torchvision/resnet18", path)
+    msg = str(e.value)
+    assert "refused" in msg and "system" in msg and "\n" not in msg
+    assert not marker.exists()
+    bare = tmp_path / "old.pth"
+    bare.write_bytes(pickle.dumps({"w": Evil()}, protocol=2))  # pre-1.6 torch.save: a bare pickle
+    with pytest.raises(pretrained.WeightsError, match="bare pickle"):
+        pretrained.load("torchvision/resnet18", bare)
+    assert not marker.exists()
+
+
+def test_files_that_do_not_fit_are_one_line_errors(tmp_path):
+    from safetensors.numpy import save_file
+
+    path, *_ = torchvision_case("resnet18", tmp_path)
+    weights = formats.read(path)[1]
+
+    def load_with(w, arch="torchvision/resnet18"):
+        p = tmp_path / "w.safetensors"
+        save_file(w, str(p))
+        with pytest.raises(pretrained.WeightsError) as e:
+            pretrained.load(arch, p)
+        assert "\n" not in str(e.value)
+        return str(e.value)
+
+    msg = load_with(weights, "torchvision/resnet34")  # resnet18's file as resnet34
+    assert "no weight for torchvision/resnet34's" in msg and "stage1_block3" in msg
+    msg = load_with(weights, "torchvision/mobilenet_v2")
+    assert "has no place in torchvision/mobilenet_v2" in msg
+    wrong = {**weights, "layer1.0.conv1.weight": np.zeros((64, 64, 1, 1), np.float32)}
+    msg = load_with(wrong)
+    assert "'layer1.0.conv1.weight' has shape (64, 64, 1, 1)" in msg and "(3, 3, 64, 64)" in msg
+    missing = {k: v for k, v in weights.items() if k != "bn1.running_var"}
+    assert "batch_stats/stem_norm/var (64,)" in load_with(missing)
+    assert "'extra.weight'" in load_with({**weights, "extra.weight": np.zeros(3, np.float32)})
+    with pytest.raises(pretrained.WeightsError, match="unknown pretrained arch"):
+        pretrained.load("torchvision/resnet19", path)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not weights at all")
+    with pytest.raises(pretrained.WeightsError, match="not a weights file"):
+        pretrained.load("torchvision/resnet18", junk)
+    with pytest.raises(pretrained.WeightsError, match="no such weights file"):
+        pretrained.load("torchvision/resnet18", tmp_path / "absent.pth")
+    with pytest.raises(pretrained.WeightsError, match="PyTorch-style file"):
+        pretrained.load("keras/ResNet50", path)
+
+
+def test_preprocess_equals_torchvision_transforms():
+    rng = np.random.default_rng(5)  # the images make_torchvision.py drew
+    pics = [rng.integers(0, 256, (250, 300, 3), dtype=np.uint8),
+            rng.integers(0, 256, (320, 180, 3), dtype=np.uint8)]  # fmt: skip
+    for arch, weights in (("resnet50", "IMAGENET1K_V1"), ("resnet50", "IMAGENET1K_V2"),
+                          ("efficientnet_b3", "IMAGENET1K_V1")):  # fmt: skip
+        want = GOLDEN[f"preprocess/{arch}/{weights}"]
+        got = pretrained.preprocess(f"torchvision/{arch}", pics, weights=weights)
+        assert got.shape == want.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_keras_preprocessing_by_hand():
+    grey = np.full((224, 224, 3), (10, 20, 30), np.uint8)
+    caffe = pretrained.preprocess("keras/ResNet50", grey)[0, 0, 0]
+    np.testing.assert_allclose(caffe, [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-6)
+    tf = pretrained.preprocess("keras/MobileNetV2", grey)[0, 0, 0]
+    np.testing.assert_allclose(tf, [10 / 127.5 - 1, 20 / 127.5 - 1, 30 / 127.5 - 1], rtol=1e-6)
+
+
+def keras_case(name: str, tmp_path: Path):
+    """A Keras application with seeded weights (random BatchNorm statistics), saved in the
+    applications' legacy .h5 layout and as Keras 3 .weights.h5, and its output on a batch."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    keras = pytest.importorskip("keras")
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    km = getattr(keras.applications, name)(weights=None, input_shape=(64, 64, 3),
+                                           classifier_activation=None)  # fmt: skip
+    var = lambda layer, w: f"{layer.name}/{w.path.split('/')[-1]}"
+    names = [(var(layer, w), list(w.shape)) for layer in km.layers for w in layer.weights]
+    w = seeded.weights(names, 7)
+    for layer in km.layers:
+        if layer.weights:
+            layer.set_weights([w[var(layer, v)] for v in layer.weights])
+    x = seeded.images(64, 8) * 50
+    ref = np.asarray(km.predict(x, verbose=0))
+    legacy, k3 = tmp_path / f"{name}.h5", tmp_path / f"{name}.weights.h5"
+    with h5py.File(legacy, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, km)
+    km.save_weights(str(k3))
+    return (legacy, k3), x, ref
+
+
+def check_keras(name, tmp_path):
+    files, x, ref = keras_case(name, tmp_path)
+    for path in files:
+        model, variables = pretrained.load(f"keras/{name}", path)
+        assert_matches(jax.jit(model.apply)(variables, x)[0], ref)
+    model, variables = pretrained.load(f"keras/{name}", files[0], include_top=False)
+    assert model.apply(variables, x)[0].shape == (2, 2048 if name == "ResNet50" else 1280)
+
+
+@pytest.mark.slow  # keras builds and predicts: ~20 s
+def test_keras_mobilenet_v2_equals_the_source(tmp_path):
+    check_keras("MobileNetV2", tmp_path)
+
+
+@pytest.mark.slow
+def test_keras_resnet50_equals_the_source(tmp_path):
+    check_keras("ResNet50", tmp_path)
+
+
+def test_every_source_is_tested():
+    tested = {f"torchvision/{a}" for a in FAST + SLOW} | {"keras/MobileNetV2", "keras/ResNet50"}
+    assert tested == set(pretrained.SOURCES)
+
+
+def test_a_pth_without_tensors_is_refused(tmp_path):
+    buf = io.BytesIO()
+    pickle.Pickler(buf, protocol=2).dump({"w": 1})
+    path = crafted_pth(tmp_path, buf.getvalue())
+    with pytest.raises(pretrained.WeightsError, match="not a state dict of tensors"):
+        formats.read(path)
