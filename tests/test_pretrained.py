@@ -247,3 +247,44 @@ def test_a_pth_without_tensors_is_refused(tmp_path):
     path = crafted_pth(tmp_path, buf.getvalue())
     with pytest.raises(pretrained.WeightsError, match="not a state dict of tensors"):
         formats.read(path)
+
+
+def image_folder(root: Path, per_class: int = 6) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 60, (40, 48, 3)) + 150 * c  # the classes differ in brightness
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow  # two processes, two phases of ResNet-18: about a minute
+def test_finetune_command_from_a_pretrained_file(tmp_path):
+    """The documented commands: prepare a folder, fine-tune torchvision/resnet18 from a weights
+    file (seeded random weights) without naming a model; a file of another arch is one line."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "CNNLAB_DATA_DIR": str(tmp_path / "data")}
+    run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=root, env=env,
+                                    capture_output=True, text=True, timeout=900)  # fmt: skip
+    out = run("cnnlab.data.prepare", "folder", "--name=pets",
+              f"--source={image_folder(tmp_path / 'imgs')}", "--image_size=40")  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    path, *_ = torchvision_case("resnet18", tmp_path)
+    args = ("experiments.finetune", "--config=experiments/configs/finetune_pretrained.py",
+            f"--workdir={tmp_path / 'w'}", f"--config.finetune.source=torchvision/resnet18:{path}",
+            "--config.data.name=pets", "--config.data.image_size=32", "--config.data.batch_size=4",
+            "--config.phase1.steps=3", "--config.phase2.steps=3", "--config.train.eval_every=3",
+            "--config.train.log_every=1")  # fmt: skip
+    out = run(*args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (tmp_path / "w" / "report.md").exists() and "report: " in out.stdout
+    summary = (tmp_path / "w" / "seed0" / "finetune" / "phase1" / "summary.txt").read_text()
+    assert "Trainable params:     1,026" in summary  # the new 2-way head on 512 features
+    bad = run(*args[:-1], f"--config.finetune.source=torchvision/resnet34:{path}")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: config.finetune.source: ")

@@ -111,15 +111,56 @@ def phase_state(c, spec: RunSpec, name: str, model, variables, order):
     return state, frozen, schedules
 
 
+def adopt_source(c):
+    """A copy of config `c` whose model is what a pretrained config.finetune.source
+    ('torchvision/resnet50:PATH', cnnlab.pretrained) needs: config.model.name and kwargs from
+    the source, data.image_size its resolution where 0. Other sources: `c` as it is."""
+    import ml_collections
+
+    from cnnlab import pretrained
+
+    try:
+        found = pretrained.split_source(c.finetune.source)
+    except pretrained.WeightsError as e:
+        raise ConfigError(f"config.finetune.source: {e}") from None
+    if not found:
+        return c
+    src, _ = found
+    c = c.copy_and_resolve_references()
+    c.model.name = src.model
+    c.model.kwargs = ml_collections.ConfigDict(dict(src.kwargs))
+    if not c.data.image_size:
+        c.data.image_size = src.resolution
+    return c
+
+
+def source_data(c, ds):
+    """The dataset normalised as a pretrained source's images were (ImageNet mean/std for
+    torchvision, [-1, 1] or the caffe mean pixel for Keras); other sources: `ds` as it is."""
+    from cnnlab import pretrained
+
+    found = pretrained.split_source(c.finetune.source)
+    if not found:
+        return ds
+    if ds.image_shape[-1] != 3:
+        raise ConfigError(
+            f"config.finetune.source={c.finetune.source!r} takes RGB images, but "
+            f"{ds.name} has {ds.image_shape[-1]} channel(s); fine-tune on an RGB dataset"
+        )
+    mean, std, _ = pretrained.normalisation(found[0].arch)
+    return dataclasses.replace(ds, spec=dataclasses.replace(ds.spec, mean=mean, std=std))
+
+
 def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], TrainResult]:
     """Load the backbone from config.finetune.source and run the phases in WORKDIR/<phase>.
 
     Re-running resumes (a finished phase is not repeated). -> (per-phase results, last fit).
     """
+    c = adopt_source(c)
     spec = RunSpec.of(c)  # validates the training keys
     validate_finetune(c)
     workdir = Path(workdir).absolute()
-    ds = load_data(spec)
+    ds = source_data(c, load_data(spec))
     model = build_model(spec, ds)
     shape = input_shape(spec, ds)
     check_model(model, shape)

@@ -89,11 +89,47 @@ def _abstract(x) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
 
+def _load_pretrained(source: str, variables, new) -> tuple[dict, dict]:
+    """The backbone arrays of a pretrained weights file ('ARCH:PATH') into `variables`."""
+    from cnnlab import pretrained
+
+    src, path = pretrained.split_source(source)
+    try:
+        _, loaded = pretrained.load(src.arch, path, include_top=False, rgb_stem=True)
+    except pretrained.WeightsError as e:
+        raise CheckpointError(f"config.finetune.source: {e}") from None
+    want = _backbone(variables, new)
+    have = _backbone(loaded, new)
+    for col in COLLECTIONS:
+        for p in sorted(set(want[col]) | set(have[col])):
+            w, h = want[col].get(p), have[col].get(p)
+            if w is None or h is None or tuple(w.shape) != tuple(h.shape):
+                raise CheckpointError(
+                    f"config.finetune.source={source!r}: {col}/{p} is "
+                    f"{'absent' if h is None else tuple(h.shape)} in the weights but "
+                    f"{'absent' if w is None else tuple(w.shape)} in this model; leave "
+                    f"config.model as the source sets it ({src.model} with {src.kwargs})"
+                )
+    out = dict(variables)
+    for col in COLLECTIONS:
+        flat = tu.flatten_dict(variables[col], sep="/")
+        flat.update(have[col])
+        out[col] = tu.unflatten_dict(flat, sep="/")
+    fresh = [p for col in COLLECTIONS for p in paths(variables.get(col, {})) if is_new(p, new)]
+    loaded_n = sum(len(v) for v in have.values())
+    return out, {"source": source, "step": 0, "loaded": loaded_n, "new": fresh}
+
+
 def load_backbone(source, variables, *, step: int = 0, new=NEW):
     """`variables` with every backbone array replaced by the source checkpoint's.
 
     -> (variables, info) where info = {'source', 'step', 'loaded': n arrays, 'new': [paths]}.
+    `source` may also name a pretrained file, 'torchvision/resnet50:PATH' (cnnlab.pretrained).
     """
+    from cnnlab import pretrained
+
+    if pretrained.split_source(source):
+        return _load_pretrained(source, variables, new)
     directory = checkpoint_dir(source)
     if not directory.is_dir():
         raise CheckpointError(

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from cnnlab import data
-from cnnlab.finetune.recipe import PHASES, finetune, validate_finetune
+from cnnlab.finetune.recipe import PHASES, adopt_source, finetune, source_data, validate_finetune
 from cnnlab.finetune.report import write_report
 from cnnlab.finetune.restore import load_backbone
 from cnnlab.train import (
@@ -44,8 +44,9 @@ def linear_probe(c) -> float:
     features of the same training images: an independent reference for phase 1."""
     from sklearn.linear_model import LogisticRegression
 
+    c = adopt_source(c)
     spec = RunSpec.of(c)
-    ds = load_data(spec)
+    ds = source_data(c, load_data(spec))
     model = build_model(spec, ds)
     variables, _ = load_backbone(
         c.finetune.source,
@@ -72,7 +73,8 @@ def run_study(c, workdir, *, progress: bool = True) -> Path:
     """Pre-train if needed, fine-tune (and train from scratch) per seed, write the report."""
     workdir = Path(workdir).absolute()
     c = c.copy_and_resolve_references()
-    validate_finetune(c)  # every config this study trains, before anything is written
+    validate_finetune(c)
+    c = adopt_source(c)  # a pretrained source sets the model
     validate(c)
     if c.study.scratch:
         validate(scratch_config(c, int(c.seed)))

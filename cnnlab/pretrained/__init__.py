@@ -32,7 +32,8 @@ from cnnlab.pretrained.archs import KERAS3_VARS, SOURCES, Source, fold_conv_bias
 from cnnlab.pretrained.formats import WeightsError
 from cnnlab.pretrained.preprocess import preprocess
 
-__all__ = ["SOURCES", "WeightsError", "load", "preprocess", "source"]
+__all__ = ["SOURCES", "WeightsError", "load", "normalisation", "preprocess", "source",
+           "split_source"]  # fmt: skip
 
 
 def source(arch: str) -> Source:
@@ -93,13 +94,15 @@ def _nest(flat: dict[tuple[str, ...], object]) -> dict:
 
 
 def load(arch: str, path, *, num_classes: int | None = None, include_top: bool = True,
-         seed: int = 0):  # fmt: skip
+         seed: int = 0, rgb_stem: bool = False):  # fmt: skip
     """(model, variables) of a pretrained `arch` from the weight file at `path`.
 
     include_top=True, num_classes=None: the source's classifier (1000 ImageNet logits).
     include_top=False: no head; `apply` gives the pooled features (Keras' `pooling='avg'`).
     num_classes=N: a new N-way head, initialised from `seed` as cnnlab initialises heads, on
-    the loaded backbone (the file's classifier is not used)."""
+    the loaded backbone (the file's classifier is not used).
+    rgb_stem=True (Keras 'caffe' sources: ResNet50): the stem conv reads RGB where the source
+    read BGR (its kernel's input channels reversed), for cnnlab's RGB data pipeline."""
     src = source(arch)
     if num_classes is not None and not include_top:
         raise WeightsError("num_classes needs include_top=True: a new head on the backbone")
@@ -143,5 +146,34 @@ def load(arch: str, path, *, num_classes: int | None = None, include_top: bool =
         c = want[("params", "head", "kernel")].shape[0]
         init = nn.Dense(classes).init(jax.random.key(seed), jnp.zeros((1, c)))["params"]
         got.update({("params", "head", k): np.asarray(v) for k, v in init.items()})
+    if rgb_stem and src.mode == "caffe":
+        got[("params", "stem_conv", "kernel")] = got[("params", "stem_conv", "kernel")][:, :, ::-1]
     variables = _nest({k: jnp.asarray(v) for k, v in got.items()})
     return model, variables
+
+
+def split_source(text: str) -> tuple[Source, str] | None:
+    """'torchvision/resnet50:PATH' (config.finetune.source) -> (Source, PATH); None for text
+    that names no pretrained arch (a cnnlab run directory)."""
+    arch, sep, path = str(text).partition(":")
+    if not sep or "/" not in arch or arch.split("/")[0] not in ("torchvision", "keras"):
+        return None
+    if not path:
+        raise WeightsError(f"{text!r}: give the weights file after the arch, '{arch}:PATH'")
+    return source(arch), path
+
+
+def normalisation(arch: str) -> tuple[tuple[float, ...], tuple[float, ...], bool]:
+    """(mean, std, bgr) of x / 255 that reproduce the source's preprocessing in cnnlab's data
+    pipeline (which computes (x / 255 - mean) / std per RGB channel): ImageNet's for
+    torchvision; [-1, 1] for Keras 'tf'; for Keras 'caffe' the mean pixel with std 1/255, and
+    bgr=True: the stem conv's input channels are then reversed so that RGB inputs give what
+    BGR inputs gave (`load(..., rgb_stem=True)`)."""
+    from cnnlab.pretrained.preprocess import CAFFE_MEAN_BGR, MEAN, STD
+
+    mode = source(arch).mode
+    if mode == "torch":
+        return tuple(MEAN.tolist()), tuple(STD.tolist()), False
+    if mode == "tf":
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), False
+    return tuple((CAFFE_MEAN_BGR[::-1] / 255).tolist()), (1 / 255,) * 3, True
