@@ -288,3 +288,59 @@ def test_finetune_command_from_a_pretrained_file(tmp_path):
     bad = run(*args[:-1], f"--config.finetune.source=torchvision/resnet34:{path}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1].startswith("error: config.finetune.source: ")
+
+
+def test_fetch_checks_the_published_hash_over_a_loopback_mirror(tmp_path, capsys):
+    """`python -m cnnlab.pretrained fetch` from an HTTP server on 127.0.0.1 serving a fixture
+    under the published name: the right bytes land in the cache; other bytes under that name
+    fail the SHA-256 prefix the name carries and nothing is kept."""
+    import hashlib
+    import http.server
+    import threading
+
+    from cnnlab.pretrained import __main__ as cli
+    from cnnlab.pretrained import fetch
+
+    url, algo, prefix = fetch.published("torchvision/resnet18")
+    name = url.rsplit("/", 1)[1]
+    assert (algo, name) == ("sha256", "resnet18-f37072fd.pth")
+    served = tmp_path / "served"
+    served.mkdir()
+    body = b"weights " * 1000
+    # no small fixture has a SHA-256 starting with the published f37072fd: the same bytes are
+    # first fetched as published (refused), then with the expected prefix set to their own
+    real = hashlib.sha256(body).hexdigest()[:8]
+    (served / name).write_bytes(body)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = lambda *a, **k: Quiet(*a, directory=str(served), **k)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        cache = tmp_path / "cache"
+        code = cli.main(["fetch", "torchvision/resnet18", f"--base_url={base}",
+                         f"--cache_dir={cache}"])  # fmt: skip
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+        assert code == 1 and err.startswith("error: ") and "SHA256 is" in err
+        assert f"the published one {prefix}" in err
+        assert not any(cache.iterdir())  # nothing kept, not even the .part
+        good = fetch.published("torchvision/resnet18")
+        orig = fetch.published
+        fetch.published = lambda *a, **k: (good[0], "sha256", real)
+        try:
+            code = cli.main(["fetch", "torchvision/resnet18", f"--base_url={base}",
+                             f"--cache_dir={cache}"])  # fmt: skip
+        finally:
+            fetch.published = orig
+        out = capsys.readouterr().out.strip()
+        assert code == 0 and out == str(cache / name)
+        assert (cache / name).read_bytes() == body
+        code = cli.main(["fetch", "torchvision/resnet18", f"--base_url={base}/absent",
+                         f"--cache_dir={tmp_path / 'c2'}"])  # fmt: skip
+        assert code == 1 and "download failed" in capsys.readouterr().err
+    finally:
+        server.shutdown()
