@@ -112,8 +112,10 @@ def load(arch: str, path, *, num_classes: int | None = None, include_top: bool =
     r = src.resolution
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, r, r, 3)))
     want = {(col, *p): s for col in shapes for p, s in _leaves(shapes[col]).items()}
-    got: dict[tuple[str, ...], np.ndarray] = {}
-    for key, array in _weights(src, path).items():
+    got: dict[tuple[str, ...], jax.Array] = {}
+    weights = _weights(src, path)
+    for key in list(weights):  # each source array freed once converted: ~1 copy at a time
+        array = weights.pop(key)
         target = src.rename(key)
         if target is None:
             raise WeightsError(
@@ -134,7 +136,8 @@ def load(arch: str, path, *, num_classes: int | None = None, include_top: bool =
                 f"but {arch}'s {'/'.join((col, *where))} is {shape}; is the file for another "
                 f"architecture or width?"
             )
-        got[(col, *where)] = value
+        got[(col, *where)] = jnp.asarray(value)
+        del array, value
     head = {k for k in want if k[1] == "head"} if new_head else set()
     if missing := [k for k in want if k not in got and k not in head]:
         raise WeightsError(
@@ -145,10 +148,10 @@ def load(arch: str, path, *, num_classes: int | None = None, include_top: bool =
     if head:
         c = want[("params", "head", "kernel")].shape[0]
         init = nn.Dense(classes).init(jax.random.key(seed), jnp.zeros((1, c)))["params"]
-        got.update({("params", "head", k): np.asarray(v) for k, v in init.items()})
+        got.update({("params", "head", k): v for k, v in init.items()})
     if rgb_stem and src.mode == "caffe":
         got[("params", "stem_conv", "kernel")] = got[("params", "stem_conv", "kernel")][:, :, ::-1]
-    variables = _nest({k: jnp.asarray(v) for k, v in got.items()})
+    variables = _nest(got)
     return model, variables
 
 

@@ -57,14 +57,17 @@ class _Storage:
 
 
 def _rebuild_tensor_v2(storage, offset, size, stride, *_):
-    """torch._utils._rebuild_tensor_v2 for a numpy storage: a strided view, copied."""
+    """torch._utils._rebuild_tensor_v2 for a numpy storage: a strided view of it (read-only,
+    sharing the storage's bytes: no copy for the usual contiguous tensor; a transposed or
+    otherwise non-contiguous one is copied)."""
     if not size:
         return storage[offset : offset + 1].reshape(()).copy()
     item = storage.itemsize
     view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=tuple(size), strides=tuple(s * item for s in stride)
-    )
-    return np.ascontiguousarray(view)
+        storage[offset:], shape=tuple(size), strides=tuple(s * item for s in stride),
+        writeable=False,
+    )  # fmt: skip
+    return view if view.flags.c_contiguous else np.ascontiguousarray(view)
 
 
 class _TorchUnpickler(pickle.Unpickler):
