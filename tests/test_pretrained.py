@@ -344,3 +344,23 @@ def test_fetch_checks_the_published_hash_over_a_loopback_mirror(tmp_path, capsys
         assert code == 1 and "download failed" in capsys.readouterr().err
     finally:
         server.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (Path(__file__).resolve().parents[1] / ".venv-torch").exists(),
+    reason="needs .venv-torch (benchmarks/setup_torch.sh, then pip install torchvision there)",
+)
+def test_goldens_are_what_torchvision_computes_here(tmp_path):
+    """Where PyTorch and torchvision are installed, the committed golden outputs are made again
+    by the real torchvision code and compared."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    script = FIXTURES / "make_torchvision.py"
+    subprocess.run([str(root / ".venv-torch" / "bin" / "python"), str(script), str(tmp_path)],
+                   check=True, capture_output=True, timeout=900)  # fmt: skip
+    again = np.load(tmp_path / "torchvision_golden.npz")
+    for key in GOLDEN.files:
+        if key.endswith(("logits", "features")) or key.startswith("preprocess/"):
+            np.testing.assert_allclose(again[key], GOLDEN[key], rtol=1e-5, atol=1e-5, err_msg=key)
