@@ -27,8 +27,24 @@ from torch_worker import CifarResNet
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def import_torchvision():
+    """torchvision; where its compiled ops do not match the installed torch (a CUDA torchvision
+    wheel beside a CPU torch: 'operator torchvision::nms does not exist'), its models, which
+    are plain Python, are still usable once the ops' fake registrations are skipped."""
+    try:
+        import torchvision
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+        for name in [m for m in sys.modules if m.startswith("torchvision")]:
+            del sys.modules[name]
+        torch.library.register_fake = lambda *a, **k: lambda f: f
+        import torchvision
+    return torchvision
+
+
 def build(w):
-    import torchvision
+    torchvision = import_torchvision()
 
     if w["model"] == "resnet50":
         return torchvision.models.resnet50(num_classes=w["num_classes"])

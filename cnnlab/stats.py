@@ -1,5 +1,5 @@
 """Seed statistics shared by reports: mean and sample std, paired differences, Student-t
-intervals, the seeds an interval needs, Holm's adjustment.
+intervals, the seeds a claim needs to be decided with a stated power, Holm's adjustment.
 
 Every interval here is the textbook paired t interval: for the differences d_k = b_k - a_k over
 the n seeds both sides finished, mean(d) ± t(1 - α/2, n - 1) · std(d) / √n (std with n - 1).
@@ -9,6 +9,7 @@ import math
 import statistics
 from typing import NamedTuple
 
+import numpy as np
 from scipy import stats as _scipy
 
 MAX_SEEDS = 1000  # seeds_needed searches up to here; beyond it answers None
@@ -79,15 +80,44 @@ def p_value(p: Paired) -> float:
     return float(2 * _scipy.t.sf(abs(p.mean) / p.se, p.n - 1))
 
 
-def seeds_needed(std: float, gap: float, level: float, at_least: int = 2) -> int | None:
-    """Fewest seeds n >= at_least whose t interval, at this std, is narrower than `gap` on each
-    side (half-width < gap); None when gap <= 0 or more than MAX_SEEDS would be needed."""
-    if not (gap > 0 and math.isfinite(std)):
+POWER = 0.8  # seeds_needed: the probability with which the printed n decides the claim
+
+
+def decide_probability(effect: float, std: float, n: int, u: float, v: float,
+                       level: float) -> float:  # fmt: skip
+    """P(a paired t interval over n seeds is decided) when the differences are Normal(effect,
+    std): it is undecided exactly when low <= u and high >= v (u <= v; cnnlab.ablation.claims'
+    rules). Exact for Normal differences: the sample mean and std are independent, so this
+    averages, over 400 quantiles of std's chi distribution, the Normal probability that the
+    mean falls in [v - w, u + w] (w the half-width that std gives)."""
+    if std == 0:
+        return 1.0 if (effect > u or effect < v) else 0.0
+    se = std / math.sqrt(n)
+    t = t_quantile(level, n)
+    q = (np.arange(400) + 0.5) / 400
+    s = std * np.sqrt(_scipy.chi2.ppf(q, n - 1) / (n - 1))
+    w = t * s / math.sqrt(n)
+    lo, hi = v - w, u + w  # the mean's undecided band, empty when hi < lo
+    undecided = np.clip(_scipy.norm.cdf((hi - effect) / se) - _scipy.norm.cdf((lo - effect) / se),
+                        0, None)  # fmt: skip
+    return float(1 - undecided.mean())
+
+
+def seeds_needed(effect: float, std: float, u: float, v: float, level: float,
+                 at_least: int = 2, power: float = POWER) -> int | None:  # fmt: skip
+    """Fewest seeds n >= at_least with which the claim is decided with probability >= `power`
+    when the true mean difference is `effect` and its std `std` (the observed ones): see
+    `decide_probability`. None when no n up to MAX_SEEDS reaches it (an effect on a boundary)."""
+    if not (math.isfinite(std) and math.isfinite(effect)):
         return None
-    for n in range(max(2, at_least), MAX_SEEDS + 1):
-        if half_width(std, n, level) < gap:
-            return n
-    return None
+    ok = lambda n: decide_probability(effect, std, n, u, v, level) >= power
+    lo, hi = max(2, at_least), MAX_SEEDS
+    if not ok(hi):
+        return None
+    while lo < hi:  # the probability grows with n (narrower intervals, a tighter mean)
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return lo
 
 
 def holm(p_values: list[float]) -> list[float]:

@@ -141,7 +141,7 @@ def test_verdict_rules_on_hand_made_results():
     claims = f["claims"]
     assert claims[0].startswith("**Plain nets degrade**: **held**. depth 8 -> 56 at skip=False")
     assert "final train loss +2.140, 95% CI [+2.041, +2.239] over 3 paired seeds" in claims[0]
-    assert f"Seeds needed to decide it at this spread: {s56.seeds_needed}." in claims[3]
+    assert f"Seeds needed: {s56.seeds_needed} (with that many, a run whose" in claims[3]
     explored = " ".join(f["exploratory"])
     assert "skip=True, side_taps=none: depth 8 -> 56: final train loss -0.100" in explored
     assert "zero_init_residual" in " ".join(f["notes"]) and "checked" in " ".join(f["notes"])

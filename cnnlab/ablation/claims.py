@@ -6,16 +6,21 @@ every other axis fixed by `where`. Its estimate is the mean paired (same seed) d
 of the rule's metric; its interval is Student's t at the grid's level with n - 1 degrees of
 freedom over the n seeds both configurations finished (`cnnlab.stats`). The margin is set in
 the claim, in the metric's units, never derived from the spread. Verdicts, with [lo, hi] the
-interval and m the margin (the three never overlap):
+interval and m the margin, the decision regions are disjoint:
 
-- helps (test accuracy b - a): held when lo > 0; contradicted when not held and hi < m (any
-  benefit is smaller than matters, or it hurts); else inconclusive. hurts: the same on a - b.
-- degrades (final train loss b - a): held when lo > 0; contradicted when not held and hi < m.
+- helps (test accuracy b - a), hurts (the same on a - b), degrades (final train loss b - a):
+  held when lo > 0 and hi >= m (an effect, possibly as large as matters); negligible when
+  0 < lo and hi < m (an effect, but smaller than the margin: "held, below the margin");
+  contradicted when lo <= 0 and hi < m (no effect as large as the margin: any benefit is
+  smaller than matters, or there is none); inconclusive when lo <= 0 and hi >= m.
 - does_not_degrade (test accuracy b - a, non-inferiority): held when lo > -m; contradicted when
   hi < -m; else inconclusive.
 
-A wider interval (a noisier copy of the same means, or fewer seeds) can only move a verdict
-towards inconclusive; with more seeds the interval narrows, so each rule's power grows with them.
+An interval inside another never gets the opposite verdict (held vs contradicted): held needs
+lo > 0 (or > -m) and hi >= m, which every interval inside a contradicted one (hi < m) lacks,
+and contradicted needs lo <= 0, which every interval inside a held one lacks. A wider interval
+(a noisier copy of the same means, or fewer seeds) can only move a verdict towards inconclusive
+(tests/test_verdicts.py checks both over random nested intervals for every rule).
 """
 
 import dataclasses
@@ -27,7 +32,8 @@ from cnnlab.ablation.grid import label
 from cnnlab.errors import ConfigError
 from cnnlab.stats import Interval, seeds_needed
 
-HELD, CONTRADICTED, INCONCLUSIVE = "held", "contradicted", "inconclusive"
+HELD, NEGLIGIBLE, CONTRADICTED, INCONCLUSIVE = "held", "negligible", "contradicted", "inconclusive"
+VERDICTS = (HELD, NEGLIGIBLE, CONTRADICTED, INCONCLUSIVE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,29 +47,36 @@ class Rule:
     says: str  # the rule in words, {m} for the margin
 
     def verdict(self, ci: Interval, margin: float) -> str:
+        return self.region(ci.low, ci.high, margin)
+
+    def region(self, low: float, high: float, margin: float) -> str:
+        """The verdict of the interval [low, high] (the module docstring's regions)."""
         if self.non_inferiority:
-            return HELD if ci.low > -margin else CONTRADICTED if ci.high < -margin else INCONCLUSIVE
-        return HELD if ci.low > 0 else CONTRADICTED if ci.high < margin else INCONCLUSIVE
+            return HELD if low > -margin else CONTRADICTED if high < -margin else INCONCLUSIVE
+        if low > 0:
+            return HELD if high >= margin else NEGLIGIBLE
+        return CONTRADICTED if high < margin else INCONCLUSIVE
 
-    def gap(self, estimate: float, margin: float) -> float:
-        """The half-width below which an interval centred on `estimate` is decided."""
-        if self.non_inferiority:
-            return abs(estimate + margin)
-        return max(estimate, margin - estimate)
+    def undecided(self, margin: float) -> tuple[float, float]:
+        """(u, v): an interval centred at c with half-width w is inconclusive exactly when
+        c - w <= u and c + w >= v (superiority: u = 0, v = m; non-inferiority: u = v = -m)."""
+        return (-margin, -margin) if self.non_inferiority else (0.0, margin)
 
 
+_SUPERIORITY = (
+    "held when the interval of the {what} lies above 0 and reaches the margin {m}; "
+    "negligible when it lies above 0 but wholly below {m}; contradicted when it "
+    "reaches 0 or below and lies wholly below {m}"
+)
 RULES = {
     r.name: r
     for r in (
         Rule("helps", "accuracy", 1, False,
-             "held when the interval of the test-accuracy gain lies above 0; contradicted when "
-             "it lies wholly below the margin {m}"),
+             _SUPERIORITY.replace("{what}", "test-accuracy gain")),
         Rule("hurts", "accuracy", -1, False,
-             "held when the interval of the test-accuracy loss lies above 0; contradicted when "
-             "it lies wholly below the margin {m}"),
+             _SUPERIORITY.replace("{what}", "test-accuracy loss")),
         Rule("degrades", "train_loss", 1, False,
-             "held when the interval of the rise in final train loss lies above 0; "
-             "contradicted when it lies wholly below the margin {m}"),
+             _SUPERIORITY.replace("{what}", "rise in final train loss")),
         Rule("does_not_degrade", "accuracy", 1, True,
              "non-inferiority: held when the interval of the change in test accuracy lies above "
              "-{m}; contradicted when it lies wholly below -{m}"),
@@ -197,7 +210,7 @@ class Verdict:
     claim: Claim
     verdict: str
     ci: Interval
-    seeds_needed: int | None  # inconclusive only: at the observed std, to decide it
+    seeds_needed: int | None  # inconclusive only: for POWER at the observed estimate and std
 
     def record(self, axis_keys: list[str]) -> dict:
         c, ci = self.claim, self.ci
@@ -219,10 +232,11 @@ class Verdict:
 
 
 def judge(claim: Claim, ci: Interval) -> Verdict:
-    """The verdict of a claim on its interval; seeds needed when inconclusive."""
+    """The verdict of a claim on its interval; when inconclusive, the seeds with which a run
+    whose true effect and spread are the observed ones is decided with probability POWER."""
     verdict = claim.rule.verdict(ci, claim.margin) if ci.n >= 2 else INCONCLUSIVE
     needed = None
     if verdict == INCONCLUSIVE and ci.n >= 2:
-        gap = claim.rule.gap(ci.estimate, claim.margin)
-        needed = seeds_needed(ci.std, gap, ci.level, at_least=ci.n + 1)
+        u, v = claim.rule.undecided(claim.margin)
+        needed = seeds_needed(ci.estimate, ci.std, u, v, ci.level, at_least=ci.n + 1)
     return Verdict(claim, verdict, ci, needed)

@@ -29,7 +29,7 @@ from cnnlab.ablation.aggregate import (
 from cnnlab.ablation.claims import INCONCLUSIVE, Claim, Verdict, judge
 from cnnlab.ablation.grid import label
 from cnnlab.ablation.result import CellResult
-from cnnlab.stats import MAX_SEEDS, holm, interval, p_value, paired
+from cnnlab.stats import MAX_SEEDS, POWER, holm, interval, p_value, paired
 
 ALPHA = 0.05  # every claim at 1 - ALPHA (1 - ALPHA/2 per look with two-stage seeds)
 METRICS = {"accuracy": "test accuracy", "train_loss": "final train loss"}
@@ -40,11 +40,15 @@ def rules_text(level: float) -> str:
         f"Rules: each claim is one comparison, paired by seed: the estimate is the mean "
         f"difference, its interval Student's t at {100 * level:g}% with n - 1 degrees of freedom "
         "(n = seeds both configurations finished), and its margin is stated in the claim. "
-        "*helps* / *hurts* / *degrades*: held when the interval lies above 0, contradicted when "
-        "not held and it lies wholly below the margin, else inconclusive. *does not degrade* "
-        "(non-inferiority): held when it lies above -margin, contradicted when wholly below "
-        "-margin. Test accuracy is PreciseBN's when the runs recorded it; final train loss is "
-        "the mean over the last 10% of steps."
+        "*helps* / *hurts* / *degrades*: held when the interval lies above 0 and reaches the "
+        "margin, negligible when it lies above 0 but wholly below the margin (an effect smaller "
+        "than matters), contradicted when it reaches 0 or below and lies wholly below the "
+        "margin, else inconclusive (these regions are disjoint: an interval inside a held one is "
+        "never contradicted, and the other way round). *does not degrade* (non-inferiority): "
+        "held when it lies above -margin, contradicted when wholly below -margin. 'Seeds needed' "
+        f"is the fewest seeds with which a run whose true effect and spread are the observed "
+        f"ones is decided with probability {POWER:.0%}. Test accuracy is PreciseBN's when the "
+        "runs recorded it; final train loss is the mean over the last 10% of steps."
     )
 
 
@@ -103,9 +107,11 @@ def claim_text(v: Verdict) -> str:
     )
     if v.verdict == INCONCLUSIVE:
         out += (
-            f" Seeds needed to decide it at this spread: {v.seeds_needed}."
+            f" Seeds needed: {v.seeds_needed} (with that many, a run whose true effect and "
+            f"spread are these is decided {POWER:.0%} of the time)."
             if v.seeds_needed
-            else f" No number of seeds up to {MAX_SEEDS} would decide it at this spread."
+            else f" No number of seeds up to {MAX_SEEDS} would decide it {POWER:.0%} of the "
+            "time at this estimate and spread."
         )
     return out
 

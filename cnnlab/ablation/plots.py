@@ -187,7 +187,8 @@ def grad_norms(results, axes, workdir: Path, made: list[str]) -> None:
     _save(fig, workdir / "grad_norms.png", made)
 
 
-VERDICT_COLOURS = {"held": "tab:green", "contradicted": "tab:red", "inconclusive": "tab:gray"}
+VERDICT_COLOURS = {"held": "tab:green", "negligible": "tab:olive", "contradicted": "tab:red",
+                   "inconclusive": "tab:gray"}  # fmt: skip
 
 
 def verdicts(judged, workdir: Path, made: list[str]) -> None:

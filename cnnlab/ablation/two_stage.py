@@ -1,10 +1,11 @@
 """Seeds where a claim needs them: a two-stage plan (after Stein 1945), no peeking loop.
 
 Stage 1 (the pilot) is the grid's own seeds. The runner then judges every claim once on the
-pilot; for each inconclusive one it takes the std of its paired differences and the distance
-from its estimate to the nearest decision boundary, and sizes the second stage from them as
-Stein's two-stage test does: the fewest seeds n whose t interval would clear that distance
-(`cnnlab.stats.seeds_needed`), at most `two_stage.max_seeds`. Both configurations the claim
+pilot; for each inconclusive one it takes the estimate and std of its paired differences and
+sizes the second stage from the pilot's spread as Stein's two-stage design does, for a stated
+power: the fewest seeds n with which a run whose true effect and std are the pilot's is decided
+with probability 80% (`cnnlab.stats.seeds_needed`: exact for Normal differences, the t
+interval's random width included), at most `two_stage.max_seeds`. Both configurations the claim
 compares get seeds up to n (new seed values after the pilot's largest), claims in config order
 while the pilot's measured cell times fit `two_stage.budget_s`. The plan is saved once
 (seeds_plan.json) and reused by resumes and shards; every claim is judged once more on all
