@@ -104,6 +104,14 @@ def submit(a) -> int:
     from experiments.cli import load_config
 
     config = load_config(a.config)  # one-line ConfigErrors
+    if int(config.get("two_stage", {}).get("max_seeds", 0) or 0) > 0:
+        raise LaunchError(
+            f"config.two_stage.max_seeds={config.two_stage.max_seeds}: seeds added after the "
+            "pilot are not split over array jobs yet (each job would train all of them); submit "
+            "with --config.two_stage.max_seeds=0, then add the seeds the report asks for to "
+            "config.grid's seed axis and submit again into the same --workdir (finished cells "
+            "are kept)"
+        )
     jobs = shares(config, a.cells_per_job)  # validates every cell before anything is submitted
     if a.dry_run:
         print(sbatch_text(a, len(jobs)))

@@ -152,6 +152,14 @@ def test_slurm_dry_run_prints_the_sbatch_array_and_bad_input_is_one_line(tmp_pat
     wrong = slurm("submit", f"--config={bad}", f"--workdir={tmp_path / 'w'}", "--dry_run")
     assert wrong.returncode == 1 and wrong.stderr.startswith("error: ") and "skip" in wrong.stderr
     assert "Traceback" not in wrong.stderr and not (tmp_path / "w").exists()
+    staged = tmp_path / "staged.py"  # two-stage seeds are refused until jobs can split them
+    staged.write_text(grid.read_text().replace("    return c", "    c.two_stage.max_seeds = 8\n"
+                                                               "    return c"))  # fmt: skip
+    two = slurm("submit", f"--config={staged}", f"--workdir={tmp_path / 'w'}", "--dry_run")
+    lines = two.stderr.strip().splitlines()
+    assert two.returncode == 1 and len(lines) == 1, two.stderr[-2000:]
+    assert lines[0].startswith("error: config.two_stage.max_seeds=8: seeds added after the pilot")
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.slow  # real jobs through submitit's local executor: the full tier
