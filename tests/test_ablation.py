@@ -462,3 +462,35 @@ def test_a_duplicate_cell_reuses_its_twin_and_the_report_says_so(tmp_path, capsy
     text = (tmp_path / "w" / "report.md").read_text()
     assert "1 cell(s) would have trained exactly as another cell" in text
     assert f"{second.name} = {first.name}" in text and report["rows"]
+
+
+def test_a_value_keeps_one_colour_in_every_panel(monkeypatch, tmp_path):
+    """The default grid's shape: panels hold different subsets of the line axis's values (plain
+    nets with side heads only at depth 20). Each value is drawn in one colour in every panel of
+    curves.png, different values in different colours, and every panel names its lines."""
+    from matplotlib.colors import to_hex
+
+    from cnnlab.ablation import plots
+
+    results = [cell(d, skip, s, 0.9, 0.2, taps) for s in (0, 1)
+               for d, skip, taps in ((8, True, ()), (56, True, ()), (20, False, ("stage1",)),
+                                     (8, False, ()), (20, False, ()), (56, False, ()))]  # fmt: skip
+    axes = ablation.axes_of(results)
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path, made: figures.append((path.name, fig)))
+    plots.curves(results, axes, tmp_path, [])
+    ((name, fig),) = figures
+    assert name == "curves.png"
+    seen: dict[str, set] = {}
+    for ax in fig.axes:
+        labelled = [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+        for ln in labelled:
+            seen.setdefault(ln.get_label(), set()).add(to_hex(ln.get_color()))
+        if labelled and ax.get_title():  # a top panel: its lines are named in its legend
+            assert ax.get_legend() is not None
+            assert {t.get_text() for t in ax.get_legend().get_texts()} == {
+                ln.get_label() for ln in labelled
+            }
+    assert set(seen) == {"depth=8", "depth=20", "depth=56"}
+    assert all(len(c) == 1 for c in seen.values()), seen  # one colour per value
+    assert len({next(iter(c)) for c in seen.values()}) == 3  # and different values differ

@@ -59,6 +59,15 @@ def _band(ax, steps, mean, std, **kw):
     ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
+def colours(axis: Axis) -> dict[str, str]:
+    """One colour per value of an axis, the same in every panel and figure of a report (by the
+    value's place on its axis, not the line's order in a panel)."""
+    return {v: f"C{k % 10}" for k, v in enumerate(axis.values)}
+
+
+SIDE_COLOURS = {"final": "black"}  # side heads: C0, C1, ... by tap name in sorted order
+
+
 def _groups(results, axes):
     out = defaultdict(list)
     for r in results:
@@ -75,6 +84,7 @@ def curves(results, axes, workdir: Path, made: list[str]) -> None:
     fig, grid = subplots(
         2, len(combos), figsize=(3.4 * len(combos), 5.6), sharex="col", sharey="row", squeeze=False
     )
+    colour = colours(line)
     for j, combo in enumerate(combos):
         for v in line.values:
             want = {a.name: x for a, x in zip(panels, combo, strict=True)} | {line.name: v}
@@ -83,15 +93,16 @@ def curves(results, axes, workdir: Path, made: list[str]) -> None:
                 steps, mean, std = _series(groups.get(key, []), split, "accuracy", lambda a: 1 - a)
                 if steps:
                     _band(grid[i][j], steps, mean, std, marker="." if split == "test" else None,
-                          label=f"{line.name}={v}")  # fmt: skip
+                          color=colour[v], label=f"{line.name}={v}")  # fmt: skip
         grid[0][j].set_title(_title(panels, combo), fontsize=9)
+        if grid[0][j].lines:
+            grid[0][j].legend(fontsize=7)  # every panel names its lines
         grid[1][j].set_xlabel("step")
     grid[0][0].set_ylabel("training error (train mode, per batch)")
     grid[1][0].set_ylabel("test error")
     for ax in grid.flat:
         ax.grid(alpha=0.3)
         ax.set_ylim(0, 1)
-    grid[0][0].legend(fontsize=8)
     fig.suptitle(f"Error against step, one line per {line.name} (band: ± 1 seed-std)", fontsize=10)
     _save(fig, workdir / "curves.png", made)
 
@@ -141,6 +152,9 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
     nrow = -(-len(keys) // ncol)
     fig, grid = subplots(nrow, ncol, figsize=(max(6.4, 3.8 * ncol), 3.3 * nrow), sharey=True,
                              squeeze=False)  # fmt: skip
+    every_tap = sorted({names.side_tap(k) for rs in groups.values() for m in rs[0].curves
+                        for k in m if names.side_tap(k)})  # fmt: skip
+    tap_colours = {t: f"C{k % 10}" for k, t in enumerate(every_tap)}
     for ax, key in zip(grid.flat, keys, strict=False):
         rs = groups[key]
         taps = sorted({names.side_tap(k) for m in rs[0].curves for k in m if names.side_tap(k)})
@@ -148,7 +162,8 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
                              ("final", "accuracy")]:  # fmt: skip
             steps, mean, std = _series(rs, "test", metric)
             if steps:
-                _band(ax, steps, mean, std, marker=".", label=name)
+                _band(ax, steps, mean, std, marker=".", label=name,
+                      color=SIDE_COLOURS.get(name) or tap_colours[name])  # fmt: skip
         if taps_axis is not None:
             plain = everything.get((*key[:taps_axis], "none", *key[taps_axis + 1 :]))
             steps, mean, _ = _series(plain or [], "test", "accuracy")
@@ -156,12 +171,12 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
                 ax.plot(steps, mean, "--", color="grey", label="final, no side heads")
         title = ", ".join(f"{axes[i].name}={key[i]}" for i in varying) or "all"
         ax.set_title("\n".join(textwrap.wrap(title, 48)), fontsize=8)
+        ax.legend(fontsize=7)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     for ax in grid.flat[len(keys) :]:
         ax.axis("off")
     grid[0][0].set_ylabel("test accuracy")
-    grid[0][0].legend(fontsize=7)
     fig.suptitle("Side-head and final-head test accuracy over training (band: ± 1 seed-std)",
                  fontsize=10)  # fmt: skip
     _save(fig, workdir / "side_heads.png", made)
@@ -174,10 +189,13 @@ def grad_norms(results, axes, workdir: Path, made: list[str]) -> None:
         return
     fig, grid = subplots(1, len(steps), figsize=(5 * len(steps), 3.8), sharey=True,
                              squeeze=False)  # fmt: skip
+    colour = colours(c) if c is not None else {}
     for ax, step in zip(grid[0], steps, strict=True):
         for v, r in picked.items():
             norms = [x for _, x in r.grad_norms.get(step, [])]
-            ax.plot(range(len(norms)), norms, marker=".", label=f"{c.name}={v}")
+            ax.plot(
+                range(len(norms)), norms, marker=".", color=colour.get(v), label=f"{c.name}={v}"
+            )
         ax.set(yscale="log", xlabel="layer (input -> classifier)",
                title="at initialisation" if step == "0" else f"at step {step}")  # fmt: skip
         ax.grid(alpha=0.3)
