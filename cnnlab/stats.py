@@ -129,3 +129,15 @@ def holm(p_values: list[float]) -> list[float]:
         running = max(running, min(1.0, (k - rank) * p_values[i]))
         out[i] = running
     return out
+
+
+def holm_levels(p_values: list[float], alpha: float = 0.05) -> list[float]:
+    """The confidence level of each comparison's interval that agrees with Holm's step-down
+    test: the r-th smallest p-value (from 0) at 1 - alpha / (k - r) while Holm rejects, and
+    every comparison from the first it does not reject on at that step's level. An interval
+    then excludes 0 exactly when Holm rejects (p < 1 - level)."""
+    k = len(p_values)
+    order = sorted(range(k), key=lambda i: p_values[i])
+    rank = {i: r for r, i in enumerate(order)}
+    stop = next((r for r, i in enumerate(order) if p_values[i] >= alpha / (k - r)), k)
+    return [1 - alpha / (k - min(rank[i], stop)) for i in range(k)]

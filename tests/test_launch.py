@@ -170,6 +170,7 @@ def test_slurm_local_jobs_match_an_in_process_grid_and_a_preempted_job_resumes(t
     import submitit
 
     from cnnlab import ablation
+    from cnnlab.data import digits
     from experiments.cli import load_config
     from launch.slurm import GridShare, shares
 
@@ -181,9 +182,11 @@ def test_slurm_local_jobs_match_an_in_process_grid_and_a_preempted_job_resumes(t
     jobs = {r.name: r for r in ablation.load_results(tmp_path / "jobs")}
     here = {r.name: r for r in ablation.load_results(tmp_path / "here")}
     assert sorted(jobs) == sorted(here) and len(jobs) == 4
+    test_examples = 1797 - digits.N_TRAIN  # an argmax may flip: one example of the test split
     for name, r in here.items():
         for k, v in r.metrics.items():
-            assert jobs[name].metrics[k] == pytest.approx(v, rel=1e-3, abs=1 / 32), (name, k)
+            tol = dict(abs=1 / test_examples + 1e-9) if k.endswith("accuracy") else dict(rel=1e-3)
+            assert jobs[name].metrics[k] == pytest.approx(v, **tol), (name, k)
     assert (tmp_path / "jobs" / "report.md").exists()
     status = slurm("status", f"--workdir={tmp_path / 'jobs'}")
     assert status.returncode == 0 and "4 of 4 cells have a result" in status.stdout

@@ -19,6 +19,7 @@ from cnnlab.stats import (
     Interval,
     decide_probability,
     holm,
+    holm_levels,
     interval,
     p_value,
     paired,
@@ -218,12 +219,29 @@ def test_exploratory_comparisons_are_adjusted_and_exclude_claims():
     assert "depth=8: skip False -> True" in names
     k = len(names)
     assert k == 5  # 2 depths x (accuracy, loss) + skip at depth 8
-    # Holm: the r-th smallest p-value is tested at 0.05 / (k - r + 1), its interval at that level
-    levels = sorted(e["level"] for e in f["exploratory_records"])
-    assert levels == pytest.approx(sorted(1 - 0.05 / j for j in range(1, k + 1)))
+    # Holm: the r-th smallest p-value is tested at 0.05 / (k - r + 1), its interval at that
+    # level; after the first comparison Holm does not reject, the rest keep that step's level
     for e in f["exploratory_records"]:
-        if e["differs"]:  # Holm's rejection implies the interval excludes 0
-            assert e["ci_low"] > 0 or e["ci_high"] < 0
+        assert e["differs"] == (e["ci_low"] > 0 or e["ci_high"] < 0)
+
+
+def test_holm_step_down_levels_agree_with_its_rejections():
+    """The step-down case: the smallest p-value (0.009 of 6) is not rejected (6 x 0.009 >= 0.05),
+    so Holm rejects nothing; the second (0.0095) is below its own rank's 0.05 / 5 = 0.01, so an
+    interval at its rank's level would exclude 0 for a difference Holm does not find. Every
+    interval takes the stopping step's level instead."""
+    ps = [0.5, 0.0095, 0.6, 0.009, 0.7, 0.8]
+    levels = holm_levels(ps)
+    assert levels == pytest.approx([1 - 0.05 / 6] * 6)
+    assert 0.0095 < 0.05 / 5  # what the rank's own level would have shown
+    for p, level, adj in zip(ps, levels, holm(ps), strict=True):
+        assert (p < 1 - level) == (adj < 0.05)
+    # rejections first, then the stop: 0.001 (x4 = 0.004), 0.01 (x3 = 0.03) rejected; 0.03 not
+    ps = [0.03, 0.001, 0.5, 0.01]
+    assert holm_levels(ps) == pytest.approx([1 - 0.05 / 2, 1 - 0.05 / 4, 1 - 0.05 / 2,
+                                             1 - 0.05 / 3])  # fmt: skip
+    for p, level, adj in zip(ps, holm_levels(ps), holm(ps), strict=True):
+        assert (p < 1 - level) == (adj < 0.05)
 
 
 def grid_config(max_seeds=8, budget_s=0.0):

@@ -29,7 +29,7 @@ from cnnlab.ablation.aggregate import (
 from cnnlab.ablation.claims import INCONCLUSIVE, Claim, Verdict, judge
 from cnnlab.ablation.grid import label
 from cnnlab.ablation.result import CellResult
-from cnnlab.stats import MAX_SEEDS, POWER, holm, interval, p_value, paired
+from cnnlab.stats import MAX_SEEDS, POWER, holm, holm_levels, interval, p_value, paired
 
 ALPHA = 0.05  # every claim at 1 - ALPHA (1 - ALPHA/2 per look with two-stage seeds)
 METRICS = {"accuracy": "test accuracy", "train_loss": "final train loss"}
@@ -142,13 +142,12 @@ def exploratory(results, axes: list[Axis], claims: list[Claim]) -> list[dict]:
                                c.metric, 0.95)  # fmt: skip
         if p.n >= 2:
             found.append((c, p))
-    k = len(found)
     raw = [p_value(p) for _, p in found]
     adjusted = holm(raw)
-    rank = {i: r for r, i in enumerate(sorted(range(k), key=lambda i: raw[i]))}
+    levels = holm_levels(raw, ALPHA)  # an interval excludes 0 exactly when Holm rejects
     out = []
     for i, ((c, p), p_adj) in enumerate(zip(found, adjusted, strict=True)):
-        ci = interval(p, 1 - ALPHA / (k - rank[i]))
+        ci = interval(p, levels[i])
         differs = p_adj < ALPHA
         out.append({
             "comparison": c.text(), "metric": c.metric, "estimate": ci.estimate,
