@@ -84,6 +84,11 @@ def test_side_loss_kinds_against_hand_computation():
     # the hint: squared L2 distance per example, (1-0)^2 + (2-0)^2 and (0-1)^2 + (0-1)^2
     h, t = jnp.array([[1.0, 2.0], [0.0, 0.0]]), jnp.array([[0.0, 0.0], [1.0, 1.0]])
     np.testing.assert_allclose(hint_loss(h, t), [5.0, 2.0], rtol=1e-6)
+    # mmrazor's L2Loss(normalize=False), as its code computes it: sum((s - t)^2) over the whole
+    # batch / batch size, times loss_weight 1.0 (its `mult` only scales normalised features):
+    # (5 + 2) / 2 = 3.5, the batch mean of hint_loss, which the train step weighs by side_hint
+    assert float(np.sum((np.asarray(h) - np.asarray(t)) ** 2) / 2) == 3.5
+    assert float(jnp.mean(hint_loss(h, t))) == pytest.approx(3.5)
     with pytest.raises(ValueError, match="side loss must be one of"):
         side_loss("kd", student, jnp.array([1]))
 

@@ -61,7 +61,7 @@ class StepConfig:
     side_loss: str = "ce"  # 'ce', 'distill' (BYOT) or 'hinge' (DSN)
     side_alpha: float = 0.3  # distill: the soft targets' share
     side_temperature: float = 3.0  # distill
-    side_hint: float = 0.03  # distill: lambda, the hint term's weight (needs the model's hints)
+    side_hint: float = 1.0  # distill: lambda, the hint term's weight (base.py says why 1)
     compute_dtype: str = "float32"  # 'bfloat16': bf16 compute, f32 params and updates
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the parameters
     layer_grad_norms: bool = False  # also return each kernel's gradient norm (diagnostics.py)

@@ -67,11 +67,15 @@ def get_config() -> ml_collections.ConfigDict:
     # head's softened outputs + side_hint x the squared distance from an adapter on the side
     # head's input to side_hint_target; the final head and feature are teachers, no gradient
     # flows into them through these terms). alpha, T, lambda: mmrazor's BYOT config for CIFAR-100
-    # (the paper states the form, not these values); BYOT weighs each side term 1 (side_weight).
+    # as its code applies them (the paper states the form, not these values); BYOT weighs each
+    # side term 1 (side_weight).
     c.loss.side_loss = "ce"
     c.loss.side_alpha = 0.3  # distill: the soft targets' share, in [0, 1]
     c.loss.side_temperature = 3.0  # distill: > 0
-    c.loss.side_hint = 0.03  # distill: lambda (0 = no hint adapter)
+    # distill: lambda (0 = no hint adapter). mmrazor's BYOT config writes L2Loss(normalize=False,
+    # mult=0.03), but its L2Loss applies `mult` only when normalising: the term it trains with is
+    # loss_weight (1.0) x the per-example squared distance averaged over the batch, this form
+    c.loss.side_hint = 1.0
     c.loss.side_hint_target = "pre_logits"  # distill: the feature hints match (pooled if a map)
 
     c.train = ml_collections.ConfigDict()
