@@ -292,7 +292,9 @@ from cnnlab.train import batched
 real = batched.Group.save
 def save(self, step, state):
     real(self, step, state)  # orbax's save of the group is in flight (asynchronous) ...
-    if step == 8:  # ... when the process dies
+    if step == 8:  # ... when the process dies; what the checkpoint folder holds at that moment:
+        seen = sorted(p.name for p in self.ckpt.directory.iterdir())
+        open(os.environ["CNNLAB_TEST_SEEN"], "w").write("\\n".join(seen))
         os.kill(os.getpid(), signal.SIGKILL)
 batched.Group.save = save
 sys.argv = ["experiments.ablate", *sys.argv[1:]]
@@ -307,9 +309,14 @@ def test_a_batched_group_killed_during_its_save_resumes(grids, tmp_path):
     _, _, batched = grids
     workdir = tmp_path / "w"
     args = batched_grid_args(workdir)
+    seen = tmp_path / "seen.txt"
     killed = subprocess.run([sys.executable, "-c", KILL_IN_SAVE, *args], cwd=ROOT,
-                            env=dict(os.environ), capture_output=True, text=True,
-                            timeout=600)  # fmt: skip
+                            env={**os.environ, "CNNLAB_TEST_SEEN": str(seen)},
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    at_kill = seen.read_text().split()
+    # the kill came during the save: step 8 was not finalised (orbax writes a temporary
+    # folder and renames it to '8' when the save completes)
+    assert "8" not in at_kill and "4" in at_kill, at_kill
     assert not list(workdir.glob("cells/*/result.json"))
     assert_rerun_resumes_to(batched, args, workdir)
