@@ -33,10 +33,9 @@ def shares(config, cells_per_job: int) -> list[list[str]]:
     """Cell names per job: the grid's training groups (seeds trained together stay together),
     packed in order into jobs of at most `cells_per_job` cells (0: one group per job)."""
     from cnnlab import ablation
-    from cnnlab.ablation.run import _batches
 
     jobs: list[list[str]] = []
-    for group in _batches(config, ablation.check_grid(config)):
+    for group in ablation.training_groups(config, ablation.check_grid(config)):
         names = [ablation.cell_name(o) for o in group]
         if jobs and cells_per_job and len(jobs[-1]) + len(names) <= cells_per_job:
             jobs[-1] += names

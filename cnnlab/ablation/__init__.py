@@ -10,7 +10,7 @@ from cnnlab.ablation.findings import findings
 from cnnlab.ablation.grid import apply, cell_name, expand, shard
 from cnnlab.ablation.report import write_report
 from cnnlab.ablation.result import CellResult, load_results
-from cnnlab.ablation.run import check_grid, run_cell, run_grid
+from cnnlab.ablation.run import check_grid, run_cell, run_grid, training_groups
 
 __all__ = [
     "CellResult",
@@ -28,5 +28,6 @@ __all__ = [
     "run_cell",
     "run_grid",
     "shard",
+    "training_groups",
     "write_report",
 ]

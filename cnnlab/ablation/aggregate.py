@@ -13,7 +13,7 @@ from cnnlab.ablation.result import CellResult
 from cnnlab.records import write_text_atomic
 from cnnlab.stats import mean_std, paired
 from cnnlab.train import names
-from cnnlab.train.loop import TIMING_KEYS
+from cnnlab.train.names import TIMING_KEYS
 
 SEED = "seed"
 # a cell's wall time, split (seconds, mean over seeds): see TrainResult.timing

@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping
 
 from cnnlab import dotted
+from cnnlab.ablation.aggregate import Axis
 from cnnlab.ablation.grid import label
 from cnnlab.errors import ConfigError
 from cnnlab.stats import Interval, seeds_needed
@@ -172,9 +173,7 @@ class Claim:
 
 
 def _default_ends(values: list[str], name: str, axis: str) -> tuple[str, str]:
-    from cnnlab.ablation.aggregate import Axis  # the numeric order the report uses
-
-    ordered = Axis(axis, values)
+    ordered = Axis(axis, values)  # the numeric order the report uses
     if len(values) < 2:
         raise ConfigError(f"{name}: the grid has one {axis} value; a claim compares two")
     if not ordered.numeric and len(values) > 2:

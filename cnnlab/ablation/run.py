@@ -320,7 +320,7 @@ def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> l
         warn(f"warning: {line}")
     bar = bars.bar(total=len(cells), desc=desc, unit="cell", disable=quiet)
     results = {}
-    for batch in _batches(config, cells):
+    for batch in training_groups(config, cells):
         names = [cell_name(o) for o in batch]
         bar.set_postfix_str(names[0] if len(batch) == 1 else f"{names[0]} (+{len(batch) - 1})")
         todo = []
@@ -371,7 +371,7 @@ def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> l
     return [results[cell_name(o)] for o in cells]
 
 
-def _batches(config, cells: list[dict]) -> list[list[dict]]:
+def training_groups(config, cells: list[dict]) -> list[list[dict]]:
     """The cells in the order they train: one each, or with config.batch_seeds the cells that
     differ only in `seed` together (at the place of the first of them)."""
     if not config.batch_seeds:

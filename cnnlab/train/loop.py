@@ -266,9 +266,6 @@ def due(step: int, every: int, steps: int) -> bool:
     return (step + 1) % every == 0 or step + 1 == steps
 
 
-TIMING_KEYS = ("compile_s", "data_s", "compute_s", "eval_s", "checkpoint_s")
-
-
 def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pick=None,
           save_group=None):  # fmt: skip
     """The training loop, for one lane (`pick=None`) or several lanes of one vmapped step
@@ -277,14 +274,14 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
     error and keeps its last good checkpoint (the others go on); one that early-stops leaves.
     At each evaluation every live lane evaluates and saves its own checkpoint, then
     `save_group(step, state)` (batched seeds' resumable stack). -> (state, timing
-    {TIMING_KEYS: seconds}, each step's seconds)."""
+    {names.TIMING_KEYS: seconds}, each step's seconds)."""
     steps = lanes[0].spec.steps
     if pick is None:
         pick = lambda tree, i: tree
         mine = lambda host, i: host
     else:
         mine = lambda host, i: {k: v[i] for k, v in host.items()}
-    timing, times, seen, t0 = dict.fromkeys(TIMING_KEYS, 0.0), [], 0, time.perf_counter()
+    timing, times, seen, t0 = dict.fromkeys(names.TIMING_KEYS, 0.0), [], 0, time.perf_counter()
     with preempt.stop_on_signals():
         for step in range(start, steps):
             live = [i for i, lane in enumerate(lanes) if lane.live]

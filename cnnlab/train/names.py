@@ -27,3 +27,7 @@ def prefixed(prefix: str, metrics: dict) -> dict:
 def side_tap(key: str) -> str | None:
     """'side/stage1/accuracy' -> 'stage1'; None for a key of no side head."""
     return key.split("/")[1] if key.startswith(SIDE) else None
+
+
+# the parts of a run's wall time it records (cnnlab.train.loop; the report's time columns)
+TIMING_KEYS = ("compile_s", "data_s", "compute_s", "eval_s", "checkpoint_s")
