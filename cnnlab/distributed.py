@@ -111,12 +111,16 @@ def compilation_cache(directory) -> str:
     return directory
 
 
-def default_cache_dir() -> str:
-    """$CNNLAB_CACHE_DIR/jax, else ~/.cache/cnnlab/jax: one cache shared by all workdirs."""
-    root = os.environ.get("CNNLAB_CACHE_DIR") or os.path.join(
+def cache_root() -> str:
+    """$CNNLAB_CACHE_DIR, else ~/.cache/cnnlab: cnnlab's caches (compiled programs, weights)."""
+    return os.environ.get("CNNLAB_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "cnnlab"
     )
-    return os.path.join(root, "jax")
+
+
+def default_cache_dir() -> str:
+    """$CNNLAB_CACHE_DIR/jax, else ~/.cache/cnnlab/jax: one cache shared by all workdirs."""
+    return os.path.join(cache_root(), "jax")
 
 
 def start(mode: str = "auto", cache_dir: str | None = None) -> None:

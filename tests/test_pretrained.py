@@ -290,7 +290,7 @@ def test_finetune_command_from_a_pretrained_file(tmp_path):
     assert bad.stderr.strip().splitlines()[-1].startswith("error: config.finetune.source: ")
 
 
-def test_fetch_checks_the_published_hash_over_a_loopback_mirror(tmp_path, capsys):
+def test_fetch_checks_the_published_hash_over_a_loopback_mirror(tmp_path, capsys, monkeypatch):
     """`python -m cnnlab.pretrained fetch` from an HTTP server on 127.0.0.1 serving a fixture
     under the published name: the right bytes land in the cache; other bytes under that name
     fail the SHA-256 prefix the name carries and nothing is kept."""
@@ -328,14 +328,9 @@ def test_fetch_checks_the_published_hash_over_a_loopback_mirror(tmp_path, capsys
         assert code == 1 and err.startswith("error: ") and "SHA256 is" in err
         assert f"the published one {prefix}" in err
         assert not any(cache.iterdir())  # nothing kept, not even the .part
-        good = fetch.published("torchvision/resnet18")
-        orig = fetch.published
-        fetch.published = lambda *a, **k: (good[0], "sha256", real)
-        try:
-            code = cli.main(["fetch", "torchvision/resnet18", f"--base_url={base}",
-                             f"--cache_dir={cache}"])  # fmt: skip
-        finally:
-            fetch.published = orig
+        monkeypatch.setattr(fetch, "published", lambda *a, **k: (url, "sha256", real))
+        code = cli.main(["fetch", "torchvision/resnet18", f"--base_url={base}",
+                         f"--cache_dir={cache}"])  # fmt: skip
         out = capsys.readouterr().out.strip()
         assert code == 0 and out == str(cache / name)
         assert (cache / name).read_bytes() == body

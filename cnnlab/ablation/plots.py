@@ -59,10 +59,10 @@ def _band(ax, steps, mean, std, **kw):
     ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
 
 
-def colours(axis: Axis) -> dict[str, str]:
-    """One colour per value of an axis, the same in every panel and figure of a report (by the
-    value's place on its axis, not the line's order in a panel)."""
-    return {v: f"C{k % 10}" for k, v in enumerate(axis.values)}
+def colours(values) -> dict[str, str]:
+    """One colour per value (an axis's values, a grid's side-head taps), the same in every panel
+    and figure of a report: by the value's place among them, not the line's order in a panel."""
+    return {v: f"C{k % 10}" for k, v in enumerate(values)}
 
 
 SIDE_COLOURS = {"final": "black"}  # side heads: C0, C1, ... by tap name in sorted order
@@ -84,7 +84,7 @@ def curves(results, axes, workdir: Path, made: list[str]) -> None:
     fig, grid = subplots(
         2, len(combos), figsize=(3.4 * len(combos), 5.6), sharex="col", sharey="row", squeeze=False
     )
-    colour = colours(line)
+    colour = colours(line.values)
     for j, combo in enumerate(combos):
         for v in line.values:
             want = {a.name: x for a, x in zip(panels, combo, strict=True)} | {line.name: v}
@@ -154,7 +154,7 @@ def side_heads(results, axes, workdir: Path, made: list[str]) -> None:
                              squeeze=False)  # fmt: skip
     every_tap = sorted({names.side_tap(k) for rs in groups.values() for m in rs[0].curves
                         for k in m if names.side_tap(k)})  # fmt: skip
-    tap_colours = {t: f"C{k % 10}" for k, t in enumerate(every_tap)}
+    tap_colours = colours(every_tap)
     for ax, key in zip(grid.flat, keys, strict=False):
         rs = groups[key]
         taps = sorted({names.side_tap(k) for m in rs[0].curves for k in m if names.side_tap(k)})
@@ -189,7 +189,7 @@ def grad_norms(results, axes, workdir: Path, made: list[str]) -> None:
         return
     fig, grid = subplots(1, len(steps), figsize=(5 * len(steps), 3.8), sharey=True,
                              squeeze=False)  # fmt: skip
-    colour = colours(c) if c is not None else {}
+    colour = colours(c.values) if c is not None else {}
     for ax, step in zip(grid[0], steps, strict=True):
         for v, r in picked.items():
             norms = [x for _, x in r.grad_norms.get(step, [])]

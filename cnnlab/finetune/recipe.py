@@ -147,7 +147,7 @@ def source_data(c, ds):
             f"config.finetune.source={c.finetune.source!r} takes RGB images, but "
             f"{ds.name} has {ds.image_shape[-1]} channel(s); fine-tune on an RGB dataset"
         )
-    mean, std, _ = pretrained.normalisation(found[0].arch)
+    mean, std = pretrained.normalisation(found[0].arch)
     return dataclasses.replace(ds, spec=dataclasses.replace(ds.spec, mean=mean, std=std))
 
 

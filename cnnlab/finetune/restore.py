@@ -89,6 +89,18 @@ def _abstract(x) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
 
+def _with_backbone(variables, backbone: dict, new) -> tuple[dict, list[str]]:
+    """`variables` with the backbone arrays ({collection: {'a/b/c': array}}) put in, and the
+    paths left fresh (the new head)."""
+    out = dict(variables)
+    for col, arrays in backbone.items():
+        flat = tu.flatten_dict(variables[col], sep="/")
+        flat.update(arrays)
+        out[col] = tu.unflatten_dict(flat, sep="/")
+    fresh = [p for col in COLLECTIONS for p in paths(variables.get(col, {})) if is_new(p, new)]
+    return out, fresh
+
+
 def _load_pretrained(source: str, variables, new) -> tuple[dict, dict]:
     """The backbone arrays of a pretrained weights file ('ARCH:PATH') into `variables`."""
     from cnnlab import pretrained
@@ -110,14 +122,8 @@ def _load_pretrained(source: str, variables, new) -> tuple[dict, dict]:
                     f"{'absent' if w is None else tuple(w.shape)} in this model; leave "
                     f"config.model as the source sets it ({src.model} with {src.kwargs})"
                 )
-    out = dict(variables)
-    for col in COLLECTIONS:
-        flat = tu.flatten_dict(variables[col], sep="/")
-        flat.update(have[col])
-        out[col] = tu.unflatten_dict(flat, sep="/")
-    fresh = [p for col in COLLECTIONS for p in paths(variables.get(col, {})) if is_new(p, new)]
-    loaded_n = sum(len(v) for v in have.values())
-    return out, {"source": source, "step": 0, "loaded": loaded_n, "new": fresh}
+    out, fresh = _with_backbone(variables, have, new)
+    return out, {"source": source, "step": 0, "loaded": sum(map(len, have.values())), "new": fresh}
 
 
 def load_backbone(source, variables, *, step: int = 0, new=NEW):
@@ -195,11 +201,7 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
         ) from None
     finally:
         manager.close()
-    out = dict(variables)
-    for col, tree in restored.items():
-        flat = tu.flatten_dict(variables[col], sep="/")
-        flat.update(tu.flatten_dict(tree, sep="/"))
-        out[col] = tu.unflatten_dict(flat, sep="/")
-    fresh = [p for col in COLLECTIONS for p in paths(variables.get(col, {})) if is_new(p, new)]
+    backbone = {col: tu.flatten_dict(tree, sep="/") for col, tree in restored.items()}
+    out, fresh = _with_backbone(variables, backbone, new)
     loaded = sum(len(v) for v in want.values())
     return out, {"source": str(directory), "step": step, "loaded": loaded, "new": fresh}

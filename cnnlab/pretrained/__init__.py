@@ -22,6 +22,7 @@ for every arch in SOURCES).
 """
 
 import flax.linen as nn
+import flax.traverse_util as tu
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,26 +74,6 @@ def _keras3(src: Source, weights: dict, path) -> dict[str, np.ndarray]:
     return out
 
 
-def _leaves(tree, prefix=()) -> dict[tuple[str, ...], object]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_leaves(v, (*prefix, k)))
-        else:
-            out[(*prefix, k)] = v
-    return out
-
-
-def _nest(flat: dict[tuple[str, ...], object]) -> dict:
-    out: dict = {}
-    for path, v in flat.items():
-        d = out
-        for k in path[:-1]:
-            d = d.setdefault(k, {})
-        d[path[-1]] = v
-    return out
-
-
 def load(arch: str, path, *, num_classes: int | None = None, include_top: bool = True,
          seed: int = 0, rgb_stem: bool = False):  # fmt: skip
     """(model, variables) of a pretrained `arch` from the weight file at `path`.
@@ -111,7 +92,7 @@ def load(arch: str, path, *, num_classes: int | None = None, include_top: bool =
     model = models.create(src.model, num_classes=classes if include_top else 0, **src.kwargs)
     r = src.resolution
     shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, r, r, 3)))
-    want = {(col, *p): s for col in shapes for p, s in _leaves(shapes[col]).items()}
+    want = tu.flatten_dict(shapes)  # ('params' | 'batch_stats', *path) -> shape
     got: dict[tuple[str, ...], jax.Array] = {}
     weights = _weights(src, path)
     for key in list(weights):  # each source array freed once converted: ~1 copy at a time
@@ -151,8 +132,7 @@ def load(arch: str, path, *, num_classes: int | None = None, include_top: bool =
         got.update({("params", "head", k): v for k, v in init.items()})
     if rgb_stem and src.mode == "caffe":
         got[("params", "stem_conv", "kernel")] = got[("params", "stem_conv", "kernel")][:, :, ::-1]
-    variables = _nest(got)
-    return model, variables
+    return model, tu.unflatten_dict(got)
 
 
 def split_source(text: str) -> tuple[Source, str] | None:
@@ -166,17 +146,17 @@ def split_source(text: str) -> tuple[Source, str] | None:
     return source(arch), path
 
 
-def normalisation(arch: str) -> tuple[tuple[float, ...], tuple[float, ...], bool]:
-    """(mean, std, bgr) of x / 255 that reproduce the source's preprocessing in cnnlab's data
+def normalisation(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of x / 255 that reproduce the source's preprocessing in cnnlab's data
     pipeline (which computes (x / 255 - mean) / std per RGB channel): ImageNet's for
-    torchvision; [-1, 1] for Keras 'tf'; for Keras 'caffe' the mean pixel with std 1/255, and
-    bgr=True: the stem conv's input channels are then reversed so that RGB inputs give what
-    BGR inputs gave (`load(..., rgb_stem=True)`)."""
+    torchvision; [-1, 1] for Keras 'tf'; for Keras 'caffe' the mean pixel (in RGB order) with
+    std 1/255, where the BGR order is taken care of by `load(..., rgb_stem=True)` (the stem
+    conv's input channels reversed)."""
     from cnnlab.pretrained.preprocess import CAFFE_MEAN_BGR, MEAN, STD
 
     mode = source(arch).mode
     if mode == "torch":
-        return tuple(MEAN.tolist()), tuple(STD.tolist()), False
+        return tuple(MEAN.tolist()), tuple(STD.tolist())
     if mode == "tf":
-        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), False
-    return tuple((CAFFE_MEAN_BGR[::-1] / 255).tolist()), (1 / 255,) * 3, True
+        return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return tuple((CAFFE_MEAN_BGR[::-1] / 255).tolist()), (1 / 255,) * 3

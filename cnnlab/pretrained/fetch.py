@@ -14,7 +14,6 @@ from a mirror (the tests serve one on 127.0.0.1).
 """
 
 import hashlib
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -39,10 +38,10 @@ MAX_BYTES = 2 << 30  # no published file is near 2 GiB; a server sending more is
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("CNNLAB_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "cnnlab"
-    )
-    return Path(root) / "pretrained"
+    """$CNNLAB_CACHE_DIR/pretrained, else ~/.cache/cnnlab/pretrained."""
+    from cnnlab.distributed import cache_root
+
+    return Path(cache_root()) / "pretrained"
 
 
 def published(arch: str, weights: str = "IMAGENET1K_V1", top: bool = True):
