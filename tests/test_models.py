@@ -201,6 +201,46 @@ def test_generic_builder_reproduces_cifar_resnet_and_swaps_parts():
         summary_of("generic", conv="hexagonal")
 
 
+# (model, base settings, a change its family declares unread); each built both ways must be the
+# same net: same parameters from one key, same outputs in training (drop path draws included)
+UNREAD_CASES = [
+    ("cifar_resnet", dict(depth=8, skip=False), dict(zero_init_residual=True)),
+    ("cifar_resnet", dict(depth=8, skip=False), dict(drop_path_rate=0.3, shortcut="projection")),
+    ("generic", dict(stage_sizes=(1, 1, 1), block="inverted"), dict(shortcut="zero_pad")),
+    ("lenet5", dict(), dict(side_head="conv")),
+    ("mobilenet_v2", dict(skip=False, width=0.35), dict(zero_init_residual=True)),
+]
+
+
+@pytest.mark.parametrize("name,base,change", UNREAD_CASES)
+def test_fields_a_family_declares_unread_change_nothing(name, base, change):
+    assert set(change) <= models.unread(name, {**base, **change})
+    size = 32 if name != "mobilenet_v2" else 64
+    x = jax.random.normal(jax.random.key(0), (2, size, size, models.spec(name).input_shape[2]))
+    outs = []
+    for kwargs in (base, {**base, **change}):
+        model = models.create(name, **kwargs)
+        v = model.init(jax.random.key(1), x)
+        (logits, _), _ = model.apply(
+            v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(2)}
+        )
+        outs.append((v, logits))
+    assert jax.tree.structure(outs[0][0]) == jax.tree.structure(outs[1][0])
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, outs[0][0], outs[1][0])))
+    np.testing.assert_array_equal(outs[0][1], outs[1][1])
+
+
+def test_unread_fields_are_only_those_a_configuration_ignores():
+    """A field the net reads is never declared unread (a residual net's zero-init, side heads'
+    kind with side taps, a basic block's shortcut), and families without rules declare none."""
+    assert models.unread("resnet20", {}) == {"side_head", "side_hint"}
+    assert models.unread("resnet20", {"side_taps": ("stage1",)}) == set()
+    assert models.unread("plain20", {"side_taps": ("stage1",)}) == {
+        "shortcut", "zero_init_residual", "drop_path_rate"}  # fmt: skip
+    assert "shortcut" not in models.unread("generic", {"block": "bottleneck"})
+    assert models.unread("mini_xception", {"skip": False, "side_taps": ("stage1",)}) == set()
+
+
 def test_registry_errors_name_the_problem():
     with pytest.raises(ValueError, match="unknown model 'resnet21'; available: cifar_resnet"):
         models.create("resnet21")

@@ -7,10 +7,11 @@ branch to zero), `side_loss` without side heads, `momentum` under AdamW. Two cel
 
 Effective settings: the run's typed spec (`cnnlab.train.RunSpec`: model with its defaults filled
 in, data, optimiser, loss, training, seed, steps), less what the code does not read for that
-cell (`INERT` below; each rule names the setting that makes the others unread). The learning
-rate is compared as the peak lr the optimiser gets. Settings outside the spec (the grid's own
-keys: `batch_seeds` changes float rounding only, `grad_norm_steps` what is recorded) do not
-count.
+cell: the training settings in `INERT` below (each rule names the setting that makes the others
+unread) and the model fields its family declares unread (`cnnlab.models.unread`, e.g. a plain
+twin's zero_init_residual). The learning rate is compared as the peak lr the optimiser gets.
+Settings outside the spec (the grid's own keys: `batch_seeds` changes float rounding only,
+`grad_norm_steps` what is recorded) do not count.
 """
 
 import dataclasses
@@ -39,9 +40,6 @@ INERT = (
     ("train", lambda s: not s["train_subset"], ("precise_bn",)),
     ("train", lambda s: not s["patience"], ("min_delta",)),
     ("data", lambda s: s["name"] != "synthetic", ("synthetic",)),
-    # a plain twin (skip=False) has no shortcut, so nothing to zero-initialise or drop
-    ("model_kwargs", lambda s: s.get("skip") is False,
-     ("zero_init_residual", "drop_path_rate", "shortcut")),
 )  # fmt: skip
 
 
@@ -49,7 +47,9 @@ def effective(spec: train.RunSpec) -> dict:
     """What decides a cell's training, as JSON-able values."""
     out = {name: dataclasses.asdict(getattr(spec, name)) for name in ("data", "optim", "loss",
                                                                       "train")}  # fmt: skip
-    out["model_kwargs"] = {**models.defaults(spec.model.name), **spec.model.kwargs}
+    kwargs = {**models.defaults(spec.model.name), **spec.model.kwargs}
+    unread = models.unread(spec.model.name, kwargs)  # as the model's family declares
+    out["model_kwargs"] = {k: v for k, v in kwargs.items() if k not in unread}
     for section, applies, keys in INERT:
         if applies(out[section]):
             for k in keys:

@@ -19,6 +19,7 @@ from cnnlab.models.registry import (
     fields,
     register,
     spec,
+    unread,
 )
 from cnnlab.models.resnet import CifarResNet, ResNet
 from cnnlab.models.scaling import compound_scale, make_divisible
@@ -82,4 +83,5 @@ __all__ = [
     "make_divisible",
     "register",
     "spec",
+    "unread",
 ]

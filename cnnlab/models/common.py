@@ -26,6 +26,19 @@ BLOCKS = {
 }
 
 
+def unread_fields(kwargs: dict) -> set[str]:
+    """The fields a model with these settings never reads, so two configurations that differ only
+    in them build the same net (the ablation grid trains such cells once: ablation.duplicates).
+    Side-head settings without side taps; a plain twin's (skip=False) shortcut settings: it has no
+    shortcut to choose, zero-initialise or drop. A family with more rules extends this one."""
+    out = set()
+    if not kwargs.get("side_taps"):
+        out |= {"side_head", "side_hint"}
+    if kwargs.get("skip") is False:
+        out |= {"shortcut", "zero_init_residual", "drop_path_rate"}
+    return out
+
+
 def conv_variant(name: str):
     if name not in L.CONV_VARIANTS:
         raise ValueError(f"conv must be one of {sorted(L.CONV_VARIANTS)}; got {name!r}")

@@ -18,6 +18,7 @@ from cnnlab.models.common import (
     layer_parts,
     padding_kwargs,
     run_stages,
+    unread_fields,
 )
 from cnnlab.models.scaling import make_divisible, scale_depth
 
@@ -60,6 +61,7 @@ class EfficientNet(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    unread = staticmethod(unread_fields)  # the fields a configuration leaves unread
     # for ported weights (cnnlab.pretrained): PyTorch's symmetric padding of strided convs
     # ('SYMMETRIC'; Keras pads as 'SAME'), another BatchNorm epsilon (Keras: 1e-3)
     padding: str = "SAME"

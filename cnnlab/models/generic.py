@@ -13,6 +13,7 @@ from cnnlab.models.common import (
     conv_variant,
     layer_parts,
     run_stages,
+    unread_fields,
 )
 
 
@@ -39,6 +40,14 @@ class GenericNet(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+
+    @staticmethod
+    def unread(kwargs: dict) -> set[str]:
+        """common.unread_fields, and `shortcut` where the block has none (not basic/bottleneck)."""
+        out = unread_fields(kwargs)
+        if kwargs.get("block", "basic") not in ("basic", "bottleneck"):
+            out |= {"shortcut"}
+        return out
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):

@@ -18,6 +18,7 @@ from cnnlab.models.common import (
     layer_parts,
     padding_kwargs,
     run_stages,
+    unread_fields,
 )
 from cnnlab.models.scaling import make_divisible
 
@@ -50,6 +51,7 @@ class MobileNetV1(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    unread = staticmethod(unread_fields)  # the fields a configuration leaves unread
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -79,6 +81,7 @@ class MobileNetV2(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    unread = staticmethod(unread_fields)  # the fields a configuration leaves unread
     # for ported weights (cnnlab.pretrained): PyTorch's symmetric padding of strided convs
     # ('SYMMETRIC'; Keras pads as 'SAME'), another BatchNorm epsilon (Keras: 1e-3)
     padding: str = "SAME"

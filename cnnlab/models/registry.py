@@ -72,6 +72,14 @@ def defaults(name: str) -> dict:
     return out
 
 
+def unread(name: str, kwargs: dict) -> set[str]:
+    """The fields of `name` that a model built with `kwargs` (over its defaults) never reads, as
+    its family declares them (a class's `unread(kwargs)`; none declared: every field is read)."""
+    kwargs = {**defaults(name), **kwargs}
+    declared = getattr(_module_class(spec(name).build), "unread", None)
+    return set(declared(kwargs)) & set(fields(name)) if declared else set()
+
+
 def create(name: str, **overrides) -> nn.Module:
     """Build a registered model, e.g. `create('resnet20', skip=False, side_taps=('stage1',))`."""
     s = spec(name)

@@ -23,6 +23,7 @@ from cnnlab.models.common import (
     layer_parts,
     padding_kwargs,
     run_stages,
+    unread_fields,
 )
 
 CIFAR_BLOCK_DEPTH = {"basic": 6, "bottleneck": 9}  # layers per unit of n (2 or 3 convs x 3 stages)
@@ -45,6 +46,7 @@ class CifarResNet(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    unread = staticmethod(unread_fields)  # the fields a configuration leaves unread
 
     def n_blocks(self) -> int:
         per = CIFAR_BLOCK_DEPTH.get(self.block)
@@ -100,6 +102,7 @@ class ResNet(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    unread = staticmethod(unread_fields)  # the fields a configuration leaves unread
     # for ported weights (cnnlab.pretrained): PyTorch's symmetric padding of strided convs,
     # another BatchNorm epsilon, the original v1's stride in the first 1x1 (Keras' ResNet50)
     padding: str = "SAME"

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnlab import layers as L
-from cnnlab.models.common import check_input, classify, layer_parts
+from cnnlab.models.common import check_input, classify, layer_parts, unread_fields
 
 
 class LeNet5(nn.Module):
@@ -29,6 +29,7 @@ class LeNet5(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    unread = staticmethod(unread_fields)  # the fields a configuration leaves unread
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
@@ -56,6 +57,7 @@ class MiniXception(nn.Module):
     side_taps: Sequence[str] = ()
     side_head: str = "linear"
     side_hint: str = ""  # a feature side heads also learn to match (distillation hints)
+    unread = staticmethod(unread_fields)  # the fields a configuration leaves unread
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False):
