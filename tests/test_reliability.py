@@ -564,3 +564,46 @@ def test_a_busy_workdir_is_one_line_through_the_entry_point(tmp_path, saved):
     assert_one_line_error(out, "is in use by pid 4242 on host elsewhere", "use another --workdir",
                           alone=False)  # fmt: skip
     assert out.returncode == 1 and snapshot(tmp_path / "w" / "checkpoints") == before
+
+
+SIGINT_HOLDER = """
+import sys, time
+from cnnlab.train import preempt
+with preempt.stop_on_signals(kept=lambda: preempt.last_checkpoint(sys.argv[1])):
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+    print("slept; requested", preempt.requested(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("signals", [("SIGINT", "SIGINT"), ("SIGTERM", "SIGINT"), ("SIGINT",)])
+def test_a_second_ctrl_c_stops_at_once_saying_what_is_kept(tmp_path, signals):
+    """Two SIGINTs stop the process at once (exit 130) with one line naming the newest complete
+    checkpoint, while the main thread is busy (here a 60 s sleep; a compile in the full tier's
+    end-to-end test). One SIGINT, or a SIGTERM then a SIGINT, only note the request: the
+    holder saves at the next step boundary as before."""
+    import signal
+    import sys
+
+    ckpt = tmp_path / "checkpoints"
+    for name in ("4", "8", "12.orbax-checkpoint-tmp-1"):  # the last is a save cut short
+        (ckpt / name).mkdir(parents=True)
+    stop_now = len([s for s in signals if s == "SIGINT"]) == 2
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_HOLDER, str(ckpt), "60" if stop_now else "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout.readline().strip() == "holding"
+    for s in signals:
+        proc.send_signal(getattr(signal, s))
+        time.sleep(0.3)
+    out, err = proc.communicate(timeout=30)  # far under the 60 s sleep
+    if stop_now:
+        assert proc.returncode == 130, err
+        assert err.strip() == (
+            f"stopped at once by a second Ctrl-C (SIGINT); kept: checkpoint 8 in {ckpt}; a save "
+            "in progress is dropped; run the same command to resume"
+        )
+    else:
+        assert proc.returncode == 0 and err == "", err
+        assert out.strip() == f"slept; requested {getattr(signal, signals[0]).value}"

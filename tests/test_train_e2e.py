@@ -176,3 +176,29 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_
     assert kept == [1]
     _, state = final_state(tmp_path / "w")
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+
+
+@pytest.mark.slow  # a ResNet-110 compile: the full tier
+def test_a_second_ctrl_c_during_the_first_compile_stops_at_once(tmp_path):
+    """Ctrl-C twice while ResNet-110's first step compiles (about 13 s on a 2-core EPYC): the
+    run ends at once with 130 and one line saying nothing is saved yet, before any step ran,
+    not after the compile; the same command then trains from the start."""
+    cmd, env = command(tmp_path / "w", "--config.model.kwargs.depth=110")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(lambda: (tmp_path / "w" / "config.json").exists(), proc)
+    time.sleep(1.0)  # in the first step's compile
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert last == (
+        "stopped at once by a second Ctrl-C (SIGINT); kept: no checkpoint yet in "
+        f"{tmp_path / 'w' / 'checkpoints'}; a save in progress is dropped; run the same command "
+        "to resume"
+    )
+    assert "Traceback" not in err
+    log = tmp_path / "w" / "metrics.jsonl"
+    assert not log.exists() or '"step"' not in log.read_text()  # no step had finished

@@ -242,7 +242,9 @@ def run_grid(config, workdir, *, shard: str = "0/1", progress: bool = True,
     write_json_atomic(workdir / "grid.json", grid_spec(config))
     quiet = not progress or jax.process_index() > 0
     say = (lambda msg: None) if quiet else bars.write
-    with preempt.stop_on_signals():  # SIGTERM / SIGINT: the cell in training saves, the grid stops
+    # SIGTERM / SIGINT: the cell in training saves, the grid stops; a second Ctrl-C stops at once
+    kept = f"every finished cell in {workdir} and the last checkpoint of the cell in training"
+    with preempt.stop_on_signals(kept=kept):
         return _run_grid(config, cells, workdir, shard, quiet, say)
 
 

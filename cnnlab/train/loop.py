@@ -282,7 +282,11 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
     else:
         mine = lambda host, i: {k: v[i] for k, v in host.items()}
     timing, times, seen, t0 = dict.fromkeys(names.TIMING_KEYS, 0.0), [], 0, time.perf_counter()
-    with preempt.stop_on_signals():
+    kept = lambda: (
+        preempt.last_checkpoint(lanes[0].ckpt.directory)
+        + (f" (and its {len(lanes) - 1} other seeds' run directories)" if len(lanes) > 1 else "")
+    )
+    with preempt.stop_on_signals(kept=kept):
         for step in range(start, steps):
             live = [i for i, lane in enumerate(lanes) if lane.live]
             if not live:

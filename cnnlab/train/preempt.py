@@ -6,19 +6,28 @@ held, the two signals only raise a flag that the loop reads after each step (`re
 loop then saves a checkpoint of that step (state and data iterator, without metrics: nothing was
 evaluated) and raises `Preempted`; the entry points print one line saying where the run stopped
 and how to resume, and exit with 128 + the signal's number (143 for SIGTERM, 130 for SIGINT), as
-a shell reports a process the signal ended. A second signal while the step is saved is noted and
-ignored, so it cannot cut the save short (SIGKILL still can: orbax's saves are atomic, the last
-complete step is kept). Outside the loop the previous handlers are in place. Handlers can only be
-installed from the main thread; elsewhere (a notebook's worker thread) signals keep their own
-behaviour.
+a shell reports a process the signal ended. A second SIGTERM while the step is saved is noted and
+ignored, so it cannot cut the save short.
+
+A second Ctrl-C (SIGINT) stops at once, whatever the process is doing (an XLA compile, a step,
+a save): one line says what is kept (the last complete checkpoint; orbax's saves are atomic, so a
+save cut short leaves the previous one) and the process exits with 130. Python runs a signal
+handler only between bytecodes of the main thread, which a long compile does not reach, so the
+count is kept by a watcher thread that the C-level handler wakes through `signal.set_wakeup_fd`.
+The workdir lock is the kernel's flock, released on exit. Outside the loop the previous handlers
+are in place. Handlers can only be installed from the main thread; elsewhere (a notebook's
+worker thread) signals keep their own behaviour.
 """
 
 import contextlib
+import os
 import signal
 import threading
+from pathlib import Path
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []
+_kept: list = []  # what a stop at once keeps, innermost last (`stop_on_signals(kept=...)`)
 
 
 class Preempted(Exception):
@@ -43,26 +52,76 @@ def requested() -> int | None:
     return _received[0] if _received else None
 
 
+def last_checkpoint(directory) -> str:
+    """'checkpoint N in DIR' (the newest complete step on disk) or 'no checkpoint yet in DIR'."""
+    steps = [int(p.name) for p in Path(directory).glob("*") if p.name.isdigit()]
+    return (
+        f"checkpoint {max(steps)} in {directory}" if steps else f"no checkpoint yet in {directory}"
+    )
+
+
 def name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
+def stop_now_text() -> str:
+    kept = _kept[-1] if _kept else "the last complete checkpoint"
+    kept = kept() if callable(kept) else kept
+    return (
+        f"stopped at once by a second Ctrl-C (SIGINT); kept: {kept}; a save in progress is "
+        "dropped; run the same command to resume"
+    )
+
+
+def _watch(fd: int) -> None:
+    """Count SIGINTs as the C-level handler writes them to `fd`; exit 130 at the second."""
+    seen = 0
+    while data := os.read(fd, 64):  # b'' once the write end is closed
+        seen += data.count(signal.SIGINT)
+        if seen >= 2:
+            os.write(2, ("\n" + stop_now_text() + "\n").encode())
+            os._exit(128 + signal.SIGINT)
+    os.close(fd)
+
+
 @contextlib.contextmanager
-def stop_on_signals():
-    """Note SIGTERM and SIGINT instead of dying, for the duration (nestable)."""
+def stop_on_signals(kept=None):
+    """Note SIGTERM and SIGINT instead of dying, for the duration (nestable); a second SIGINT
+    exits at once, saying `kept` (what is kept, or a function that says it then: it runs in the
+    watcher thread, so it may only look at files)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {s: signal.getsignal(s) for s in SIGNALS}
-    if all(h is _note for h in previous.values()):  # held already (a grid around a run)
-        yield
-        return
-    _received.clear()
-    for s in SIGNALS:
-        signal.signal(s, _note)
+    if kept:
+        _kept.append(kept)
+    try:
+        previous = {s: signal.getsignal(s) for s in SIGNALS}
+        if all(h is _note for h in previous.values()):  # held already (a grid around a run)
+            yield
+            return
+        with _watcher():
+            _received.clear()
+            for s in SIGNALS:
+                signal.signal(s, _note)
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+                _received.clear()
+    finally:
+        if kept:
+            _kept.pop()
+
+
+@contextlib.contextmanager
+def _watcher():
+    read, write = os.pipe()
+    os.set_blocking(write, False)  # set_wakeup_fd's requirement
+    threading.Thread(target=_watch, args=(read,), name="cnnlab-sigint", daemon=True).start()
+    previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        _received.clear()
+        signal.set_wakeup_fd(previous)
+        os.close(write)  # the watcher reads b'' and ends
