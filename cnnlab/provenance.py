@@ -7,8 +7,10 @@ machine or after a code change says so. `summary` gives the short line a report 
 from two commits, or two CPU models).
 
 The code version is cnnlab's git commit (`git rev-parse HEAD` of the checkout cnnlab is imported
-from), whether the tree had uncommitted changes to tracked files, and a SHA-256 of `git diff
-HEAD` then (untracked files are not in it); None outside a git checkout.
+from, when that checkout is the repository's top level), whether the tree had changes (`git
+status --porcelain`: untracked files count), and a SHA-256 of `git diff HEAD` (without the
+user's or system's git config, so the same code gives the same digest) and of the untracked
+files; None outside a git checkout.
 """
 
 import hashlib
@@ -28,26 +30,61 @@ PACKAGES = ("cnnlab", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
 CODE = Path(__file__).resolve().parents[1]  # the checkout (or site-packages) cnnlab lives in
 
 
-def _git(repo: Path, *args: str) -> str | None:
+# The diff must be the same bytes for the same code whoever runs it: no user or system config
+# (diff.external, color, noprefix, mnemonicPrefix, textconv, renames, context), fixed prefixes.
+GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "LC_ALL": "C"}
+DIFF = ("diff", "--no-ext-diff", "--no-color", "--no-textconv", "--no-renames", "-U3",
+        "--src-prefix=a/", "--dst-prefix=b/", "HEAD", "--")  # fmt: skip
+UNTRACKED_HASHED = 10 * 2**20  # an untracked file larger than this counts by its size only
+
+
+def _git(repo: Path, *args: str, text: bool = True):
     try:
-        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=30)
+        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=30,
+                             env={**os.environ, **GIT_ENV})  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.decode("utf-8", "replace") if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.decode("utf-8", "replace") if text else out.stdout
+
+
+def _untracked(repo: Path) -> bytes:
+    """Each untracked, not ignored file: its path and the SHA-256 of its bytes (its size when
+    larger than UNTRACKED_HASHED)."""
+    names = _git(repo, "ls-files", "-z", "--others", "--exclude-standard", text=False) or b""
+    out = []
+    for name in sorted(n for n in names.split(b"\0") if n):
+        path = Path(repo) / os.fsdecode(name)  # relative to repo, the top level
+        try:
+            size = path.stat().st_size
+            digest = (hashlib.sha256(path.read_bytes()).hexdigest() if size <= UNTRACKED_HASHED
+                      else f"{size} bytes")  # fmt: skip
+        except OSError:
+            digest = "unreadable"
+        out.append(name + b" " + digest.encode())
+    return b"\n".join(out)
 
 
 def code_version(repo: Path = CODE) -> dict:
     """{'commit', 'dirty', 'diff_sha256'} of the git checkout at `repo` (None values outside
-    one)."""
+    one, or when the repository's top level is not `repo`: cnnlab installed into a virtual
+    environment that happens to sit inside some other repository). Dirty: `git status
+    --porcelain` lists anything (an untracked new module counts); the digest covers `git diff
+    HEAD` and the untracked files."""
+    none = {"commit": None, "dirty": None, "diff_sha256": None}
+    top = _git(repo, "rev-parse", "--show-toplevel")
+    if top is None or Path(top.strip()).resolve() != Path(repo).resolve():
+        return none
     commit = _git(repo, "rev-parse", "HEAD")
     if commit is None:
-        return {"commit": None, "dirty": None, "diff_sha256": None}
-    diff = _git(repo, "diff", "HEAD") or ""
-    return {
-        "commit": commit.strip(),
-        "dirty": bool(diff),
-        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
-    }
+        return none
+    dirty = bool((_git(repo, "status", "--porcelain", "--untracked-files=normal") or "").strip())
+    if not dirty:
+        return {"commit": commit.strip(), "dirty": False, "diff_sha256": None}
+    changes = (_git(repo, *DIFF, text=False) or b"") + b"\0" + _untracked(repo)
+    return {"commit": commit.strip(), "dirty": True,
+            "diff_sha256": hashlib.sha256(changes).hexdigest()}  # fmt: skip
 
 
 def _version(package: str) -> str | None:
