@@ -85,28 +85,36 @@ def test_damaged_idx_files_are_one_line_errors(tmp_path):
     assert not (tmp_path / "data" / "mnist").exists()  # nothing half-written
 
 
-def cifar_members(n: int, fine: bool = False) -> dict[str, bytes]:
+# The official CIFAR pickles are protocol 2 (Python 2); the fixtures pin it, since Python's
+# default protocol (4, and 5 from 3.14) names other numpy globals
+OFFICIAL_PROTOCOL = 2
+
+
+def cifar_members(n: int, fine: bool = False, protocol: int = OFFICIAL_PROTOCOL,
+                  labels_as=int) -> dict[str, bytes]:  # fmt: skip
     """The official python-pickle layout with n images per batch; pixel (0, 0) of image i in
-    channel c is (i + 10 c) % 256, so the NHWC transpose can be checked."""
+    channel c is (i + 10 c) % 256, so the NHWC transpose can be checked. `labels_as`: the type
+    of each label (numpy integers in a file someone loaded and saved again)."""
+    dumps = lambda obj: pickle.dumps(obj, protocol=protocol)
 
     def batch(offset, key):
         data = np.zeros((n, 3, 32, 32), np.uint8)
         for i in range(n):
             for c in range(3):
                 data[i, c, 0, 0] = (offset + i + 10 * c) % 256
-        labels = [(offset + i) % 5 for i in range(n)]
-        return pickle.dumps({b"data": data.reshape(n, 3072), key: labels,
-                             b"coarse_labels": [(offset + i) % 2 for i in range(n)]})  # fmt: skip
+        labels = [labels_as((offset + i) % 5) for i in range(n)]
+        coarse = [labels_as((offset + i) % 2) for i in range(n)]
+        return dumps({b"data": data.reshape(n, 3072), key: labels, b"coarse_labels": coarse})
 
     if fine:
         meta = {b"fine_label_names": [f"f{i}".encode() for i in range(5)],
                 b"coarse_label_names": [b"c0", b"c1"]}  # fmt: skip
         return {"cifar-100-python/train": batch(0, b"fine_labels"),
                 "cifar-100-python/test": batch(100, b"fine_labels"),
-                "cifar-100-python/meta": pickle.dumps(meta)}  # fmt: skip
+                "cifar-100-python/meta": dumps(meta)}  # fmt: skip
     out = {f"cifar-10-batches-py/data_batch_{k}": batch(10 * k, b"labels") for k in range(1, 6)}
     out["cifar-10-batches-py/test_batch"] = batch(100, b"labels")
-    out["cifar-10-batches-py/batches.meta"] = pickle.dumps(
+    out["cifar-10-batches-py/batches.meta"] = dumps(
         {b"label_names": [f"class{i}".encode() for i in range(5)]}
     )
     return out
@@ -143,6 +151,28 @@ def test_cifar10_from_the_tarball_and_from_its_folder(tmp_path):
             (v, v + 10, v + 20) for v in [10 * k + i for k in range(1, 6) for i in range(4)]
         }
         assert (ds.spec.flip, ds.spec.crop_pad) == (True, 4)
+
+
+@pytest.mark.parametrize("protocol", [OFFICIAL_PROTOCOL, 4, 5])
+def test_a_cifar_file_saved_again_by_python_3_reads_the_same(tmp_path, protocol):
+    """Loaded and saved again (labels now numpy integers) with protocol 2, 4 or 5: the same
+    images and labels as the official-layout file, read by the same restricted unpickler."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+    official = tarball(tmp_path / "a" / "cifar-10-python.tar.gz", cifar_members(3))
+    resaved = cifar_members(3, protocol=protocol, labels_as=np.int64)
+    blob = resaved["cifar-10-batches-py/data_batch_1"]
+    assert b"scalar" in blob and (protocol != 5 or b"_frombuffer" in blob)
+    prepare.prepare("cifar10", str(official), str(tmp_path / "a" / "d"))
+    again = tarball(tmp_path / "b" / "cifar-10-python.tar.gz", resaved)
+    prepare.prepare("cifar10", str(again), str(tmp_path / "b" / "d"))
+    a, b = (data.load("cifar10", data_dir=str(tmp_path / d / "d")) for d in ("a", "b"))
+    for split in ("train", "test"):
+        x, y = getattr(a, split), getattr(b, split)
+        assert len(x) == len(y) > 0
+        for i in range(len(x)):
+            np.testing.assert_array_equal(x[i]["image"], y[i]["image"])
+            assert int(x[i]["label"]) == int(y[i]["label"])
 
 
 def test_cifar100_fine_and_coarse_labels(tmp_path):
@@ -276,6 +306,7 @@ def test_cli_prepares_and_bad_sources_are_one_line_errors(tmp_path):
                                     capture_output=True, text=True, timeout=300)  # fmt: skip
     ok = run("mnist", f"--source={tmp_path / 'src'}", f"--data_dir={tmp_path / 'd'}")
     assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "RuntimeWarning" not in ok.stderr, ok.stderr  # runpy's "found in sys.modules"
     assert f"--config.data.name=mnist --config.data.data_dir={tmp_path / 'd'}" in ok.stdout
     bad = run("cifar10", f"--source={tmp_path / 'nope.tar.gz'}", f"--data_dir={tmp_path / 'd'}")
     assert bad.returncode == 1 and "Traceback" not in bad.stderr

@@ -14,6 +14,7 @@ dataset. Nothing is downloaded unless `--download` asks for the official archive
 verified; mnist, fashion_mnist, cifar10, cifar100).
 """
 
+import codecs
 import gzip
 import io
 import pickle
@@ -95,14 +96,22 @@ def read_mnist_like(source: Path):
     return splits
 
 
-# The only globals the official CIFAR pickles name (numpy arrays: their reconstruct function,
-# ndarray and dtype; under numpy 2 the module is numpy._core). Everything else in them is a
-# dict, list, bytes, str or int, which pickle builds without naming a global.
+# The only globals a CIFAR pickle may name: the official files (Python 2, protocol 2) name
+# numpy's array reconstructor, ndarray and dtype (numpy 2 spells the module numpy._core). The
+# same data pickled again by Python 3 names `_codecs.encode` (protocol 2 spells bytes so), and
+# numpy's `_frombuffer` (protocol 5) or `scalar` (labels that became numpy integers). All of
+# them build data only; any other global (a function that would run) is refused. Everything
+# else in the files is a dict, list, bytes, str or int, which pickle builds without a global.
 _CIFAR_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
+    ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
+    ("numpy.core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
 }
 
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.data import prepare
 from cnnlab.data.catalogue import (
     DEFAULT_SPEC,
     SPECS,
@@ -82,6 +81,10 @@ def load(name: str, data_dir: str | None = None, synthetic: dict | None = None) 
         train = SyntheticSource(**kw)
         test = SyntheticSource(**{**kw, "num_examples": n_test, "seed": kw.get("seed", 0) + 1})
         return Dataset(name, train, test, train.num_classes, tuple(train.image_shape), spec)
+    # imported here, not at the top: `python -m cnnlab.data.prepare` runs that module as
+    # __main__, and runpy warns when its package has imported it already
+    from cnnlab.data import prepare
+
     prepare.on_first_use(name, data_dir)
     sources, info = _tfds(name, data_dir)
     spec = _spec(name, info)
