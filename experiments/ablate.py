@@ -18,11 +18,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, f"Grid config file ({D
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default runs/<config name>).")
 _SHARD = flags.DEFINE_string("shard", "0/1", "Run only cells i, i+N, ... of the grid (i/N).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only (re)build the report from cells.")
-_ACCEPT = flags.DEFINE_bool(
-    "accept_changes",
-    False,
-    "Run a changed grid into a workdir made by another (finished cells "
-    "are kept as they are); without it that is an error naming the first difference.",
+_ACCEPT = cli.accept_changes_flag(
+    "Run a changed grid into a workdir made by another (finished cells are kept as they are, "
+    "started ones restart); without it that is an error naming the first difference."
 )
 
 

@@ -198,6 +198,11 @@ def config_from_args(*args: str) -> ml_collections.ConfigDict:
     return values["config"].value
 
 
+def accept_changes_flag(what: str):
+    """`--accept_changes` of an entry point whose re-run resumes: `what` it then accepts."""
+    return flags.DEFINE_bool("accept_changes", False, what)
+
+
 def describe_os_error(e: OSError) -> str:
     where = f" ({e.filename})" if e.filename else ""
     advice = {

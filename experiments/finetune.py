@@ -11,6 +11,10 @@ from experiments import cli, runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where runs, checkpoints and the report go.")
+_ACCEPT = cli.accept_changes_flag(
+    "Resume runs and phases on a changed recipe (old config.json kept as config.step<N>.json); "
+    "without it a resume refuses any change but train.steps and log/keep settings."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -21,7 +25,7 @@ def main(argv):
     from cnnlab import finetune  # here: flag and workdir errors come before JAX is imported
 
     runtime.start()  # jax.distributed when configured; compilation cache ~/.cache/cnnlab/jax
-    report = finetune.run_study(_CONFIG.value, workdir)
+    report = finetune.run_study(_CONFIG.value, workdir, accept_changes=_ACCEPT.value)
     if not report.exists():  # processes > 0 of a multi-host run: process 0 writes it
         return
     text = report.read_text()

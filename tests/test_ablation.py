@@ -400,6 +400,22 @@ def test_sigterm_stops_a_grid_in_its_cell_and_a_rerun_resumes(tmp_path, monkeypa
         ablation.run_grid(wider, tmp_path / "w", progress=False)
     kept = ablation.run_grid(wider, tmp_path / "w", progress=False, accept_changes=True)
     assert [r.metrics for r in kept] == [r.metrics for r in again]  # finished: kept as they are
+    # a started, unfinished cell of another recipe restarts under accept_changes (its folder
+    # kept in replaced/), never resumes its checkpoints on the mixed recipe
+    cell = cells / "depth=8,skip=True"
+    (cell / "result.json").unlink()
+    old_log = (cell / "run" / "metrics.jsonl").read_text()
+    restarted = ablation.run_grid(wider, tmp_path / "w", progress=False, accept_changes=True)
+    err = capsys.readouterr().err
+    assert "cell depth=8,skip=True had started on another recipe (model.kwargs.width: " in err
+    assert "it restarts" in err
+    (aside,) = (tmp_path / "w" / "replaced").iterdir()
+    assert (aside / "depth=8,skip=True" / "run" / "metrics.jsonl").read_text() == old_log
+    log = (cell / "run" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in log]
+    assert steps[0] == 1 and sorted(set(steps)) == [1, 2, 3, 4]  # trained from the start
+    assert json.loads((cell / "run" / "config.json").read_text())["model"]["kwargs"]["width"] == 8
+    assert [r.done for r in restarted] == [True, True]
 
 
 def test_cells_that_would_train_identically_are_found_before_training():

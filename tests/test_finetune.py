@@ -18,6 +18,7 @@ import pytest
 from ml_collections import ConfigDict
 
 from cnnlab import data, finetune, models, train
+from cnnlab.errors import ConfigError
 from cnnlab.finetune.select import paths
 from cnnlab.summary import summary
 from cnnlab.train.loop import _early_stop
@@ -408,6 +409,12 @@ def test_two_phase_recipe_and_report(tmp_path):
     finetune.run_study(c, tmp_path / "w", progress=False)
     assert json.loads((tmp_path / "w/results.json").read_text())["summary"] == results["summary"]
     assert (tmp_path / "w/pretrain/checkpoints").stat().st_mtime == mtime
+    # a phase resumes only on its own recipe: another phase-1 lr is one line, nothing touched
+    with pytest.raises(ConfigError, match=r"finetune/phase1 was trained to step 8 with another "
+                       r"recipe: phase1\.lr is 0\.05 there and 0\.02 now"):  # fmt: skip
+        finetune.run_study(tiny(**{"phase1.lr": 0.02}), tmp_path / "w", progress=False)
+    assert json.loads((tmp_path / "w/seed0/finetune/phase1/config.json").read_text())["phase1"][
+        "lr"] == 0.05  # fmt: skip
 
 
 def saved_params(run):

@@ -202,3 +202,33 @@ def test_a_second_ctrl_c_during_the_first_compile_stops_at_once(tmp_path):
     assert "Traceback" not in err
     log = tmp_path / "w" / "metrics.jsonl"
     assert not log.exists() or '"step"' not in log.read_text()  # no step had finished
+
+
+def test_a_resume_refuses_a_changed_recipe_unless_accepted(tmp_path, saved_run, capsys):
+    """Resuming a run: more steps (or other log/keep settings) go on; another learning rate is
+    one line naming the first different key, and nothing in the workdir changes; with
+    accept_changes it continues on the new recipe and the old config.json is kept beside it."""
+    shutil.copytree(saved_run[0], tmp_path / "w")
+    w = tmp_path / "w"
+    config = lambda *extra: cli.config_from_args(f"--config={BASE}", *tiny(*extra))
+    before = snapshot(w)
+    with pytest.raises(CnnlabError) as caught:
+        train.train(config("--config.train.steps=6", "--config.optim.lr=0.05"), w, progress=False)
+    assert str(caught.value) == (
+        f"{w} was trained to step 4 with another recipe: optim.lr is 0.1 there and 0.05 now "
+        "(only train.steps, train.log_every, train.keep_checkpoints, data.data_dir may change on "
+        "a resume); use another --workdir, set it back, or pass --accept_changes to continue "
+        "this run on the new recipe"
+    )
+    assert snapshot(w) == before
+    longer = train.train(config("--config.train.steps=6", "--config.train.log_every=2"), w,
+                         progress=False)  # fmt: skip
+    assert final_state(w)[0] == 6 and longer.metrics
+    changed = config("--config.train.steps=8", "--config.optim.lr=0.05")
+    train.train(changed, w, progress=False, accept_changes=True)
+    assert (
+        "resumes at step 6 on a changed recipe (optim.lr: 0.1 -> 0.05)" in capsys.readouterr().err
+    )
+    assert json.loads((w / "config.step6.json").read_text())["optim"]["lr"] == 0.1
+    assert json.loads((w / "config.json").read_text())["optim"]["lr"] == 0.05
+    assert final_state(w)[0] == 8

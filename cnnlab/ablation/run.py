@@ -9,6 +9,7 @@ fails (non-finite loss, bad config, bad data) is recorded with its reason and th
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from cnnlab.summary import summary
 from cnnlab.train import preempt
 from cnnlab.train.batched import NO_EARLY_STOPPING
 from cnnlab.train.loop import warn
+from cnnlab.train.spec import recipe_change
 
 TAIL = 0.1  # final training loss: mean over this last fraction of the steps
 # what a grid config has beside a training config's keys (ablate_default.py defines each)
@@ -342,6 +344,7 @@ def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> l
                 todo.append(overrides)
         if not todo:
             continue
+        _restart_changed(config, todo, workdir)
         finished = sum(1 for r in results.values() if r.done)
         if (signum := preempt.requested()) is not None:
             raise preempt.Preempted(
@@ -371,6 +374,34 @@ def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> l
             bar.update(1)
     bar.close()
     return [results[cell_name(o)] for o in cells]
+
+
+def _restart_changed(config, todo: list[dict], workdir: Path) -> None:
+    """Started cells whose recipe changed (a grid run with accept_changes: without it,
+    check_same_grid refused already) restart rather than resume on a mixed recipe: the cell's
+    folder, and its seeds' group checkpoints, move to WORKDIR/replaced/ (kept, not read)."""
+    moved = []
+    for o in todo:
+        cell = workdir / "cells" / cell_name(o)
+        saved = cell / "run" / "config.json"
+        if not saved.exists():
+            continue
+        now = _json(json.loads(cell_config(config, o).to_json_best_effort()))
+        change = recipe_change(json.loads(saved.read_text()), now)
+        if change:
+            moved.append((cell, change))
+    if not moved or jax.process_index() > 0:
+        return
+    seeds = "+".join(str(o.get("seed", 0)) for o in todo)
+    group = workdir / "batched" / cell_name({**todo[0], "seed": seeds})
+    aside = workdir / "replaced" / time.strftime("%Y%m%d-%H%M%S")
+    aside.mkdir(parents=True, exist_ok=True)
+    for cell, (key, old, new) in moved:
+        os.replace(cell, aside / cell.name)
+        warn(f"warning: cell {cell.name} had started on another recipe ({key}: {old!r} -> "
+             f"{new!r}); it restarts, its old folder kept in {aside}")  # fmt: skip
+    if len(todo) > 1 and group.exists():
+        os.replace(group, aside / f"batched-{group.name}")
 
 
 def training_groups(config, cells: list[dict]) -> list[list[dict]]:

@@ -151,10 +151,12 @@ def source_data(c, ds):
     return dataclasses.replace(ds, spec=dataclasses.replace(ds.spec, mean=mean, std=std))
 
 
-def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], TrainResult]:
+def finetune(c, workdir, *, progress: bool = True, accept_changes: bool = False
+             ) -> tuple[list[PhaseResult], TrainResult]:  # fmt: skip
     """Load the backbone from config.finetune.source and run the phases in WORKDIR/<phase>.
 
-    Re-running resumes (a finished phase is not repeated). -> (per-phase results, last fit).
+    Re-running resumes (a finished phase is not repeated); a phase resumes only on the recipe
+    that made it, unless `accept_changes`. -> (per-phase results, last fit).
     """
     c = adopt_source(c)
     spec = RunSpec.of(c)  # validates the training keys
@@ -193,6 +195,7 @@ def finetune(c, workdir, *, progress: bool = True) -> tuple[list[PhaseResult], T
             schedules.get("head") or next(iter(schedules.values())),
             progress=progress,
             desc=f"{name} ({table.trainable_params:,} trainable)",
+            accept_changes=accept_changes,
         )
         variables = {"params": last.state.params, "batch_stats": last.state.batch_stats}
         results.append(

@@ -69,8 +69,9 @@ def linear_probe(c) -> float:
     return float(probe.score(*split("test")))
 
 
-def run_study(c, workdir, *, progress: bool = True) -> Path:
-    """Pre-train if needed, fine-tune (and train from scratch) per seed, write the report."""
+def run_study(c, workdir, *, progress: bool = True, accept_changes: bool = False) -> Path:
+    """Pre-train if needed, fine-tune (and train from scratch) per seed, write the report.
+    `accept_changes`: runs resume on a changed recipe (else that is a ConfigError)."""
     workdir = Path(workdir).absolute()
     c = c.copy_and_resolve_references()
     validate_finetune(c)
@@ -84,18 +85,18 @@ def run_study(c, workdir, *, progress: bool = True) -> Path:
                 "config.finetune.source is empty: set it to the --workdir of a pre-training run"
             )
         validate(c.pretrain)
-        train(c.pretrain, workdir / "pretrain", progress=progress)
+        train(c.pretrain, workdir / "pretrain", progress=progress, accept_changes=accept_changes)
         c.finetune.source = str(workdir / "pretrain")
     runs = {}
     for seed in c.study.seeds:
         cs = c.copy_and_resolve_references()
         cs.seed = int(seed)
-        phases, _ = finetune(cs, workdir / f"seed{seed}" / "finetune", progress=progress)
+        phases, _ = finetune(cs, workdir / f"seed{seed}" / "finetune", progress=progress,
+                             accept_changes=accept_changes)  # fmt: skip
         runs[int(seed)] = {"finetune": phases, "probe": linear_probe(cs)}
         if c.study.scratch:
-            result = train(
-                scratch_config(c, int(seed)), workdir / f"seed{seed}" / "scratch", progress=progress
-            )
+            result = train(scratch_config(c, int(seed)), workdir / f"seed{seed}" / "scratch",
+                           progress=progress, accept_changes=accept_changes)  # fmt: skip
             runs[int(seed)]["scratch"] = result
     if jax.process_index() > 0:  # process 0 writes the report
         return workdir / "report.md"

@@ -90,13 +90,14 @@ def lane_of(tree, i):
 
 
 def train_seeds(
-    configs, workdirs, group_dir, *, progress: bool = True, hooks=None
+    configs, workdirs, group_dir, *, progress: bool = True, hooks=None, accept_changes=False
 ) -> list[TrainResult | NonFiniteLoss]:
     """Train configs that differ only in `seed` together; -> per seed its TrainResult, or the
     NonFiniteLoss that stopped it. `workdirs[i]` gets what seed i's separate run would write
     (logs, config.json, its checkpoints: the last N and the best); `group_dir` the group's
     resumable checkpoints. `hooks[i](step, state, metrics)` as in `train` (a hook with
-    `needs_layer_grad_norms` gets per-kernel gradient norms)."""
+    `needs_layer_grad_norms` gets per-kernel gradient norms). A resume on a changed recipe is
+    refused unless `accept_changes`, as `train`'s."""
     specs = [RunSpec.of(c) for c in configs]  # validates every config first
     check_group(specs)
     spec0, hooks = specs[0], list(hooks) if hooks is not None else [None] * len(specs)
@@ -134,7 +135,7 @@ def train_seeds(
         group = Group(group_dir, specs, lanes, datasets[0].name)
         start, state = group.resume(state)
         for lane in lanes:
-            lane.open(start)
+            lane.open(start, accept_changes)
         desc = f"train {spec0.model.name} x{len(specs)} seeds"
         bar = progress_bar(spec0, start, progress, desc)
         state, timing, times = drive(lanes, state, step_fn, next_batch, lambda s: fold(keys, s),

@@ -4,6 +4,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 
 from cnnlab import data, distributed, models, provenance
 from cnnlab import progress as bars
-from cnnlab.errors import CheckpointError, NonFiniteLoss
+from cnnlab.errors import CheckpointError, ConfigError, NonFiniteLoss
 from cnnlab.records import write_text_atomic
 from cnnlab.train import names, preempt
 from cnnlab.train.checkpoint import Checkpointer
@@ -21,7 +22,7 @@ from cnnlab.train.config import check_model
 from cnnlab.train.evaluation import Evaluator, RecomputeBN, non_finite
 from cnnlab.train.lock import WorkdirLock
 from cnnlab.train.optim import make_optimizer
-from cnnlab.train.spec import RunSpec
+from cnnlab.train.spec import RESUMABLE, RunSpec, recipe_change
 from cnnlab.train.step import TrainState, eval_step, train_step
 from cnnlab.train.writer import MetricWriter
 
@@ -103,8 +104,10 @@ def train_iterator(spec: RunSpec, ds: data.Dataset):
     )
 
 
-def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
-    """Train per config `c` in `workdir`, resuming from its newest checkpoint that restores.
+def train(c, workdir, *, progress: bool = True, hook=None, accept_changes: bool = False
+          ) -> TrainResult:  # fmt: skip
+    """Train per config `c` in `workdir`, resuming from its newest checkpoint that restores
+    (on the same recipe: see `Lane.open`; `accept_changes` continues on a changed one).
 
     `hook(step, state, metrics)`, if given, runs after every step (e.g. diagnostics).
     """
@@ -114,7 +117,8 @@ def train(c, workdir, *, progress: bool = True, hook=None) -> TrainResult:
     check_model(model, input_shape(spec, ds))
     tx, schedule = make_optimizer(spec.optim, spec.steps, spec.peak_lr)
     state = initial_state(spec, model, ds, tx)
-    return fit(spec, workdir, ds, model, state, schedule, progress=progress, hook=hook)
+    return fit(spec, workdir, ds, model, state, schedule, progress=progress, hook=hook,
+               accept_changes=accept_changes)  # fmt: skip
 
 
 def timed_step(step_fn, state, batch, rng, timing: dict, times: list):
@@ -186,9 +190,28 @@ class Lane:
         self.history = saved.get("early_stopping") or {}
         return start, state
 
-    def open(self, start: int) -> None:
-        """Start logging (records after `start` are replaced on a resume), add this session to
-        provenance.json and write config.json."""
+    def open(self, start: int, accept_changes: bool = False) -> None:
+        """Check that a resume (`start` > 0) is on the recipe that made the checkpoints, start
+        logging (records after `start` are replaced on a resume), add this session to
+        provenance.json and write config.json. Another recipe is a ConfigError, or with
+        `accept_changes` a warning, the old config.json kept as config.step<start>.json."""
+        path = self.workdir / "config.json"
+        if start > 0 and path.exists():
+            change = recipe_change(json.loads(path.read_text()), self.spec.config)
+            if change and not accept_changes:
+                key, old, new = change
+                raise ConfigError(
+                    f"{self.workdir} was trained to step {start} with another recipe: {key} is "
+                    f"{old!r} there and {new!r} now (only {', '.join(RESUMABLE)} may change "
+                    "on a resume); use another --workdir, set it back, or pass --accept_changes "
+                    "to continue this run on the new recipe"
+                )
+            if change and jax.process_index() == 0:
+                kept = self.workdir / f"config.step{start}.json"
+                os.replace(path, kept)
+                warn(f"warning: {self.workdir} resumes at step {start} on a changed recipe "
+                     f"({change[0]}: {change[1]!r} -> {change[2]!r}); the old config is "
+                     f"{kept.name}")  # fmt: skip
         self.writer = MetricWriter(self.workdir, jax.process_index(), resume_step=start)
         provenance.record(self.workdir, start)  # code, packages, machine, command: per session
         if jax.process_index() == 0:
@@ -367,6 +390,7 @@ def fit(
     progress: bool = True,
     hook=None,
     desc: str | None = None,
+    accept_changes: bool = False,
 ) -> TrainResult:
     """Run `spec.steps` train steps from `state` (or from workdir's newest checkpoint that
     restores) with evaluations.
@@ -392,7 +416,7 @@ def fit(
     finished, bar = False, None
     try:
         start, state = lane.resume(state)
-        lane.open(start)
+        lane.open(start, accept_changes)
         base_rng = jax.random.key(spec.seed + 1)
         bar = progress_bar(spec, start, progress, desc or f"train {spec.model.name}")
         state, timing, times = drive(

@@ -6,9 +6,11 @@ DataSpec, OptimSpec, LossSpec, TrainSpec); the model, the data, the optimiser, t
 evaluation and the checkpoints read the spec, never the config. The resolved config itself
 travels along (`spec.config`) to be saved with the run."""
 
+import copy
 import dataclasses
 import json
 
+from cnnlab import dotted
 from cnnlab.train.config import DataSpec, LossSpec, ModelSpec, OptimSpec, TrainSpec, validate
 from cnnlab.train.step import StepConfig
 
@@ -66,3 +68,25 @@ class RunSpec:
     def peak_lr(self) -> float:
         """The optimiser's peak learning rate at this run's batch size."""
         return self.optim.peak_lr(self.data.batch_size)
+
+
+# What a resumed run may change: settings that do not change what the steps it already ran
+# computed: its length (schedules over train.steps continue on the new length from the resume
+# point), how it is logged or kept, and where the same data lives. Anything else is another
+# recipe: the run refuses to resume on it unless told to accept it (docs/training.md).
+RESUMABLE = ("train.steps", "train.log_every", "train.keep_checkpoints", "data.data_dir")
+
+
+def recipe_change(saved: dict, now: dict, resumable=RESUMABLE):
+    """The first dotted key where two resolved configs (JSON) differ, other than `resumable`
+    keys, as (key, saved value, value now); None when they are the same recipe."""
+    saved, now = copy.deepcopy(saved), copy.deepcopy(now)
+    for config in (saved, now):
+        for key in resumable:
+            *parents, last = key.split(".")
+            d = config
+            for p in parents:
+                d = d.get(p, {}) if isinstance(d, dict) else {}
+            if isinstance(d, dict):
+                d.pop(last, None)
+    return dotted.first_difference(saved, now)
