@@ -334,3 +334,112 @@ def test_download_verifies_checksums_and_keeps_nothing_bad(tmp_path, monkeypatch
     with pytest.raises(data.DataError, match=r"has md5 [0-9a-f]{32}, expected 0{32}; the file was"):
         prepare.download("cifar10", tmp_path / "dl2")
     assert list((tmp_path / "dl2").iterdir()) == []  # neither the file nor its .part is left
+
+
+# --- archive bombs: a member that inflates far past what its format can hold is refused by
+# name before it is read; tracemalloc's peak (every bytes object and numpy array) shows it
+BOMB = 512 * 2**20  # inflates to 512 MiB from about 0.5 MB
+
+
+class Zeros(io.RawIOBase):
+    """`n` zero bytes as a stream (never held whole)."""
+
+    def __init__(self, n: int):
+        self.left = n
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        k = min(len(b), self.left)
+        b[:k] = bytes(k)
+        self.left -= k
+        return k
+
+
+def peak_bytes_of(fn) -> tuple[Exception, int]:
+    """The exception `fn()` raises and the peak memory Python allocated meanwhile."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    except Exception as e:
+        caught = e
+    else:
+        caught = None
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return caught, peak
+
+
+def test_a_cifar_tarball_bomb_is_refused_by_name_unread(tmp_path):
+    members = cifar_members(2)
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, blob in members.items():
+            info = tarfile.TarInfo(name)
+            size, stream = (BOMB, Zeros(BOMB)) if name.endswith("data_batch_1") else (
+                len(blob), io.BytesIO(blob))  # fmt: skip
+            info.size = size
+            tar.addfile(info, stream)
+    assert path.stat().st_size < 4 * 2**20
+    caught, peak = peak_bytes_of(lambda: prepare.prepare("cifar10", str(path), str(tmp_path / "d")))
+    assert isinstance(caught, data.DataError), caught
+    assert str(caught).startswith(f"{path}: member data_batch_1 is {BOMB} bytes, over the ")
+    assert "refused unread" in str(caught) and peak < 256 * 2**20, peak
+    assert not (tmp_path / "d" / "cifar10").exists()
+
+
+def test_an_idx_gzip_bomb_is_refused_after_the_bytes_its_header_announces(tmp_path):
+    write_mnist(tmp_path / "src", n_train=8, n_test=4)
+    bomb = tmp_path / "src" / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as f:
+        f.write(idx_bytes(np.zeros((8, 6, 5), np.uint8)))  # the header says 240 bytes
+        zeros = Zeros(BOMB)
+        while chunk := zeros.read(2**22):
+            f.write(chunk)
+    caught, peak = peak_bytes_of(
+        lambda: prepare.prepare("mnist", str(tmp_path / "src"), str(tmp_path / "d"))
+    )
+    assert isinstance(caught, data.DataError), caught
+    assert str(caught) == (
+        f"{bomb}: truncated or padded: the header says (8, 6, 5) = 240 bytes of data, the file "
+        "has more than that (not read further); fetch the file again"
+    )
+    assert peak < 256 * 2**20, peak
+
+
+def pth_pickle(numel: int) -> bytes:
+    """torch.save's data.pkl for {'w': a float tensor of `numel` elements in storage '0'},
+    written opcode by opcode (no torch here): the persistent id ('storage', FloatStorage, '0',
+    'cpu', numel) and torch._utils._rebuild_tensor_v2(storage, 0, (numel,), (1,), False, {})."""
+    text = lambda t: b"X" + struct.pack("<I", len(t)) + t.encode()
+    return (b"\x80\x02}" + text("w") + b"ctorch._utils\n_rebuild_tensor_v2\n("
+            + b"(" + text("storage") + b"ctorch\nFloatStorage\n" + text("0") + text("cpu")
+            + b"J" + struct.pack("<i", numel) + b"tQ"  # the storage's persistent id
+            + b"K\x00J" + struct.pack("<i", numel) + b"\x85K\x01\x85\x89"
+            + b"ccollections\nOrderedDict\n)RtRs.")  # fmt: skip
+
+
+def test_a_pth_zip_bomb_is_refused_before_it_inflates(tmp_path):
+    """A torch.save zip whose storage inflates past its tensor's size, or whose data.pkl is
+    larger than any state dict's, is refused from the zip's directory."""
+    import zipfile
+
+    from cnnlab import pretrained
+
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("archive/data.pkl", pth_pickle(numel=4))
+        with z.open("archive/data/0", "w", force_zip64=True) as f:
+            zeros = Zeros(BOMB)
+            while chunk := zeros.read(2**22):
+                f.write(chunk)
+    caught, peak = peak_bytes_of(lambda: pretrained.load("torchvision/resnet18", path))
+    assert isinstance(caught, pretrained.WeightsError), caught
+    assert str(caught) == (
+        f"{path}: storage 0 inflates to {BOMB} bytes, but its tensor needs 16; not read: fetch "
+        "the file again"
+    )
+    assert peak < 256 * 2**20, peak

@@ -50,30 +50,47 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 # --- readers: each returns {split: (images uint8 (N, H, W, C), labels int64 (N,))}, class names
 
 
+MAX_IDX_BYTES = 2**32  # 4 GiB of uint8: EMNIST's largest split is 0.55 GB
+CHUNK = 16 * 2**20
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """One IDX file (gzipped or not): uint8 images (N, H, W) or labels (N,)."""
+    """One IDX file (gzipped or not): uint8 images (N, H, W) or labels (N,). Reads the header,
+    then at most the bytes it announces and one more: a file that inflates beyond that (a gzip
+    bomb) is refused after that many bytes, never read whole."""
     opener = gzip.open if path.suffix == ".gz" else open
+    what = f"{path}: cannot read it as an IDX file{' (gzip)' * (opener is gzip.open)}"
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] != 0x08 or head[3] not in (1, 3):
+                raise DataError(
+                    f"{path}: not an IDX file of uint8 images or labels (magic "
+                    f"{head.hex() or 'none'}, expected 00000803 or 00000801); pass the official "
+                    f"MNIST-format files"
+                )
+            ndim = head[3]
+            raw_dims = f.read(4 * ndim)
+            dims = tuple(int.from_bytes(raw_dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            need = int(np.prod(dims, dtype=np.int64)) if len(raw_dims) == 4 * ndim else -1
+            if need > MAX_IDX_BYTES:
+                raise DataError(
+                    f"{path}: the header says {dims} = {need} bytes of data, over the "
+                    f"{MAX_IDX_BYTES} an IDX image file may hold here; not read"
+                )
+            parts, got = [], 0
+            while need >= 0 and got <= need and (part := f.read(min(CHUNK, need + 1 - got))):
+                parts.append(part)
+                got += len(part)
     except (OSError, EOFError) as e:
-        raise DataError(
-            f"{path}: cannot read it as an IDX file{' (gzip)' * (opener is gzip.open)}: {e}"
-        ) from None
-    if len(raw) < 8 or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] not in (1, 3):
-        raise DataError(
-            f"{path}: not an IDX file of uint8 images or labels (magic {raw[:4].hex() or 'none'}, "
-            f"expected 00000803 or 00000801); pass the official MNIST-format files"
-        )
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    start, need = 4 + 4 * ndim, int(np.prod(dims))
-    if len(raw) - start != need:
+        raise DataError(f"{what}: {e}") from None
+    if got != need:
+        more = "more than that (not read further)" if got > need else got
         raise DataError(
             f"{path}: truncated or padded: the header says {dims} = {need} bytes of data, the "
-            f"file has {len(raw) - start}; fetch the file again"
+            f"file has {more}; fetch the file again"
         )
-    return np.frombuffer(raw, np.uint8, offset=start).reshape(dims)
+    return np.frombuffer(b"".join(parts), np.uint8).reshape(dims)
 
 
 def _find(source: Path, stem: str) -> Path:
@@ -145,26 +162,53 @@ def _unpickle(blob: bytes, what: str) -> dict:
     return out
 
 
-def _cifar_files(source: Path) -> dict[str, bytes]:
-    """{member basename: bytes} from the official tarball or its extracted folder."""
+# Images per official CIFAR member; its pickle holds 3072 bytes per image plus its label and
+# file name (about 31 MB per 10000). The cap allows twice the pixels: a file saved again by
+# Python 3 with protocol 2 spells bytes as latin-1 text, up to 2 bytes each. Meta files: 1 MiB.
+CIFAR_IMAGES = {**{f"data_batch_{i}": 10_000 for i in range(1, 6)}, "test_batch": 10_000,
+                "train": 50_000, "test": 10_000}  # fmt: skip
+
+
+def cifar_cap(member: str) -> int:
+    n = CIFAR_IMAGES.get(member)
+    return 2**20 if n is None else 2 * 3073 * n + 4 * 2**20
+
+
+def _cifar_files(source: Path, wanted: list[str]) -> dict[str, bytes]:
+    """{member basename: bytes} of the `wanted` members of the official tarball or its folder;
+    others are not read, and one over its size cap (`cifar_cap`) is refused by name, unread."""
+
+    def check(name: str, size: int) -> None:
+        if size > cifar_cap(name):
+            raise DataError(
+                f"{source}: member {name} is {size} bytes, over the {cifar_cap(name)} a CIFAR "
+                f"{name} can hold; refused unread (an archive bomb, or not CIFAR): pass the "
+                f"official archive"
+            )
+
+    out = {}
     if source.is_file():
         try:
-            with tarfile.open(source, "r:*") as tar:
-                return {
-                    Path(m.name).name: tar.extractfile(m).read()
-                    for m in tar.getmembers()
-                    if m.isfile()
-                }
+            with tarfile.open(source, "r|*") as tar:  # a stream: members in order, no seeking
+                for m in tar:
+                    name = Path(m.name).name
+                    if m.isfile() and name in wanted and name not in out:
+                        check(name, m.size)
+                        out[name] = tar.extractfile(m).read()
         except (tarfile.TarError, OSError, EOFError) as e:
             raise DataError(f"{source}: not a readable .tar.gz ({e}); fetch it again") from None
+        return out
     if source.is_dir():
-        return {p.name: p.read_bytes() for p in source.rglob("*") if p.is_file()}
+        for p in sorted(source.rglob("*")):
+            if p.name in wanted and p.name not in out and p.is_file():
+                check(p.name, p.stat().st_size)
+                out[p.name] = p.read_bytes()
+        return out
     raise DataError(f"--source={source} does not exist; pass the official tarball or its folder")
 
 
 def read_cifar(source: Path, name: str, labels: str = "fine"):
     """CIFAR-10 or CIFAR-100 from the official python-pickle tarball or its extracted folder."""
-    files = _cifar_files(source)
     if name == "cifar10":
         parts = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
         meta, key, names_key = "batches.meta", b"labels", b"label_names"
@@ -173,6 +217,7 @@ def read_cifar(source: Path, name: str, labels: str = "fine"):
         key = b"fine_labels" if labels == "fine" else b"coarse_labels"
         meta, names_key = "meta", b"fine_label_names" if labels == "fine" else b"coarse_label_names"
     wanted = [meta, *(m for members in parts.values() for m in members)]
+    files = _cifar_files(source, wanted)
     missing = [f for f in wanted if f not in files]
     if missing:
         raise DataError(

@@ -45,6 +45,9 @@ _STORAGES = {
 }
 
 
+MAX_PICKLE_BYTES = 64 * 2**20  # a torch.save's data.pkl: names and shapes only, never tensors
+
+
 class _Refused(Exception):
     pass
 
@@ -91,7 +94,7 @@ class _TorchUnpickler(pickle.Unpickler):
         kind, key = pid[1], str(pid[2])
         if not isinstance(kind, _Storage):
             raise _Refused(f"storage type {kind!r}")
-        return self._storage(key, kind.kind)
+        return self._storage(key, kind.kind, int(pid[4]))
 
 
 def _dtype(kind: str):
@@ -117,14 +120,26 @@ def read_pth(path: Path) -> dict[str, np.ndarray]:
         prefix = pkl[0][: -len("data.pkl")]
         cache: dict[str, np.ndarray] = {}
 
-        def storage(key: str, kind: str) -> np.ndarray:
+        def storage(key: str, kind: str, numel: int) -> np.ndarray:
             if key not in cache:
                 member = f"{prefix}data/{key}"
                 if member not in names:
                     raise WeightsError(f"{path}: storage {key} is missing from the zip")
+                need = numel * _dtype(kind).itemsize  # the pickle says how big it is
+                if zf.getinfo(member).file_size != need:  # refused before it is inflated
+                    raise WeightsError(
+                        f"{path}: storage {key} inflates to {zf.getinfo(member).file_size} bytes, "
+                        f"but its tensor needs {need}; not read: fetch the file again"
+                    )
                 cache[key] = np.frombuffer(zf.read(member), dtype=_dtype(kind))
             return cache[key]
 
+        size = zf.getinfo(pkl[0]).file_size
+        if size > MAX_PICKLE_BYTES:
+            raise WeightsError(
+                f"{path}: its {pkl[0]} inflates to {size} bytes (a state dict's pickle is a few "
+                f"hundred KB, at most {MAX_PICKLE_BYTES}); not read: fetch the file again"
+            )
         try:
             obj = _TorchUnpickler(zf.read(pkl[0]), storage).load()
         except _Refused as e:
