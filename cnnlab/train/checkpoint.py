@@ -11,7 +11,6 @@ import gc
 import logging
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import grain
@@ -30,45 +29,64 @@ def _shapes(tree) -> dict[str, tuple]:
 
 
 class _LateReads(logging.Filter):
-    """The late reports of one failed checkpoint read (see `reading`): asyncio's "Task exception
+    """The late reports of failed checkpoint reads (see `reading`): asyncio's "Task exception
     was never retrieved" records for TensorStore reads (they name the step's path, or the store
     by a `tensorstore_spec=`) and `RuntimeError: Event loop is closed` through
-    sys.unraisablehook. Counts what it drops, so that `settle` can wait for the stragglers."""
+    sys.unraisablehook. One per process, installed by the first `reading`: it drops those
+    reports while a read is in progress and, once a read has failed, for the rest of the process
+    (the failed read's stragglers may report at any later time, even at exit); anything else
+    passes to the hooks installed before. Counts what it drops."""
 
     NEVER_RETRIEVED = "Task exception was never retrieved"
     TENSORSTORE = "tensorstore_spec="
     LOOP_CLOSED = "Event loop is closed"
 
-    def __init__(self, path: str, previous_hook):
+    def __init__(self):
         super().__init__()
-        self.path, self.previous_hook, self.dropped = path, previous_hook, 0
+        self.reading: list[str] = []  # steps being read now (a stack: reads may nest)
+        self.failed: set[str] = set()  # steps whose read failed: filtered for good
+        self.previous_hook, self.dropped = None, 0
+
+    @property
+    def installed(self) -> bool:
+        return self.previous_hook is not None
+
+    def install(self) -> None:
+        if not self.installed:
+            self.previous_hook = sys.unraisablehook
+            sys.unraisablehook = self.unraisablehook
+            logging.getLogger("asyncio").addFilter(self)
+
+    def uninstall(self) -> None:
+        """Put the hooks back (when no read is in progress and none has failed; tests)."""
+        if self.installed:
+            logging.getLogger("asyncio").removeFilter(self)
+            if sys.unraisablehook == self.unraisablehook:
+                sys.unraisablehook = self.previous_hook
+            self.previous_hook = None
+        self.reading, self.failed = [], set()
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
-        if not text.startswith(self.NEVER_RETRIEVED):
+        if not text.startswith(self.NEVER_RETRIEVED) or not (self.reading or self.failed):
             return True
         if record.exc_info and record.exc_info[1] is not None:
             text += str(record.exc_info[1])
-        if self.TENSORSTORE in text or self.path in text:
+        if self.TENSORSTORE in text or any(p in text for p in [*self.reading, *self.failed]):
             self.dropped += 1
             return False
         return True
 
     def unraisablehook(self, unraisable) -> None:
         e = unraisable.exc_value
-        if isinstance(e, RuntimeError) and str(e) == self.LOOP_CLOSED:
+        late = isinstance(e, RuntimeError) and str(e) == self.LOOP_CLOSED
+        if late and (self.reading or self.failed):
             self.dropped += 1
             return
-        self.previous_hook(unraisable)
+        (self.previous_hook or sys.__unraisablehook__)(unraisable)
 
-    def settle(self, quiet_s: float = 0.1, limit_s: float = 5.0) -> None:
-        """Wait until no late report came for `quiet_s` (at most `limit_s`), then collect the
-        abandoned read tasks, so that their reports arrive while this read's filters hold."""
-        end, seen = time.monotonic() + limit_s, None
-        while seen != self.dropped and time.monotonic() < end:
-            seen = self.dropped
-            time.sleep(quiet_s)
-        gc.collect()
+
+_LATE = _LateReads()
 
 
 @contextlib.contextmanager
@@ -80,22 +98,24 @@ def reading(step_dir):
     after orbax has closed its event loop, and each reports `RuntimeError: Event loop is
     closed` through sys.unraisablehook (a bare traceback on stderr, up to about a hundred);
     their asyncio tasks, when collected, log "Task exception was never retrieved" with another
-    traceback. The failure itself is reported once, by whoever called restore. So, for this
-    read only, those two reports are dropped (anything else passes to the hooks installed
-    before), and after a failed read this waits until the stragglers stop and collects the
-    abandoned tasks before the hooks are put back. Nothing is installed at import time."""
-    late = _LateReads(str(Path(step_dir).absolute()), sys.unraisablehook)
-    log = logging.getLogger("asyncio")
-    sys.unraisablehook = late.unraisablehook
-    log.addFilter(late)
+    traceback. The failure itself is reported once, by whoever called restore. So those two
+    reports are dropped during the read and, after a failed read, whenever they come: how late
+    they come depends on TensorStore's threads and the collector (under load, seconds later, or
+    at exit), so no wait could be long enough; a filter that stays is deterministic. After
+    reads that all succeeded the hooks are as they were."""
+    path = str(Path(step_dir).absolute())
+    _LATE.install()
+    _LATE.reading.append(path)
     try:
         yield
     except BaseException:
-        late.settle()
+        _LATE.failed.add(path)
+        gc.collect()  # the abandoned tasks report now, while the filter is sure to hold
         raise
     finally:
-        log.removeFilter(late)
-        sys.unraisablehook = late.previous_hook
+        _LATE.reading.remove(path)
+        if not _LATE.reading and not _LATE.failed:
+            _LATE.uninstall()
 
 
 def _data_items(data_iter) -> dict:
