@@ -10,9 +10,10 @@
 The grid's cells are split into a job array: each job trains its share of cells
 (`cnnlab.ablation.run_grid(..., only=...)`) into the same workdir, seeds trained together
 (`batch_seeds`) staying in one job; then the report is merged (a dependent job on Slurm, this
-process with `--cluster=local`). A job that Slurm warns of its time limit or preempts (submitit
-asks for SIGUSR2 90 s ahead) is requeued through submitit's checkpoint hook, and the requeued job
-resumes its cells from their orbax checkpoints; a finished cell is never trained again.
+process with `--cluster=local`). A job that Slurm warns of its time limit (submitit
+asks for SIGUSR2 90 s ahead) or preempts (SIGTERM) saves the step its cell is on, is requeued
+through submitit's checkpoint hook, and the requeued job resumes its cells from their orbax
+checkpoints; a finished cell is never trained again.
 `--gpus_per_job` > 1 runs one process per GPU and JAX's distributed runtime starts from Slurm's
 environment (`cnnlab.distributed`), so one cell spans them. Needs the `slurm` extra
 (`pip install -e '.[slurm]'`: submitit).
@@ -20,7 +21,9 @@ environment (`cnnlab.distributed`), so one cell spans them. Needs the `slurm` ex
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -53,17 +56,31 @@ except ImportError:  # the error names the extra when a verb needs it
 
 
 class GridShare(_Checkpointable):
-    """One job of the array: train the named cells; on SIGUSR2 (time limit, preemption)
-    submitit calls `checkpoint`, which requeues the same call (the cells resume)."""
+    """One job of the array: train the named cells. SIGUSR2 (Slurm's warning before the time
+    limit) or SIGTERM (a preemption) while a cell trains: the cell saves the step it is on
+    (every process of the job at the same step), the grid stops, and the job signals itself
+    SIGUSR2 with submitit's handler back in place, so submitit calls `checkpoint`, which
+    requeues the same call (the cells resume from that step)."""
 
     def __init__(self, config, workdir: str):
         self.config, self.workdir = config, workdir
 
     def __call__(self, names: list[str]) -> list[str]:
         from cnnlab import ablation, distributed
+        from cnnlab.train import preempt
 
         distributed.start(cache_dir=str(Path(self.workdir) / "jax_cache"))
-        results = ablation.run_grid(self.config, self.workdir, only=names, progress=False)
+        caught = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+        try:
+            with preempt.stop_on_signals(signals=caught):
+                results = ablation.run_grid(self.config, self.workdir, only=names,
+                                            progress=False)  # fmt: skip
+        except preempt.Preempted as e:
+            print(" ".join(str(e).split()), file=sys.stderr, flush=True)
+            if e.signum == signal.SIGINT:
+                raise
+            os.kill(os.getpid(), signal.SIGUSR2)  # submitit's handler: checkpoint, requeue, exit
+            raise  # a process submitit does not requeue from (rank > 0) ends here
         return [r.status for r in results]
 
 

@@ -132,6 +132,44 @@ def test_ablation_grid_on_two_processes(tmp_path):
     assert result["status"] == "done"
 
 
+@pytest.mark.slow  # separate processes: the full tier
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path):
+    """SIGTERM to process 1 only (a spot host's notice reaches hosts at different times): every
+    process learns it at the same step (an all-gathered flag), both save that step in one
+    multi-process checkpoint and exit 143; the same commands resume, ending with exactly the
+    parameters of an uninterrupted two-process run."""
+    import signal
+    import time
+
+    longer = ["--config.train.steps=40", "--config.train.eval_every=20",
+              "--config.train.log_every=2"]  # fmt: skip
+    full = [run_train(tmp_path / "full", e, *longer) for e in two_process_envs(tmp_path, 1)]
+    for p in full:
+        finish(p)
+    envs = two_process_envs(tmp_path, 1)
+    procs = [run_train(tmp_path / "cut", e, *longer) for e in envs]
+    log = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while not (log.exists() and '"step": 6' in log.read_text()):
+        assert time.time() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [143, 143], errs[0][-2000:] + errs[1][-2000:]
+    lasts = [[x for x in e.splitlines() if x.strip()][-1] for e in errs]
+    steps = {int(x.split("after step ")[1].split()[0]) for x in lasts}
+    assert all(x.startswith("stopped by SIGTERM after step ") for x in lasts), lasts
+    (step,) = steps  # the same step on both processes
+    assert 6 <= step < 40 and (tmp_path / "cut" / "checkpoints" / str(step)).is_dir(), lasts
+    resumed = [run_train(tmp_path / "cut", e, *longer) for e in two_process_envs(tmp_path, 1)]
+    for p in resumed:
+        finish(p)
+    (s1, a, _), (s2, b, _) = saved(tmp_path / "full"), saved(tmp_path / "cut")
+    assert s1 == s2 == 40
+    jax.tree.map(np.testing.assert_array_equal, a["params"], b["params"])
+    jax.tree.map(np.testing.assert_array_equal, a["batch_stats"], b["batch_stats"])
+
+
 def test_initialize_modes(monkeypatch):
     assert distributed.initialize("off") is False
     monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -207,21 +208,30 @@ def test_slurm_local_jobs_match_an_in_process_grid_and_a_preempted_job_resumes(t
     ex.update_parameters(timeout_min=30)
     job = ex.submit(GridShare(config, str(long)), names)
     saved: dict[str, int] = {}
-    for _ in range(2):
+    for signum in (signal.SIGUSR2, signal.SIGTERM):  # a time-limit warning, then a preemption
         pid = wait_for(lambda old=saved: saved_since(long, old) and task_pid(job), job)
-        os.kill(pid, signal.SIGUSR2)
+        os.kill(pid, signum)
         wait_for(lambda p=pid: task_pid(job) not in (None, p), job)  # the requeued attempt
         saved = unfinished(long)
     assert job.result() == ["done"] * 4  # requeued by submitit until finished
     log = Path(job.paths.stdout).read_text()  # submitit's log lines, once each
     assert log.count("Caught signal SIGUSR2") == 2 and log.count("Requeued job") == 2, log[-3000:]
-    starts = []
+    starts = {}
     for name in names:
         run = long / "cells" / name / "run"
         steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
         assert max(steps) == 160 and len(steps) == len(set(steps)) + 40  # one record per step/split
-        starts += [s["start_step"] for s in provenance.read(run)]
-    assert len([s for s in starts if s > 0]) == 2, starts  # each requeue resumed a checkpoint
+        starts[name] = [s["start_step"] for s in provenance.read(run)]
+    assert len([s for v in starts.values() for s in v if s > 0]) == 2, starts  # each requeue
+    # each signal saved the step the cell was on (not only its last evaluation's), and the
+    # requeued attempt resumed exactly there
+    errors = Path(job.paths.stderr).read_text()
+    stops = re.findall(r"stopped by (SIGUSR2|SIGTERM) after step (\d+) of 160: checkpoint \d+ "
+                       r"saved in \S+/cells/([^/]+)/run/checkpoints", errors)  # fmt: skip
+    between = errors.count("between cells")
+    assert len(stops) + between == 2 and stops, errors[-3000:]
+    for _, step, cell in stops:
+        assert int(step) in starts[cell], (step, cell, starts)
 
 
 def unfinished(workdir: Path) -> dict[str, int]:

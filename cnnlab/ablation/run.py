@@ -346,7 +346,7 @@ def _train_cells(config, cells, workdir: Path, quiet: bool, say, desc: str) -> l
             continue
         _restart_changed(config, todo, workdir)
         finished = sum(1 for r in results.values() if r.done)
-        if (signum := preempt.requested()) is not None:
+        if (signum := preempt.agreed()) is not None:
             raise preempt.Preempted(
                 f"grid stopped by {preempt.name(signum)} between cells ({finished} of "
                 f"{len(cells)} finished, kept); run the same command to resume",

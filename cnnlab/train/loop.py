@@ -314,7 +314,7 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
             live = [i for i, lane in enumerate(lanes) if lane.live]
             if not live:
                 break
-            if (signum := preempt.requested()) is not None:
+            if (signum := preempt.agreed()) is not None:  # every process at the same step
                 _preempted(lanes, live, state, step, start, pick, save_group, signum)
             t_data = time.perf_counter()
             batch, rng = next_batch(), rng_at(step)

@@ -2,7 +2,8 @@
 training ends the current step, saves it, and stops the run with `Preempted`.
 
 `stop_on_signals()` is held around the training loop (`cnnlab.train.loop.drive`): while it is
-held, the two signals only raise a flag that the loop reads after each step (`requested()`). The
+held, the two signals only raise a flag that the loop reads after each step (`agreed()`: with
+several processes, every process reads whether any received one, so all stop at one step). The
 loop then saves a checkpoint of that step (state and data iterator, without metrics: nothing was
 evaluated) and raises `Preempted`; the entry points print one line saying where the run stopped
 and how to resume, and exit with 128 + the signal's number (143 for SIGTERM, 130 for SIGINT), as
@@ -24,6 +25,8 @@ import os
 import signal
 import threading
 from pathlib import Path
+
+import numpy as np
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: list[int] = []
@@ -48,8 +51,25 @@ def _note(signum, frame) -> None:
 
 
 def requested() -> int | None:
-    """The first signal received while `stop_on_signals` was held, or None."""
+    """The first signal this process received while `stop_on_signals` was held, or None."""
     return _received[0] if _received else None
+
+
+def agreed() -> int | None:
+    """The first signal any process of the run received, or None; the same answer on every
+    process at the same step. With one process that is `requested()`; with several each
+    process's flag is all-gathered (a collective every process reaches at the same step), so
+    that they stop together: a save of a multi-process checkpoint needs every process, and
+    processes that saw SIGTERM at different steps would otherwise wait for each other forever."""
+    mine = requested()
+    import jax  # here: the module stays light for the entry points' early imports
+
+    if jax.process_count() == 1:
+        return mine
+    from jax.experimental import multihost_utils
+
+    flags = np.ravel(multihost_utils.process_allgather(np.array([mine or 0], np.int32)))
+    return next((int(f) for f in flags if f), None)
 
 
 def last_checkpoint(directory) -> str:
@@ -85,23 +105,23 @@ def _watch(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def stop_on_signals(kept=None):
-    """Note SIGTERM and SIGINT instead of dying, for the duration (nestable); a second SIGINT
-    exits at once, saying `kept` (what is kept, or a function that says it then: it runs in the
-    watcher thread, so it may only look at files)."""
+def stop_on_signals(kept=None, signals=SIGNALS):
+    """Note `signals` (SIGTERM and SIGINT; launch.slurm adds SIGUSR2) instead of dying, for the
+    duration (nestable); a second SIGINT exits at once, saying `kept` (what is kept, or a
+    function that says it then: it runs in the watcher thread, so it may only look at files)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     if kept:
         _kept.append(kept)
     try:
-        previous = {s: signal.getsignal(s) for s in SIGNALS}
+        previous = {s: signal.getsignal(s) for s in signals}
         if all(h is _note for h in previous.values()):  # held already (a grid around a run)
             yield
             return
         with _watcher():
             _received.clear()
-            for s in SIGNALS:
+            for s in signals:
                 signal.signal(s, _note)
             try:
                 yield
