@@ -208,7 +208,12 @@ UNREAD_CASES = [
     ("cifar_resnet", dict(depth=8, skip=False), dict(drop_path_rate=0.3, shortcut="projection")),
     ("generic", dict(stage_sizes=(1, 1, 1), block="inverted"), dict(shortcut="zero_pad")),
     ("lenet5", dict(), dict(side_head="conv")),
-    ("mobilenet_v2", dict(skip=False, width=0.35), dict(zero_init_residual=True)),
+    pytest.param(
+        "mobilenet_v2",
+        dict(skip=False, width=0.35),
+        dict(zero_init_residual=True),
+        marks=pytest.mark.slow,
+    ),  # 11 s: the full tier
 ]
 
 

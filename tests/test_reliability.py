@@ -629,7 +629,7 @@ def test_a_second_ctrl_c_stops_at_once_saying_what_is_kept(tmp_path, signals):
         (ckpt / name).mkdir(parents=True)
     stop_now = len([s for s in signals if s == "SIGINT"]) == 2
     proc = subprocess.Popen(
-        [sys.executable, "-c", SIGINT_HOLDER, str(ckpt), "60" if stop_now else "3"],
+        [sys.executable, "-c", SIGINT_HOLDER, str(ckpt), "60" if stop_now else "1.5"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout.readline().strip() == "holding"
