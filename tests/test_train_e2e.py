@@ -232,3 +232,43 @@ def test_a_resume_refuses_a_changed_recipe_unless_accepted(tmp_path, saved_run, 
     assert json.loads((w / "config.step6.json").read_text())["optim"]["lr"] == 0.1
     assert json.loads((w / "config.json").read_text())["optim"]["lr"] == 0.05
     assert final_state(w)[0] == 8
+
+
+class WaitsEveryStep:
+    """A hook that wants each step's own state: the loop then reads every step, as it did
+    before it dispatched ahead. It records what it sees."""
+
+    def __init__(self):
+        self.losses = []
+
+    def __call__(self, step, state, metrics):
+        self.losses.append((step, float(metrics["total_loss"])))
+
+
+@pytest.mark.parametrize("lr", ["0.1", "1e20"])  # 1e20: non-finite at step 3, between reads
+def test_dispatching_ahead_gives_the_numbers_of_a_loop_that_waits(tmp_path, lr, capsys):
+    """The loop reads the device at log and eval steps only; the same run with a hook that
+    makes it wait every step has the same metrics.jsonl, the same checkpoints bit for bit, and,
+    when the loss turns non-finite between reads, the same error at the same step."""
+    extra = ("--config.train.steps=12", "--config.train.eval_every=6",
+             "--config.train.log_every=4", f"--config.optim.lr={lr}")  # fmt: skip
+    config = cli.config_from_args(f"--config={BASE}", *tiny(*extra))
+    outcomes = []
+    for name, hook in (("ahead", None), ("waits", WaitsEveryStep())):
+        try:
+            train.train(config, tmp_path / name, progress=False, hook=hook)
+            outcomes.append(None)
+        except NonFiniteLoss as e:
+            outcomes.append(str(e).replace(name, "W"))
+    assert outcomes[0] == outcomes[1]
+    if lr == "1e20":
+        assert outcomes[0].startswith("non-finite loss (nan) in training at step 3;")
+    logs = [(tmp_path / n / "metrics.jsonl").read_text() for n in ("ahead", "waits")]
+    assert logs[0] == logs[1] and (logs[0] or lr == "1e20")  # nothing logged before step 3
+    kept = [sorted(p.name for p in (tmp_path / n / "checkpoints").iterdir()) for n in
+            ("ahead", "waits")]  # fmt: skip
+    assert kept[0] == kept[1]
+    if kept[0]:
+        (s1, a), (s2, b) = final_state(tmp_path / "ahead"), final_state(tmp_path / "waits")
+        assert s1 == s2
+        jax.tree.map(np.testing.assert_array_equal, a, b)

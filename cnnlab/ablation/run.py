@@ -47,6 +47,8 @@ class Diagnostics:
         """The diagnostics a cell's config asks for (config.grad_norm_steps)."""
         return cls(cell_dir, cfg.grad_norm_steps, cfg.train.steps)
 
+    exact_state = False  # reads only the state's tree structure: the loop need not wait
+
     def __init__(self, cell_dir: Path, grad_norm_steps, steps: int):
         self.path = cell_dir / "diagnostics.json"
         self.grad_steps = set(grad_norm_steps)

@@ -221,7 +221,7 @@ class Lane:
     def live(self) -> bool:
         return self.error is None and not self.history.get("stopped")
 
-    def stepped(self, step: int, state, metrics: dict, lr: float) -> dict | None:
+    def stepped(self, step: int, state, metrics: dict, lr) -> dict | None:
         """After train step `step` (0-based): the hook, the non-finite check (NonFiniteLoss),
         the log line when due. -> the logged scalars, or None."""
         if self.hook is not None:
@@ -232,7 +232,7 @@ class Lane:
         if not due(step, self.spec.train.log_every, self.spec.steps):
             return None
         m = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
-        self.writer.write(step + 1, "train", {**m, "lr": lr})
+        self.writer.write(step + 1, "train", {**m, "lr": lr() if callable(lr) else lr})
         return m
 
     def evaluate(self, step: int, state) -> None:
@@ -297,7 +297,15 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
     error and keeps its last good checkpoint (the others go on); one that early-stops leaves.
     At each evaluation every live lane evaluates and saves its own checkpoint, then
     `save_group(step, state)` (batched seeds' resumable stack). -> (state, timing
-    {names.TIMING_KEYS: seconds}, each step's seconds)."""
+    {names.TIMING_KEYS: seconds}, each step's seconds).
+
+    Steps are dispatched without waiting for the device: the next batch is read while the
+    previous step computes, and the host reads metrics only at log and eval steps (and before a
+    preemption save), where each pending step's host work (hooks, the non-finite check, logs)
+    runs in order, so results are those of a loop that waits every step. A non-finite step is
+    found at the next such read, before anything is evaluated or saved. Step times are each
+    window's wall time between reads, shared over its steps; a hook that needs each step's own
+    state (any hook without `exact_state = False`) makes every step a read."""
     steps = lanes[0].spec.steps
     if pick is None:
         pick = lambda tree, i: tree
@@ -309,36 +317,74 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
         preempt.last_checkpoint(lanes[0].ckpt.directory)
         + (f" (and its {len(lanes) - 1} other seeds' run directories)" if len(lanes) > 1 else "")
     )
+    log_every, eval_every = lanes[0].spec.train.log_every, lanes[0].spec.train.eval_every
+    # hooks see each step's state unless they say any later state will do (the grid's
+    # Diagnostics read only the state's tree structure): such steps are synchronised
+    exact = any(lane.hook is not None and getattr(lane.hook, "exact_state", True)
+                for lane in lanes)  # fmt: skip
+    pending: list = []  # (step, device metrics) dispatched, not yet read
+    window = {"t": None, "data_s": 0.0, "steps": 0}
+
+    def flush(state):
+        """Read the pending steps' metrics (the one wait for the device), then do each step's
+        host work in order: hooks, the non-finite check, logging; time the window."""
+        nonlocal seen
+        if not pending:
+            return
+        hosts = jax.device_get([m for _, m in pending])
+        now = time.perf_counter()
+        if window["t"] is not None and window["steps"]:
+            wall = now - window["t"]
+            timing["compute_s"] += wall - window["data_s"]
+            times.extend([wall / window["steps"]] * window["steps"])
+        window.update(t=now, data_s=0.0, steps=0)
+        shown = None
+        for (step, _), host in zip(pending, hosts, strict=True):
+            for i, lane in enumerate(lanes):
+                if not lane.live:
+                    continue
+                lane_state = pick(state, i) if lane.hook is not None else None  # the hook's
+                try:
+                    logged = lane.stepped(
+                        step, lane_state, mine(host, i), lambda s=step: float(schedule(s))
+                    )  # when logged
+                except NonFiniteLoss as e:
+                    lane.error = e
+                    continue
+                shown = logged or shown
+        pending.clear()
+        if shown:
+            rate = seen / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{shown['loss']:.3f}", acc=f"{shown['accuracy']:.3f}",
+                            img_s=f"{rate:.0f}")  # fmt: skip
+
     with preempt.stop_on_signals(kept=kept):
         for step in range(start, steps):
             live = [i for i, lane in enumerate(lanes) if lane.live]
             if not live:
                 break
             if (signum := preempt.agreed()) is not None:  # every process at the same step
+                flush(state)  # a non-finite step among them must not be saved
+                live = [i for i, lane in enumerate(lanes) if lane.live]
                 _preempted(lanes, live, state, step, start, pick, save_group, signum)
             t_data = time.perf_counter()
-            batch, rng = next_batch(), rng_at(step)
-            timing["data_s"] += time.perf_counter() - t_data
-            step_fn, state, metrics = timed_step(step_fn, state, batch, rng, timing, times)
-            host = jax.device_get(metrics)
+            batch, rng = next_batch(), rng_at(step)  # while the previous step computes
+            dt = time.perf_counter() - t_data
+            timing["data_s"] += dt
+            window["data_s"] += dt
+            if not times and window["t"] is None:  # the first step: compiled, run, timed apart
+                step_fn, state, metrics = timed_step(step_fn, state, batch, rng, timing, times)
+                window["t"] = time.perf_counter()
+            else:
+                state, metrics = step_fn(state, batch, rng)  # dispatched: no wait here
+                window["steps"] += 1
+            pending.append((step, metrics))
             seen += int(np.prod(batch["label"].shape))
-            shown = None
-            for i in live:
-                lane_state = pick(state, i) if lanes[i].hook is not None else None  # the hook's
-                try:
-                    logged = lanes[i].stepped(
-                        step, lane_state, mine(host, i), float(schedule(step))
-                    )
-                except NonFiniteLoss as e:
-                    lanes[i].error = e
-                    continue
-                shown = shown or logged
-            if shown:
-                rate = seen / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{shown['loss']:.3f}", acc=f"{shown['accuracy']:.3f}",
-                                img_s=f"{rate:.0f}")  # fmt: skip
             bar.update(1)
-            if not due(step, lanes[0].spec.train.eval_every, steps):
+            at_eval = due(step, eval_every, steps)
+            if exact or at_eval or due(step, log_every, steps):
+                flush(state)
+            if not at_eval:
                 continue
             t_eval = time.perf_counter()
             evaluated = []
@@ -355,6 +401,8 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
             if save_group is not None and evaluated:
                 save_group(step + 1, state)
             timing["checkpoint_s"] += time.perf_counter() - t_save
+            window["t"] = time.perf_counter()  # evaluation and saves are not step time
+        flush(state)
     return state, timing, times
 
 
