@@ -23,15 +23,18 @@ def short(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def first_difference(old, new, prefix: str = ""):
+def first_difference(old, new, prefix: str = "", ignore=()):
     """The first dotted key where two nested dicts (JSON) differ, as (key, old value, new value)
-    with '<absent>' for a missing key; None when they are equal."""
+    with '<absent>' for a missing key; None when they are equal. Keys in `ignore` (dotted, e.g.
+    'train.steps') are not compared."""
     if isinstance(old, dict) and isinstance(new, dict):
         for k in sorted(set(old) | set(new)):
             key = f"{prefix}.{k}" if prefix else str(k)
+            if key in ignore:
+                continue
             if k not in old or k not in new:
                 return key, old.get(k, "<absent>"), new.get(k, "<absent>")
-            found = first_difference(old[k], new[k], key)
+            found = first_difference(old[k], new[k], key, ignore)
             if found:
                 return found
         return None

@@ -100,11 +100,9 @@ def run_seeds(config, group: list[dict], workdir: Path) -> list[CellResult]:
     for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
     diags = [Diagnostics.of(cfg, d) for cfg, d in zip(cfgs, dirs, strict=True)]
-    seeds = "+".join(str(o["seed"]) for o in group)
-    group_dir = workdir / "batched" / cell_name({**group[0], "seed": seeds})
     try:
         outs = train.train_seeds(
-            cfgs, [d / "run" for d in dirs], group_dir, progress=False, hooks=diags
+            cfgs, [d / "run" for d in dirs], group_dir(workdir, group), progress=False, hooks=diags
         )
     except WorkdirBusy:
         raise
@@ -115,6 +113,12 @@ def run_seeds(config, group: list[dict], workdir: Path) -> list[CellResult]:
         failed(o, out) if isinstance(out, Exception) else collect(cfg, o, d, out, diag, wall)
         for cfg, o, d, out, diag in zip(cfgs, group, dirs, outs, diags, strict=True)
     ]
+
+
+def group_dir(workdir: Path, group: list[dict]) -> Path:
+    """Where seeds trained together keep their group's checkpoints: WORKDIR/batched/<name>."""
+    seeds = "+".join(str(o["seed"]) for o in group)
+    return workdir / "batched" / cell_name({**group[0], "seed": seeds})
 
 
 def failed(overrides: dict, error: Exception) -> CellResult:
@@ -261,13 +265,10 @@ def check_same_grid(config, workdir: Path, cells: list[dict]) -> None:
         found = dotted.first_difference(json.loads(saved.read_text()), _json(grid_spec(config)))
         changed = found and (f"grid.json {found[0]}", found[1], found[2])
     for o in [] if changed else cells:
-        path = workdir / "cells" / cell_name(o) / "run" / "config.json"
-        if path.exists():
-            now = _json(json.loads(cell_config(config, o).to_json_best_effort()))
-            found = dotted.first_difference(json.loads(path.read_text()), now)
-            if found:
-                changed = (f"cell {cell_name(o)}: config {found[0]}", found[1], found[2])
-                break
+        found = _cell_change(config, o, workdir, dotted.first_difference)
+        if found:
+            changed = (f"cell {cell_name(o)}: config {found[0]}", found[1], found[2])
+            break
     if changed:
         what, old, new = changed
         raise ConfigError(
@@ -275,6 +276,16 @@ def check_same_grid(config, workdir: Path, cells: list[dict]) -> None:
             f"this config; use another --workdir for this grid, or pass --accept_changes to run "
             f"it into this one (finished cells are kept as they are)"
         )
+
+
+def _cell_change(config, o: dict, workdir: Path, compare):
+    """`compare(saved, now)` of a started cell's config.json and the config this grid gives
+    it (None for a cell not started)."""
+    path = workdir / "cells" / cell_name(o) / "run" / "config.json"
+    if not path.exists():
+        return None
+    now = _json(json.loads(cell_config(config, o).to_json_best_effort()))
+    return compare(json.loads(path.read_text()), now)
 
 
 def _json(obj):
@@ -382,27 +393,20 @@ def _restart_changed(config, todo: list[dict], workdir: Path) -> None:
     """Started cells whose recipe changed (a grid run with accept_changes: without it,
     check_same_grid refused already) restart rather than resume on a mixed recipe: the cell's
     folder, and its seeds' group checkpoints, move to WORKDIR/replaced/ (kept, not read)."""
-    moved = []
-    for o in todo:
-        cell = workdir / "cells" / cell_name(o)
-        saved = cell / "run" / "config.json"
-        if not saved.exists():
-            continue
-        now = _json(json.loads(cell_config(config, o).to_json_best_effort()))
-        change = recipe_change(json.loads(saved.read_text()), now)
-        if change:
-            moved.append((cell, change))
+    moved = [
+        (workdir / "cells" / cell_name(o), change)
+        for o in todo
+        if (change := _cell_change(config, o, workdir, recipe_change))
+    ]
     if not moved or jax.process_index() > 0:
         return
-    seeds = "+".join(str(o.get("seed", 0)) for o in todo)
-    group = workdir / "batched" / cell_name({**todo[0], "seed": seeds})
     aside = workdir / "replaced" / time.strftime("%Y%m%d-%H%M%S")
     aside.mkdir(parents=True, exist_ok=True)
     for cell, (key, old, new) in moved:
         os.replace(cell, aside / cell.name)
         warn(f"warning: cell {cell.name} had started on another recipe ({key}: {old!r} -> "
              f"{new!r}); it restarts, its old folder kept in {aside}")  # fmt: skip
-    if len(todo) > 1 and group.exists():
+    if len(todo) > 1 and (group := group_dir(workdir, todo)).exists():
         os.replace(group, aside / f"batched-{group.name}")
 
 

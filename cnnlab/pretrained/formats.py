@@ -126,9 +126,10 @@ def read_pth(path: Path) -> dict[str, np.ndarray]:
                 if member not in names:
                     raise WeightsError(f"{path}: storage {key} is missing from the zip")
                 need = numel * _dtype(kind).itemsize  # the pickle says how big it is
-                if zf.getinfo(member).file_size != need:  # refused before it is inflated
+                size = zf.getinfo(member).file_size
+                if size != need:  # refused before it is inflated
                     raise WeightsError(
-                        f"{path}: storage {key} inflates to {zf.getinfo(member).file_size} bytes, "
+                        f"{path}: storage {key} inflates to {size} bytes, "
                         f"but its tensor needs {need}; not read: fetch the file again"
                     )
                 cache[key] = np.frombuffer(zf.read(member), dtype=_dtype(kind))

@@ -6,7 +6,6 @@ DataSpec, OptimSpec, LossSpec, TrainSpec); the model, the data, the optimiser, t
 evaluation and the checkpoints read the spec, never the config. The resolved config itself
 travels along (`spec.config`) to be saved with the run."""
 
-import copy
 import dataclasses
 import json
 
@@ -80,13 +79,4 @@ RESUMABLE = ("train.steps", "train.log_every", "train.keep_checkpoints", "data.d
 def recipe_change(saved: dict, now: dict, resumable=RESUMABLE):
     """The first dotted key where two resolved configs (JSON) differ, other than `resumable`
     keys, as (key, saved value, value now); None when they are the same recipe."""
-    saved, now = copy.deepcopy(saved), copy.deepcopy(now)
-    for config in (saved, now):
-        for key in resumable:
-            *parents, last = key.split(".")
-            d = config
-            for p in parents:
-                d = d.get(p, {}) if isinstance(d, dict) else {}
-            if isinstance(d, dict):
-                d.pop(last, None)
-    return dotted.first_difference(saved, now)
+    return dotted.first_difference(saved, now, ignore=resumable)
