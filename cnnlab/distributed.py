@@ -89,7 +89,11 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicate(tree, mesh: Mesh):
     """Place a pytree (identical on every process) replicated on every device of the mesh."""
     host = jax.device_get(tree)  # uncommitted host values: valid input on every process
-    return jax.jit(lambda t: t, out_shardings=replicated(mesh))(host)
+    return jax.jit(_same, out_shardings=replicated(mesh))(host)
+
+
+def _same(tree):  # one function object, so jax traces each tree structure once
+    return tree
 
 
 def local_batch_size(global_batch: int) -> int:

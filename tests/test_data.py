@@ -120,6 +120,37 @@ def test_augmentation_is_a_padded_crop_and_a_flip_where_allowed(flip):
     np.testing.assert_allclose(plain, image, rtol=1e-6)  # (x/255 - 0) / (1/255)
 
 
+@pytest.mark.parametrize("channels,pad,flip", [(1, 1, False), (3, 3, True), (1, 2, True)])
+def test_preprocessing_is_bitwise_the_formula_on_the_same_draws(channels, pad, flip):
+    """The table and window copy against np.pad, a slice and (x / 255 - mean) / std in
+    float32, drawing the offsets and the flip from the same generator in the same order."""
+    mean, std = (0.1, 0.2, 0.3)[:channels], (0.5, 0.6, 0.7)[:channels]
+    spec = data.sources.DatasetSpec(mean, std, flip=flip, crop_pad=pad)
+    ds = data.Dataset("t", None, None, 2, (8, 8, channels), spec)
+    pre = data.Preprocess(ds, None, augment=True)
+    images = np.random.default_rng(1).integers(0, 256, (200, 8, 8, channels), np.uint8)
+    ours, theirs = np.random.default_rng(0), np.random.default_rng(0)
+    m, s = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    for image in images:
+        out = pre({"image": image, "label": 1}, ours)["image"]
+        dy, dx = theirs.integers(0, 2 * pad + 1, size=2)
+        want = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))[dy : dy + 8, dx : dx + 8]
+        if flip and theirs.random() < 0.5:
+            want = want[:, ::-1]
+        want = (want.astype(np.float32) / 255.0 - m) / s
+        assert out.dtype == np.float32 and out.tobytes() == want.tobytes()
+
+
+def test_a_stored_split_is_decoded_once_per_process_and_read_only(tiny):
+    first = data.load("cnnlab_test_tiny", data_dir=tiny)
+    example = first.train[3]
+    assert first.train[3] is example  # kept, not decoded again
+    assert data.load("cnnlab_test_tiny", data_dir=tiny).train is first.train  # opened once
+    with pytest.raises(ValueError, match="read-only"):
+        example["image"][0, 0, 0] = 7  # every later reader shares it
+    np.testing.assert_array_equal(example["image"], first.train.source[3]["image"])
+
+
 def test_eval_batches_cover_every_example_once(tiny):
     ds = data.load("cnnlab_test_tiny", data_dir=tiny)
     batches = list(data.eval_batches(ds, 4))

@@ -272,3 +272,33 @@ def test_dispatching_ahead_gives_the_numbers_of_a_loop_that_waits(tmp_path, lr, 
         (s1, a), (s2, b) = final_state(tmp_path / "ahead"), final_state(tmp_path / "waits")
         assert s1 == s2
         jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_runs_of_one_model_and_recipe_trace_and_compile_once(tmp_path):
+    """A second seed of a model and recipe (a grid's next cell) traces and compiles nothing
+    (cnnlab.train.compiled), and a run whose executables come from an earlier run has the
+    numbers of that earlier run: seed 0, seed 1, seed 0 again."""
+    from jax._src import dispatch
+
+    extra = ("--config.train.steps=6", "--config.train.eval_every=3",
+             "--config.train.train_subset=32", "--config.train.precise_bn=True")  # fmt: skip
+    configs = [cli.config_from_args(f"--config={BASE}", *tiny(*extra, f"--config.seed={s}"))
+               for s in (0, 1, 0)]  # fmt: skip
+    events: list[str] = []
+    count = lambda event, duration, **kw: events.append(event)
+    watched = (dispatch.JAXPR_TRACE_EVENT, dispatch.BACKEND_COMPILE_EVENT)
+    counts = []
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        for i, config in enumerate(configs):
+            events.clear()
+            train.train(config, tmp_path / str(i), progress=False)
+            counts.append(sum(e in watched for e in events))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert counts[0] > 0 and counts[1:] == [0, 0], counts
+    logs = [(tmp_path / str(i) / "metrics.jsonl").read_text() for i in range(3)]
+    assert logs[0] == logs[2] != logs[1]
+    (s0, a), (s2, b) = final_state(tmp_path / "0"), final_state(tmp_path / "2")
+    assert s0 == s2 == 6
+    jax.tree.map(np.testing.assert_array_equal, a, b)

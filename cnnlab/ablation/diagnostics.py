@@ -40,6 +40,12 @@ def activation_sparsity(model, state, images, rows: list[str]) -> dict[str, floa
     """Fraction of zeros in the stem's and each block's output (eval mode), in forward order
     (`rows`: as for forward_order)."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    _, features = jax.jit(functools.partial(model.apply, train=False))(variables, images)
+    _, features = _forward(model)(variables, images)
     taps = [k for k in features if k == "stem" or "_block" in k]
     return {k: float(jnp.mean(features[k] == 0)) for k in forward_order(taps, rows)}
+
+
+@functools.lru_cache(maxsize=16)
+def _forward(model):
+    """The model's jitted eval-mode forward, one per model: a grid's seeds share its trace."""
+    return jax.jit(functools.partial(model.apply, train=False))

@@ -7,6 +7,7 @@ fails (non-finite loss, bad config, bad data) is recorded with its reason and th
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
 from cnnlab import data, dotted, train
 from cnnlab import progress as bars
@@ -133,7 +135,7 @@ def collect(cfg, overrides: dict, cell_dir: Path, res, diag, wall_s: float) -> C
         iter(data.eval_batches(res.dataset, 64, image_size=train.DataSpec.of(cfg.data).resize))
     )
     images = x["image"]
-    s = summary(res.model, images[:1])
+    s = _summary(res.model, images[:1])
     curves = [
         {"split": sp, "step": st, **m} for (sp, st), m in read_metrics(cell_dir / "run").items()
     ]
@@ -154,6 +156,19 @@ def collect(cfg, overrides: dict, cell_dir: Path, res, diag, wall_s: float) -> C
     timing["other_s"] = round(timing["wall_s"] - sum(res.timing.values()), 3)
     result.timing = timing
     return result
+
+
+def _summary(model, example):
+    """cnnlab.summary of `model` for `example`'s shape, traced once per model and shape."""
+    try:
+        return _summaries(model, example.shape, str(example.dtype))
+    except TypeError:  # an unhashable model field: trace it
+        return summary(model, example)
+
+
+@functools.lru_cache(maxsize=16)
+def _summaries(model, shape: tuple, dtype: str):
+    return summary(model, jnp.zeros(shape, dtype))
 
 
 def grid_spec(config) -> dict:

@@ -18,10 +18,7 @@ order float reductions differently, so results agree with separate runs to float
 not bit for bit (tests/test_batched_seeds.py states the tolerance).
 """
 
-import dataclasses
-import functools
 import json
-import time
 from pathlib import Path
 
 import jax
@@ -32,26 +29,25 @@ from jax.sharding import PartitionSpec as P
 
 from cnnlab import distributed
 from cnnlab.errors import ConfigError, NonFiniteLoss
+from cnnlab.train import compiled
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import check_model
-from cnnlab.train.evaluation import Evaluator, RecomputeBN
 from cnnlab.train.lock import WorkdirLock
 from cnnlab.train.loop import (
     Lane,
+    Stepping,
     TrainResult,
     build_model,
-    drive,
     initial_state,
     input_shape,
+    lanes_of,
     load_data,
     open_dataset,
-    progress_bar,
     result,
+    run_lanes,
     warn,
 )
-from cnnlab.train.optim import make_optimizer
 from cnnlab.train.spec import RunSpec
-from cnnlab.train.step import eval_step, train_step
 
 
 def without_seed(spec: RunSpec) -> dict:
@@ -105,19 +101,13 @@ def train_seeds(
     datasets = [load_data(s, opened) for s in specs]
     model = build_model(spec0, datasets[0])
     check_model(model, input_shape(spec0, datasets[0]))
-    tx, schedule = make_optimizer(spec0.optim, spec0.steps, spec0.peak_lr)
+    tx, schedule = compiled.optimizer(spec0.optim, spec0.steps, spec0.peak_lr)
     mesh = distributed.data_mesh()
     state = distributed.replicate(
         stack([initial_state(s, model, ds, tx) for s, ds in zip(specs, datasets, strict=True)]),
         mesh,
     )
-    cfg = dataclasses.replace(spec0.step, layer_grad_norms=any(
-        getattr(h, "needs_layer_grad_norms", False) for h in hooks))  # fmt: skip
-    repl = distributed.replicated(mesh)
-    step_fn = jax.jit(jax.vmap(functools.partial(train_step, cfg=cfg)), donate_argnums=0,
-                      out_shardings=(repl, repl))  # fmt: skip
-    eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
-    lanes, fn, group, bar, finished = [], None, None, None, False
+    lanes, cfg = lanes_of(specs, workdirs, datasets, model, hooks, mesh)
     keys = jnp.stack([jax.random.key(s.seed + 1) for s in specs])  # fit's stream per seed
     fold = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
     stacked = NamedSharding(mesh, P(None, "data"))  # (seed, batch, ...): batch over devices
@@ -127,37 +117,17 @@ def train_seeds(
         return {k: jax.make_array_from_process_local_data(stacked, np.stack([p[k] for p in parts]))
                 for k in parts[0]}  # fmt: skip
 
-    try:  # every lane and the group lock their directories: close them whatever happens
-        for s, w, ds, h in zip(specs, workdirs, datasets, hooks, strict=True):
-            bn = RecomputeBN(s, ds, model.apply, mesh, fn=fn)
-            fn = bn.fn  # the first seed's jitted recomputation serves them all
-            lanes.append(Lane(s, w, ds, Evaluator(s, ds, eval_fn, bn), h))
-        group = Group(group_dir, specs, lanes, datasets[0].name)
-        start, state = group.resume(state)
-        for lane in lanes:
-            lane.open(start, accept_changes)
-        desc = f"train {spec0.model.name} x{len(specs)} seeds"
-        bar = progress_bar(spec0, start, progress, desc)
-        state, timing, times = drive(lanes, state, step_fn, next_batch, lambda s: fold(keys, s),
-                                     schedule, start=start, bar=bar, pick=lane_of,
-                                     save_group=group.save)  # fmt: skip
-        t_save = time.perf_counter()
-        group.ckpt.wait()
-        finals = {i: x.finish(lane_of(state, i)) for i, x in enumerate(lanes) if x.error is None}
-        timing["checkpoint_s"] += time.perf_counter() - t_save
-        finished = True
-    finally:
-        if bar is not None:
-            bar.close()
-        for lane in lanes:
-            lane.close(failing=not finished)
-        if group is not None:
-            group.close(failing=not finished)
-    n = len(lanes)
+    stepping = Stepping(compiled.train_fn(cfg, mesh, seeds=True), next_batch,
+                        lambda step: fold(keys, step), schedule, pick=lane_of)  # fmt: skip
+    group = Group(group_dir, specs, lanes, datasets[0].name)
+    _, finals, timing, times = run_lanes(
+        lanes, state, stepping, group=group, progress=progress,
+        desc=f"train {spec0.model.name} x{len(specs)} seeds", accept_changes=accept_changes,
+    )  # fmt: skip
     return [
         lane.error
         if lane.error is not None
-        else result(finals[i][1], finals[i][0], model, lane.ds, timing, times, lanes=n)
+        else result(finals[i][1], finals[i][0], model, lane.ds, timing, times, lanes=len(lanes))
         for i, lane in enumerate(lanes)
     ]
 
@@ -169,20 +139,24 @@ class Group:
 
     def __init__(self, group_dir, specs: list[RunSpec], lanes: list[Lane], dataset: str):
         self.specs, self.lanes, self.dataset = specs, lanes, dataset
-        directory = Path(group_dir).absolute() / "checkpoints"
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        self.lock = WorkdirLock(directory.parent, warn).acquire()
+        self.directory = Path(group_dir).absolute() / "checkpoints"
+        self.lock = self.ckpt = None  # held between __enter__ and __exit__
+
+    def __enter__(self) -> "Group":
+        """Lock the group's directory, then open its checkpoints (a failure releases it)."""
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = WorkdirLock(self.directory.parent, warn).acquire()
         try:
-            self.ckpt = Checkpointer(
-                directory, specs[0].train.keep_checkpoints, None, iterators=len(specs)
-            )
+            self.ckpt = Checkpointer(self.directory, self.specs[0].train.keep_checkpoints, None,
+                                     iterators=len(self.specs))  # fmt: skip
         except BaseException:
             self.lock.release()
             raise
+        return self
 
-    def close(self, failing: bool) -> None:
+    def __exit__(self, kind, *_) -> None:
         try:
-            self.ckpt.close(failing=failing)
+            self.ckpt.close(failing=kind is not None)
         finally:
             self.lock.release()
 

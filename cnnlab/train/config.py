@@ -352,11 +352,22 @@ def _number(c, key: str, kind):
         ) from None
 
 
+_CHECKED: set = set()  # (model, image shape) pairs that traced: a grid's seeds trace it once
+
+
 def check_model(model, image_shape) -> None:
     """Trace the model once (no compile) so depth rules and tap names fail here, clearly."""
+    try:
+        key = (model, tuple(image_shape))
+        if key in _CHECKED:
+            return
+    except TypeError:  # an unhashable field: check it every time
+        key = None
     x = jnp.zeros((1, *image_shape))
     try:
         jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+        if key is not None:
+            _CHECKED.add(key)
     except ValueError as e:  # the models' own checks: depth rules, tap names, shapes
         raise ConfigError(f"config.model ({type(model).__name__}): {e}") from None
     except TypeError as e:  # a field of the wrong type, e.g. --config.model.kwargs.width=abc

@@ -2,7 +2,6 @@
 average's, PreciseBN's and the training subset's, and the check that what is about to be saved
 as a good checkpoint evaluates finite."""
 
-import functools
 import math
 
 import jax
@@ -10,9 +9,8 @@ import numpy as np
 
 from cnnlab import data, distributed
 from cnnlab.paths import path_str
-from cnnlab.train import names
+from cnnlab.train import compiled, names
 from cnnlab.train.config import DataSpec
-from cnnlab.train.precise_bn import precise_batch_stats
 from cnnlab.train.spec import RunSpec
 
 
@@ -43,14 +41,11 @@ class RecomputeBN:
     weights, and the statistics of the weight average, whose running statistics were never
     tracked. Jitted once per run; the images are read on first use."""
 
-    def __init__(self, spec: RunSpec, ds, apply_fn, mesh, fn=None):
+    def __init__(self, spec: RunSpec, ds, apply_fn, mesh):
         n = min(spec.train.train_subset, len(ds.train))
         self.n = n - n % jax.device_count()  # one global batch split over the devices
         self.spec, self.ds, self.mesh, self.images = spec, ds, mesh, None
-        self.fn = fn or jax.jit(  # `fn`: another instance's, for runs of one model (seeds)
-            functools.partial(precise_batch_stats, apply_fn),
-            out_shardings=distributed.replicated(mesh),
-        )
+        self.fn = compiled.recompute_fn(apply_fn, mesh)
 
     def __call__(self, state, params):
         """`state` with `params` and BN statistics recomputed for them (a model without batch

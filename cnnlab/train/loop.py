@@ -1,7 +1,7 @@
 """The training loop: data, model, state, resume, jitted steps, eval, checkpoints, logs."""
 
+import contextlib
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -16,14 +16,13 @@ from cnnlab import data, distributed, models, provenance
 from cnnlab import progress as bars
 from cnnlab.errors import CheckpointError, ConfigError, NonFiniteLoss
 from cnnlab.records import write_text_atomic
-from cnnlab.train import names, preempt
+from cnnlab.train import compiled, names, preempt
 from cnnlab.train.checkpoint import Checkpointer
 from cnnlab.train.config import check_model
 from cnnlab.train.evaluation import Evaluator, RecomputeBN, non_finite
 from cnnlab.train.lock import WorkdirLock
-from cnnlab.train.optim import make_optimizer
 from cnnlab.train.spec import RESUMABLE, RunSpec, recipe_change
-from cnnlab.train.step import TrainState, eval_step, train_step
+from cnnlab.train.step import TrainState
 from cnnlab.train.writer import MetricWriter
 
 
@@ -50,13 +49,15 @@ class TrainResult:
 def build_model(spec: RunSpec, ds):
     """The spec's model for dataset `ds` (its classes), with the spec's side heads."""
     m = spec.model
-    return models.create(
-        m.name,
-        num_classes=1 if ds.num_classes == 2 and m.binary else ds.num_classes,
-        side_taps=spec.loss.side_taps,
-        side_head=spec.loss.side_head,
-        side_hint=spec.loss.hint_target,
-        **m.kwargs,
+    return compiled.intern(
+        models.create(
+            m.name,
+            num_classes=1 if ds.num_classes == 2 and m.binary else ds.num_classes,
+            side_taps=spec.loss.side_taps,
+            side_head=spec.loss.side_head,
+            side_hint=spec.loss.hint_target,
+            **m.kwargs,
+        )
     )
 
 
@@ -68,7 +69,11 @@ def input_shape(spec: RunSpec, ds) -> tuple[int, int, int]:
 def init_variables(spec: RunSpec, model, ds) -> dict:
     """The model's variables initialised from the spec's seed for its input shape."""
     x = np.zeros((1, *input_shape(spec, ds)), np.float32)
-    return jax.jit(model.init)(jax.random.key(spec.seed), x)
+    try:
+        init = compiled.init_fn(model)
+    except TypeError:  # an unhashable model field: nothing to share
+        init = jax.jit(model.init)
+    return init(jax.random.key(spec.seed), x)
 
 
 def initial_state(spec: RunSpec, model, ds, tx):
@@ -115,7 +120,7 @@ def train(c, workdir, *, progress: bool = True, hook=None, accept_changes: bool 
     ds = load_data(spec)
     model = build_model(spec, ds)
     check_model(model, input_shape(spec, ds))
-    tx, schedule = make_optimizer(spec.optim, spec.steps, spec.peak_lr)
+    tx, schedule = compiled.optimizer(spec.optim, spec.steps, spec.peak_lr)
     state = initial_state(spec, model, ds, tx)
     return fit(spec, workdir, ds, model, state, schedule, progress=progress, hook=hook,
                accept_changes=accept_changes)  # fmt: skip
@@ -127,7 +132,7 @@ def timed_step(step_fn, state, batch, rng, timing: dict, times: list):
     compile and compute are apart. -> (compiled step_fn, state, metrics)."""
     if not times:
         t_compile = time.perf_counter()
-        step_fn = step_fn.lower(state, batch, rng).compile()
+        step_fn = compiled.compile_step(step_fn, state, batch, rng)
         timing["compile_s"] = time.perf_counter() - t_compile
     t_step = time.perf_counter()
     state, metrics = jax.block_until_ready(step_fn(state, batch, rng))  # times are real
@@ -169,17 +174,26 @@ class Lane:
     def __init__(self, spec: RunSpec, workdir, ds: data.Dataset, evaluator, hook=None):
         self.spec, self.ds, self.evaluator, self.hook = spec, ds, evaluator, hook
         self.workdir = Path(workdir).absolute()  # orbax needs absolute paths
+        self.history, self.final, self.error, self.writer = {}, {}, None, None
+        self.lock = self.it = self.ckpt = None  # held between __enter__ and __exit__
+
+    def __enter__(self) -> "Lane":
+        """Lock the workdir (before anything is written), then open the data iterator and the
+        checkpoints; a failure among them releases the lock."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.lock = WorkdirLock(self.workdir, warn).acquire()  # before anything is written
+        self.lock = WorkdirLock(self.workdir, warn).acquire()
         try:
-            self.it = train_iterator(spec, ds)
-            self.ckpt = Checkpointer(
-                self.workdir / "checkpoints", spec.train.keep_checkpoints, *spec.train.best_rule
-            )
+            self.it = train_iterator(self.spec, self.ds)
+            t = self.spec.train
+            self.ckpt = Checkpointer(self.workdir / "checkpoints", t.keep_checkpoints,
+                                     *t.best_rule)  # fmt: skip
         except BaseException:
             self.lock.release()
             raise
-        self.history, self.final, self.error, self.writer = {}, {}, None, None
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        self.close(failing=kind is not None)
 
     def resume(self, state):
         """-> (first step to run, state) from this run's newest checkpoint that restores."""
@@ -276,6 +290,8 @@ class Lane:
         return state, final
 
     def close(self, failing: bool) -> None:
+        """Close the metric writer and the checkpoints (a failing run's pending save is not
+        waited for), then release the workdir."""
         try:
             if self.writer is not None:
                 self.writer.close()
@@ -284,19 +300,103 @@ class Lane:
             self.lock.release()
 
 
+@dataclasses.dataclass
+class Stepping:
+    """How the loop steps its lanes: the jitted step, the next (global) batch, the step's
+    dropout key, the lr schedule (for logs), and `pick(tree, i)`, lane i's slice of a stacked
+    state and metrics (None: one lane, nothing stacked)."""
+
+    step_fn: object
+    next_batch: object
+    rng_at: object
+    schedule: object
+    pick: object = None
+
+    @classmethod
+    def one(cls, lane: Lane, step_fn, schedule, mesh) -> "Stepping":
+        """A separate run's: its iterator's batches, dropout keys folded from seed + 1."""
+        base = jax.random.key(lane.spec.seed + 1)
+        return cls(step_fn, lambda: distributed.global_batch(next(lane.it), mesh),
+                   lambda step: jax.random.fold_in(base, step), schedule)  # fmt: skip
+
+
+@dataclasses.dataclass
+class Session:
+    """What one training session holds while it runs: its lanes (each entered: workdir locked,
+    iterator and checkpoints open), batched seeds' group checkpoints, the progress bar, and the
+    step it resumed from."""
+
+    lanes: list
+    group: object
+    bar: object
+    start: int
+
+
+@contextlib.contextmanager
+def session(lanes: list[Lane], state, *, group=None, progress=True, desc="",
+            accept_changes=False):  # fmt: skip
+    """The one lifetime of a run's resources, separate or batched: enter every lane and the
+    group in order, resume from the newest checkpoint that restores (the group's for batched
+    seeds), open every lane's logs (refusing a changed recipe unless `accept_changes`) and
+    the bar. -> (Session, resumed state). On leaving, released in reverse order, a failing
+    exit keeping what was saved."""
+    with contextlib.ExitStack() as stack:
+        for lane in lanes:
+            stack.enter_context(lane)
+        if group is not None:
+            stack.enter_context(group)
+        start, state = (group or lanes[0]).resume(state)
+        for lane in lanes:
+            lane.open(start, accept_changes)
+        spec = lanes[0].spec
+        bar = progress_bar(spec, start, progress, desc or f"train {spec.model.name}")
+        stack.callback(bar.close)
+        yield Session(lanes, group, bar, start), state
+
+
+def lanes_of(specs, workdirs, datasets, model, hooks, mesh) -> tuple[list[Lane], object]:
+    """A lane per run, each with its evaluator, and the step config they share (per-kernel
+    gradient norms compiled in when a hook asks). -> (lanes, StepConfig)."""
+    cfg = dataclasses.replace(specs[0].step, layer_grad_norms=any(
+        getattr(h, "needs_layer_grad_norms", False) for h in hooks))  # fmt: skip
+    eval_fn = compiled.eval_fn(cfg, mesh)
+    lanes = [
+        Lane(s, w, ds, Evaluator(s, ds, eval_fn, RecomputeBN(s, ds, model.apply, mesh)), h)
+        for s, w, ds, h in zip(specs, workdirs, datasets, hooks, strict=True)
+    ]
+    return lanes, cfg
+
+
+def run_lanes(lanes, state, stepping: Stepping, *, group=None, progress=True, desc="",
+              accept_changes=False):  # fmt: skip
+    """A session of `lanes` from `state`: train, then each lane that stayed finite finishes
+    (its best or final state and metrics). -> (state, {lane index: (state, metrics)},
+    timing, each step's seconds)."""
+    with session(lanes, state, group=group, progress=progress, desc=desc,
+                 accept_changes=accept_changes) as (run, state):  # fmt: skip
+        state, timing, times = drive(run, state, stepping)
+        t_save = time.perf_counter()
+        if group is not None:
+            group.ckpt.wait()
+        pick = stepping.pick or (lambda tree, i: tree)
+        finals = {i: lane.finish(pick(state, i)) for i, lane in enumerate(lanes)
+                  if lane.error is None}  # fmt: skip
+        timing["checkpoint_s"] += time.perf_counter() - t_save
+    return state, finals, timing, times
+
+
 def due(step: int, every: int, steps: int) -> bool:
     """After 0-based `step`: is a periodic action due (every `every` steps, and at the end)?"""
     return (step + 1) % every == 0 or step + 1 == steps
 
 
-def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pick=None,
-          save_group=None):  # fmt: skip
-    """The training loop, for one lane (`pick=None`) or several lanes of one vmapped step
-    over stacked states (`pick(tree, i)` slices lane i's state; metrics come stacked alike).
-    Runs steps [start, steps) while a lane is live: a lane that turns non-finite stops with its
-    error and keeps its last good checkpoint (the others go on); one that early-stops leaves.
-    At each evaluation every live lane evaluates and saves its own checkpoint, then
-    `save_group(step, state)` (batched seeds' resumable stack). -> (state, timing
+def drive(run: Session, state, stepping: Stepping):
+    """The training loop of a session's lanes: one (`stepping.pick` None) or several lanes of
+    one vmapped step over stacked states (`pick(tree, i)` slices lane i's state; metrics come
+    stacked alike). Runs steps [run.start, steps) while a lane is live: a lane that turns
+    non-finite stops with its error and keeps its last good checkpoint (the others go on); one
+    that early-stops leaves. At each evaluation every live lane evaluates and saves its own
+    checkpoint, then the group saves (batched seeds' resumable stack). -> (state, timing
     {names.TIMING_KEYS: seconds}, each step's seconds).
 
     Steps are dispatched without waiting for the device: the next batch is read while the
@@ -306,11 +406,15 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
     found at the next such read, before anything is evaluated or saved. Step times are each
     window's wall time between reads, shared over its steps; a hook that needs each step's own
     state (any hook without `exact_state = False`) makes every step a read."""
+    lanes, start, bar, step_fn = run.lanes, run.start, run.bar, stepping.step_fn
+    next_batch, rng_at, schedule = stepping.next_batch, stepping.rng_at, stepping.schedule
+    save_group = run.group.save if run.group is not None else None
     steps = lanes[0].spec.steps
-    if pick is None:
+    if stepping.pick is None:
         pick = lambda tree, i: tree
         mine = lambda host, i: host
     else:
+        pick = stepping.pick
         mine = lambda host, i: {k: v[i] for k, v in host.items()}
     timing, times, seen, t0 = dict.fromkeys(names.TIMING_KEYS, 0.0), [], 0, time.perf_counter()
     kept = lambda: (
@@ -323,6 +427,7 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
     exact = any(lane.hook is not None and getattr(lane.hook, "exact_state", True)
                 for lane in lanes)  # fmt: skip
     pending: list = []  # (step, device metrics) dispatched, not yet read
+    one_process = jax.process_count() == 1
     window = {"t": None, "data_s": 0.0, "steps": 0}
 
     def flush(state):
@@ -363,7 +468,9 @@ def drive(lanes, state, step_fn, next_batch, rng_at, schedule, *, start, bar, pi
             live = [i for i, lane in enumerate(lanes) if lane.live]
             if not live:
                 break
-            if (signum := preempt.agreed()) is not None:  # every process at the same step
+            # one process: a signal is seen at the next step; several: agreeing is a collective,
+            # so they agree where the loop reads anyway (after a log or eval step)
+            if (one_process or not pending) and (signum := preempt.agreed()) is not None:
                 flush(state)  # a non-finite step among them must not be saved
                 live = [i for i, lane in enumerate(lanes) if lane.live]
                 _preempted(lanes, live, state, step, start, pick, save_group, signum)
@@ -451,36 +558,13 @@ def fit(
     """
     mesh = distributed.data_mesh()  # params replicated, batches split over all devices
     state = distributed.replicate(state, mesh)
-    cfg = dataclasses.replace(
-        spec.step, layer_grad_norms=bool(getattr(hook, "needs_layer_grad_norms", False))
-    )
-    repl = distributed.replicated(mesh)
-    step_fn = jax.jit(
-        functools.partial(train_step, cfg=cfg), donate_argnums=0, out_shardings=(repl, repl)
-    )
-    eval_fn = jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
-    evaluator = Evaluator(spec, ds, eval_fn, RecomputeBN(spec, ds, model.apply, mesh))
-    lane = Lane(spec, workdir, ds, evaluator, hook)
-    finished, bar = False, None
-    try:
-        start, state = lane.resume(state)
-        lane.open(start, accept_changes)
-        base_rng = jax.random.key(spec.seed + 1)
-        bar = progress_bar(spec, start, progress, desc or f"train {spec.model.name}")
-        state, timing, times = drive(
-            [lane], state, step_fn, lambda: distributed.global_batch(next(lane.it), mesh),
-            lambda step: jax.random.fold_in(base_rng, step), schedule, start=start, bar=bar,
-        )  # fmt: skip
-        if lane.error is not None:
-            raise lane.error
-        t_save = time.perf_counter()
-        state, final = lane.finish(state)
-        timing["checkpoint_s"] += time.perf_counter() - t_save
-        finished = True
-    finally:
-        if bar is not None:
-            bar.close()
-        lane.close(failing=not finished)
+    (lane,), cfg = lanes_of([spec], [workdir], [ds], model, [hook], mesh)
+    stepping = Stepping.one(lane, compiled.train_fn(cfg, mesh), schedule, mesh)
+    state, finals, timing, times = run_lanes([lane], state, stepping, progress=progress,
+                                             desc=desc, accept_changes=accept_changes)  # fmt: skip
+    if lane.error is not None:
+        raise lane.error
+    state, final = finals[0]
     return result(final, state, model, ds, timing, times, lane.history)
 
 

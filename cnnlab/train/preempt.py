@@ -60,7 +60,10 @@ def agreed() -> int | None:
     process at the same step. With one process that is `requested()`; with several each
     process's flag is all-gathered (a collective every process reaches at the same step), so
     that they stop together: a save of a multi-process checkpoint needs every process, and
-    processes that saw SIGTERM at different steps would otherwise wait for each other forever."""
+    processes that saw SIGTERM at different steps would otherwise wait for each other forever.
+    The training loop asks it at every step with one process and only after the steps where it
+    reads the device anyway (log and eval steps) with several, so that agreeing adds no wait.
+    """
     mine = requested()
     import jax  # here: the module stays light for the entry points' early imports
 
