@@ -384,3 +384,25 @@ def test_precise_bn_statistics_are_the_batch_statistics_of_the_images():
         old = functools.reduce(lambda t, k: t[k.key], path, variables["batch_stats"])
         got = functools.reduce(lambda t, k: t[k.key], path, stats)
         np.testing.assert_allclose((new - 0.9 * old) / 0.1, got, rtol=2e-4, atol=2e-5)
+
+
+def test_per_value_keeps_results_of_hashable_arguments_and_calls_afresh_otherwise():
+    """cnnlab.train.compiled.per_value: equal hashable arguments share one result; a module
+    with an unhashable field (a list) is still served, by a fresh call; errors are not kept."""
+    from cnnlab.train import compiled
+
+    calls = []
+
+    @compiled.per_value
+    def made(x):
+        calls.append(x)
+        if x == "bad":
+            raise ValueError(x)
+        return object()
+
+    assert made((1, 2)) is made((1, 2)) and len(calls) == 1
+    assert made([1, 2]) is not made([1, 2]) and len(calls) == 3
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            made("bad")
+    assert calls.count("bad") == 2

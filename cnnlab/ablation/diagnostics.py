@@ -10,6 +10,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from cnnlab.train import compiled
 from cnnlab.train.diagnostics import kernels
 
 
@@ -45,7 +46,7 @@ def activation_sparsity(model, state, images, rows: list[str]) -> dict[str, floa
     return {k: float(jnp.mean(features[k] == 0)) for k in forward_order(taps, rows)}
 
 
-@functools.lru_cache(maxsize=16)
+@compiled.per_value
 def _forward(model):
     """The model's jitted eval-mode forward, one per model: a grid's seeds share its trace."""
     return jax.jit(functools.partial(model.apply, train=False))

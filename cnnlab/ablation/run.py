@@ -7,7 +7,6 @@ fails (non-finite loss, bad config, bad data) is recorded with its reason and th
 """
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -29,7 +28,7 @@ from cnnlab.ablation.result import CellResult, read_result
 from cnnlab.errors import CnnlabError, ConfigError, WorkdirBusy
 from cnnlab.records import read_metrics, write_json_atomic
 from cnnlab.summary import summary
-from cnnlab.train import preempt
+from cnnlab.train import compiled, preempt
 from cnnlab.train.batched import NO_EARLY_STOPPING
 from cnnlab.train.loop import warn
 from cnnlab.train.spec import recipe_change
@@ -135,7 +134,7 @@ def collect(cfg, overrides: dict, cell_dir: Path, res, diag, wall_s: float) -> C
         iter(data.eval_batches(res.dataset, 64, image_size=train.DataSpec.of(cfg.data).resize))
     )
     images = x["image"]
-    s = _summary(res.model, images[:1])
+    s = _summary(res.model, images[:1].shape, str(images.dtype))
     curves = [
         {"split": sp, "step": st, **m} for (sp, st), m in read_metrics(cell_dir / "run").items()
     ]
@@ -158,16 +157,9 @@ def collect(cfg, overrides: dict, cell_dir: Path, res, diag, wall_s: float) -> C
     return result
 
 
-def _summary(model, example):
-    """cnnlab.summary of `model` for `example`'s shape, traced once per model and shape."""
-    try:
-        return _summaries(model, example.shape, str(example.dtype))
-    except TypeError:  # an unhashable model field: trace it
-        return summary(model, example)
-
-
-@functools.lru_cache(maxsize=16)
-def _summaries(model, shape: tuple, dtype: str):
+@compiled.per_value
+def _summary(model, shape: tuple, dtype: str):
+    """cnnlab.summary of `model` for an input of `shape`, traced once per model and shape."""
     return summary(model, jnp.zeros(shape, dtype))
 
 

@@ -34,6 +34,22 @@ def _keep(table: collections.OrderedDict, key, value):
     return value
 
 
+def per_value(fn):
+    """`fn` kept per value of its arguments (the newest KEEP results). Arguments that cannot
+    be hashed (a module with a list field) call `fn` afresh; exceptions are never kept."""
+    kept = functools.lru_cache(maxsize=KEEP)(fn)
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            hash((args, tuple(kwargs.items())))
+        except TypeError:
+            return fn(*args, **kwargs)
+        return kept(*args, **kwargs)
+
+    return call
+
+
 def intern(model):
     """The one module equal to `model` that this process has seen (flax modules compare by
     their fields), so that runs of one model share its `apply` and what jax traced with it."""
@@ -44,19 +60,19 @@ def intern(model):
     return _MODELS[model] if model in _MODELS else _keep(_MODELS, model, model)
 
 
-@functools.lru_cache(maxsize=KEEP)
+@per_value
 def init_fn(model):
     """`model.init`, jitted once per model."""
     return jax.jit(model.init)
 
 
-@functools.lru_cache(maxsize=KEEP)
+@per_value
 def optimizer(optim, total_steps: int, lr: float | None):
     """`make_optimizer(optim, total_steps, lr)`, one (transformation, schedule) per value."""
     return make_optimizer(optim, total_steps, lr)
 
 
-@functools.lru_cache(maxsize=KEEP)
+@per_value
 def train_fn(cfg: StepConfig, mesh, seeds: bool = False):
     """The jitted train step (vmapped over a leading seed axis when `seeds`), state donated,
     its outputs replicated over `mesh`."""
@@ -66,13 +82,13 @@ def train_fn(cfg: StepConfig, mesh, seeds: bool = False):
                    out_shardings=(repl, repl))  # fmt: skip
 
 
-@functools.lru_cache(maxsize=KEEP)
+@per_value
 def eval_fn(cfg: StepConfig, mesh):
     repl = distributed.replicated(mesh)
     return jax.jit(functools.partial(eval_step, cfg=cfg), out_shardings=repl)
 
 
-@functools.lru_cache(maxsize=KEEP)
+@per_value
 def recompute_fn(apply_fn, mesh):
     """PreciseBN's jitted recomputation of BatchNorm statistics for `apply_fn`."""
     repl = distributed.replicated(mesh)

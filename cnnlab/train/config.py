@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from cnnlab import dotted, models
 from cnnlab.errors import ConfigError
 from cnnlab.heads import HEADS
-from cnnlab.train import names
+from cnnlab.train import compiled, names
 from cnnlab.train.losses import SIDE_LOSSES, SIDE_SCHEDULES
 from cnnlab.train.optim import DECAY_ON, OPTIMIZERS, SCHEDULES, WARMUPS
 
@@ -352,22 +352,10 @@ def _number(c, key: str, kind):
         ) from None
 
 
-_CHECKED: set = set()  # (model, image shape) pairs that traced: a grid's seeds trace it once
-
-
 def check_model(model, image_shape) -> None:
     """Trace the model once (no compile) so depth rules and tap names fail here, clearly."""
     try:
-        key = (model, tuple(image_shape))
-        if key in _CHECKED:
-            return
-    except TypeError:  # an unhashable field: check it every time
-        key = None
-    x = jnp.zeros((1, *image_shape))
-    try:
-        jax.eval_shape(lambda: model.init(jax.random.key(0), x))
-        if key is not None:
-            _CHECKED.add(key)
+        _traced(model, tuple(image_shape))
     except ValueError as e:  # the models' own checks: depth rules, tap names, shapes
         raise ConfigError(f"config.model ({type(model).__name__}): {e}") from None
     except TypeError as e:  # a field of the wrong type, e.g. --config.model.kwargs.width=abc
@@ -375,3 +363,9 @@ def check_model(model, image_shape) -> None:
             f"config.model.kwargs: {type(model).__name__} cannot be built from these values "
             f"(TypeError: {e}); check the types of the fields set in config.model.kwargs"
         ) from None
+
+
+@compiled.per_value  # a grid's seeds trace their model once
+def _traced(model, image_shape: tuple) -> None:
+    x = jnp.zeros((1, *image_shape))
+    jax.eval_shape(lambda: model.init(jax.random.key(0), x))

@@ -39,7 +39,7 @@ class RecomputeBN:
     """BatchNorm statistics recomputed for given parameters over the first `train_subset`
     training images (unaugmented, one global batch; see precise_bn.py): PreciseBN for the final
     weights, and the statistics of the weight average, whose running statistics were never
-    tracked. Jitted once per run; the images are read on first use."""
+    tracked. Jitted once per model in a process; the images are read on first use."""
 
     def __init__(self, spec: RunSpec, ds, apply_fn, mesh):
         n = min(spec.train.train_subset, len(ds.train))

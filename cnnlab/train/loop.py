@@ -69,11 +69,7 @@ def input_shape(spec: RunSpec, ds) -> tuple[int, int, int]:
 def init_variables(spec: RunSpec, model, ds) -> dict:
     """The model's variables initialised from the spec's seed for its input shape."""
     x = np.zeros((1, *input_shape(spec, ds)), np.float32)
-    try:
-        init = compiled.init_fn(model)
-    except TypeError:  # an unhashable model field: nothing to share
-        init = jax.jit(model.init)
-    return init(jax.random.key(spec.seed), x)
+    return compiled.init_fn(model)(jax.random.key(spec.seed), x)
 
 
 def initial_state(spec: RunSpec, model, ds, tx):
@@ -192,9 +188,6 @@ class Lane:
             raise
         return self
 
-    def __exit__(self, kind, *_) -> None:
-        self.close(failing=kind is not None)
-
     def resume(self, state):
         """-> (first step to run, state) from this run's newest checkpoint that restores."""
         restored = self.ckpt.restore_newest(state, self.it, warn=warn)
@@ -289,13 +282,13 @@ class Lane:
             final = final or self.evaluator.test(state)
         return state, final
 
-    def close(self, failing: bool) -> None:
+    def __exit__(self, kind, *_) -> None:
         """Close the metric writer and the checkpoints (a failing run's pending save is not
         waited for), then release the workdir."""
         try:
             if self.writer is not None:
                 self.writer.close()
-            self.ckpt.close(failing=failing or self.error is not None)
+            self.ckpt.close(failing=kind is not None or self.error is not None)
         finally:
             self.lock.release()
 
@@ -311,6 +304,10 @@ class Stepping:
     rng_at: object
     schedule: object
     pick: object = None
+
+    def lane(self, tree, i: int):
+        """Lane i's part of `tree`: its slice when stacked, else the whole tree."""
+        return tree if self.pick is None else self.pick(tree, i)
 
     @classmethod
     def one(cls, lane: Lane, step_fn, schedule, mesh) -> "Stepping":
@@ -378,8 +375,7 @@ def run_lanes(lanes, state, stepping: Stepping, *, group=None, progress=True, de
         t_save = time.perf_counter()
         if group is not None:
             group.ckpt.wait()
-        pick = stepping.pick or (lambda tree, i: tree)
-        finals = {i: lane.finish(pick(state, i)) for i, lane in enumerate(lanes)
+        finals = {i: lane.finish(stepping.lane(state, i)) for i, lane in enumerate(lanes)
                   if lane.error is None}  # fmt: skip
         timing["checkpoint_s"] += time.perf_counter() - t_save
     return state, finals, timing, times
@@ -409,12 +405,10 @@ def drive(run: Session, state, stepping: Stepping):
     lanes, start, bar, step_fn = run.lanes, run.start, run.bar, stepping.step_fn
     next_batch, rng_at, schedule = stepping.next_batch, stepping.rng_at, stepping.schedule
     save_group = run.group.save if run.group is not None else None
-    steps = lanes[0].spec.steps
+    steps, pick = lanes[0].spec.steps, stepping.lane
     if stepping.pick is None:
-        pick = lambda tree, i: tree
         mine = lambda host, i: host
     else:
-        pick = stepping.pick
         mine = lambda host, i: {k: v[i] for k, v in host.items()}
     timing, times, seen, t0 = dict.fromkeys(names.TIMING_KEYS, 0.0), [], 0, time.perf_counter()
     kept = lambda: (
