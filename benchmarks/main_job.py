@@ -38,8 +38,12 @@ def checkout(commit: str, scratch: Path) -> Path:
     """A worktree of `commit` under `scratch` (None/'.' : this working tree)."""
     if commit in (None, "."):
         return ROOT
-    sha = subprocess.run(["git", "rev-parse", commit], cwd=ROOT, check=True, capture_output=True,
-                         text=True).stdout.strip()  # fmt: skip
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
+                           cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    if found.returncode != 0:
+        raise SystemExit(f"--old/--new: {commit!r} is not a commit of this repository; give a "
+                         "hash or a ref that `git log` shows")  # fmt: skip
+    sha = found.stdout.strip()
     tree = scratch / f"tree-{sha[:10]}"
     if not tree.exists():
         subprocess.run(["git", "worktree", "add", "--detach", str(tree), sha], cwd=ROOT,
