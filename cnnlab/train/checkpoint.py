@@ -29,15 +29,16 @@ def _shapes(tree) -> dict[str, tuple]:
 
 
 class _LateReads(logging.Filter):
-    """The late reports of failed checkpoint reads (see `reading`): asyncio's "Task exception
-    was never retrieved" records for TensorStore reads (they name the step's path, or the store
-    by a `tensorstore_spec=`) and `RuntimeError: Event loop is closed` through
+    """The late reports of failed checkpoint reads (see `reading`): asyncio's "Task (or Future)
+    exception was never retrieved" records for TensorStore reads (they name the step's path,
+    or the store by a `tensorstore_spec=`) and `RuntimeError: Event loop is closed` through
     sys.unraisablehook. One per process, installed by the first `reading`: it drops those
     reports while a read is in progress and, once a read has failed, for the rest of the process
     (the failed read's stragglers may report at any later time, even at exit); anything else
     passes to the hooks installed before. Counts what it drops."""
 
-    NEVER_RETRIEVED = "Task exception was never retrieved"
+    # asyncio's words for an abandoned task's and an abandoned future's exception
+    NEVER_RETRIEVED = ("Task exception was never retrieved", "Future exception was never retrieved")
     TENSORSTORE = "tensorstore_spec="
     LOOP_CLOSED = "Event loop is closed"
 
@@ -97,12 +98,12 @@ def reading(step_dir):
     step's other TensorStore reads are still in flight. They finish on TensorStore's threads
     after orbax has closed its event loop, and each reports `RuntimeError: Event loop is
     closed` through sys.unraisablehook (a bare traceback on stderr, up to about a hundred);
-    their asyncio tasks, when collected, log "Task exception was never retrieved" with another
-    traceback. The failure itself is reported once, by whoever called restore. So those two
-    reports are dropped during the read and, after a failed read, whenever they come: how late
-    they come depends on TensorStore's threads and the collector (under load, seconds later, or
-    at exit), so no wait could be long enough; a filter that stays is deterministic. After
-    reads that all succeeded the hooks are as they were."""
+    their asyncio tasks and futures, when collected, log "Task (Future) exception was never
+    retrieved" with another traceback. The failure itself is reported once, by whoever called
+    restore. So those two reports are dropped during the read and, after a failed read,
+    whenever they come: how late they come depends on TensorStore's threads and the collector
+    (under load, seconds later, or at exit), so no wait could be long enough; a filter that
+    stays is deterministic. After reads that all succeeded the hooks are as they were."""
     path = str(Path(step_dir).absolute())
     _LATE.install()
     _LATE.reading.append(path)
