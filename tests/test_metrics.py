@@ -55,6 +55,35 @@ def test_evaluation_loss_and_accuracy_match_numpy_over_the_whole_split():
     assert first["accuracy"] == pytest.approx(hits[:10].mean(), abs=1e-9)
 
 
+def test_a_kept_split_evaluates_bitwise_as_a_streamed_one_and_is_read_once(monkeypatch):
+    """A split small enough is preprocessed once and kept on the devices: later evaluations
+    read no data, and give the same numbers bit for bit as a split streamed batch by batch
+    (KEEP_BYTES 0), with sums read READ_EVERY batches at a time (here 2 of 7 batches)."""
+    from cnnlab.train import evaluation
+
+    ds = data.load("synthetic", synthetic=dict(image_shape=(8, 8, 3), num_examples=64, num_test=45))
+    model = models.create("cifar_resnet", depth=8)
+    variables = model.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
+    state = train.TrainState.create(model.apply, variables, optax.sgd(0.1))
+    eval_fn = jax.jit(functools.partial(train.eval_step, cfg=train.StepConfig(total_steps=1)))
+    spec = train.DataSpec.of(base.get_config().data.copy_and_resolve_references())
+    spec = dataclasses.replace(spec, batch_size=7, image_size=0)
+    monkeypatch.setattr(evaluation, "READ_EVERY", 2)
+    reads = []
+    real = data.eval_batches
+    monkeypatch.setattr(data, "eval_batches", lambda *a, **k: reads.append(1) or real(*a, **k))
+    kept = [train.evaluate(eval_fn, state, ds, spec) for _ in range(3)]
+    assert len(reads) == 1 and kept[0] == kept[1] == kept[2]
+    monkeypatch.setattr(evaluation, "KEEP_BYTES", 0)
+    streamed = [train.evaluate(eval_fn, state, ds, spec, limit=44) for _ in range(2)]
+    assert len(reads) == 3  # a streamed split is read every time
+    monkeypatch.setattr(evaluation, "_KEPT", type(evaluation._KEPT)())
+    monkeypatch.setattr(evaluation, "READ_EVERY", 100)
+    streamed_all = train.evaluate(eval_fn, state, ds, spec)
+    assert streamed_all == kept[0]  # the same sums in the same order, read at other times
+    assert streamed[0] == streamed[1] and streamed[0] != kept[0]  # 44 examples, not 45
+
+
 def test_eval_step_sums_only_the_real_rows():
     """One batch of 5 rows, the last 2 padding (mask 0) and given absurd labels: the sums are
     over the 3 real rows, by hand."""

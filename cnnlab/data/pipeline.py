@@ -1,8 +1,9 @@
 """grain input pipelines: seeded shuffling, per-process sharding, host-side augmentation.
 
-Training: MapDataset.source -> per-epoch shuffle(seed) -> random_map (pad-and-crop, flip) ->
-normalise -> batch(drop_remainder) -> every n-th batch for process i of n -> iterator whose state
-saves with the checkpoint (grain.checkpoint). Evaluation: the split in order, padded to full
+Training: MapDataset.range(examples) -> per-epoch shuffle(seed) -> random_map (each example's
+crop offsets and flip) -> batch(drop_remainder) -> every n-th batch for process i of n -> read,
+pad-and-crop, flip and normalise the batch at once -> iterator whose state saves with the
+checkpoint (grain.checkpoint). Evaluation: the split in order, padded to full
 batches with a `mask` so every example counts exactly once.
 """
 
@@ -24,11 +25,14 @@ def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
 
 
 class Preprocess:
-    """uint8 image -> float32 normalised (H, W, C), optionally augmented with `rng`.
+    """uint8 images -> float32 normalised (H, W, C), optionally augmented.
 
-    Per example, so it runs in grain's reader: the pad-and-crop copies the window's pixels
-    into a zero frame and a 256-entry table per channel holds (v / 255 - mean) / std of every
-    byte value v, computed in float32 as that formula is (bitwise the same values)."""
+    A batch at a time: `draw(rng)` takes one example's augmentation from its generator
+    (crop offsets, then the flip, in that order) and `batch(images, draws)` applies every
+    example's in one gather (the window of the zero-padded image, columns reversed when
+    flipped) and one lookup in a 256-entry table per channel holding (v / 255 - mean) / std of
+    every byte value v, computed in float32 as that formula is (bitwise the same values).
+    `pre(example, rng)` is the same for one example."""
 
     def __init__(self, ds: Dataset, image_size: int | None, augment: bool):
         self.hw = (image_size, image_size) if image_size else ds.image_shape[:2]
@@ -40,20 +44,33 @@ class Preprocess:
         self.pad = ds.spec.crop_pad if augment else 0
         self.flip = ds.spec.flip and augment
 
-    def __call__(self, example: dict, rng: np.random.Generator | None = None) -> dict:
-        image = _resize(np.asarray(example["image"]), self.hw)
+    def draw(self, rng: np.random.Generator | None) -> tuple[int, int, bool]:
+        """(dy, dx, flip): the window's offsets in the padded image and whether to flip."""
+        dy = dx = self.pad
         if self.pad and rng is not None:
-            (h, w), p = self.hw, self.pad
-            dy, dx = (int(d) - p for d in rng.integers(0, 2 * p + 1, size=2))
-            # the window [dy, dy + h) x [dx, dx + w) of the image padded by p zeros
-            crop = np.zeros_like(image)
-            crop[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)] = image[
-                max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)
-            ]
-            image = crop
-        if self.flip and rng is not None and rng.random() < 0.5:
-            image = image[:, ::-1]
-        return {"image": self.table[image, self.channel], "label": np.int32(example["label"])}
+            dy, dx = (int(d) for d in rng.integers(0, 2 * self.pad + 1, size=2))
+        return dy, dx, bool(self.flip and rng is not None and rng.random() < 0.5)
+
+    def image(self, example: dict) -> np.ndarray:
+        """One example's uint8 image at the pipeline's size."""
+        return _resize(np.asarray(example["image"]), self.hw)
+
+    def batch(self, images: np.ndarray, dy, dx, flip) -> np.ndarray:
+        """(B, H, W, C) uint8 images, each example's draw -> (B, H, W, C) float32."""
+        (h, w), p = self.hw, self.pad
+        if p or np.any(flip):
+            padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+            cols = np.where(np.asarray(flip)[:, None], np.arange(w - 1, -1, -1), np.arange(w))
+            rows = np.asarray(dy)[:, None] + np.arange(h)
+            cols = np.asarray(dx)[:, None] + cols
+            b = np.arange(len(images))[:, None, None]
+            images = padded[b, rows[:, :, None], cols[:, None, :]]
+        return self.table[images, self.channel]
+
+    def __call__(self, example: dict, rng: np.random.Generator | None = None) -> dict:
+        dy, dx, flip = self.draw(rng)
+        image = self.batch(self.image(example)[None], [dy], [dx], [flip])[0]
+        return {"image": image, "label": np.int32(example["label"])}
 
 
 def train_iterator(
@@ -68,32 +85,44 @@ def train_iterator(
 ):
     """Endless iterator of {'image': (B,H,W,C) f32, 'label': (B,) i32}; B is per process.
 
-    Every process walks the same seeded global order and takes every process_count-th batch
-    of B, so the global batch (process 0's rows, then process 1's, ...) holds the same examples
-    and augmentations whatever the number of processes. Each process reads only its own rows.
+    grain draws, per example, its place in a seeded permutation of every epoch and its
+    augmentation (`Preprocess.draw`, from the example's own generator, reseeded every epoch);
+    the reader then decodes and preprocesses a batch of them at once. Every process walks the
+    same seeded global order and takes every process_count-th batch of B, so the global batch
+    (process 0's rows, then process 1's, ...) holds the same examples and augmentations
+    whatever the number of processes. Each process reads only its own rows.
     """
     pre = Preprocess(ds, image_size, augment)
-    source = grain.MapDataset.source(ds.train)
+    source = ds.train
     if len(source) < batch_size * process_count:
         raise DataError(
             f"config.data.batch_size={batch_size * process_count} exceeds the {len(source)} "
             f"training examples of {ds.name!r}; lower it or use more data "
             f"(config.data.train_per_class)"
         )
-    pipeline = (
-        source.seed(seed)
+
+    def read(drawn) -> dict:
+        index, dy, dx, flip = drawn
+        examples = [source[int(i)] for i in index]
+        images = np.stack([pre.image(e) for e in examples])
+        labels = np.asarray([e["label"] for e in examples], np.int32)
+        return {"image": pre.batch(images, dy, dx, flip), "label": labels}
+
+    drawn = (
+        grain.MapDataset.range(len(source))
+        .seed(seed)
         .shuffle()  # a permutation of the epoch...
-        .random_map(lambda ex, rng: pre(ex, rng))
+        .random_map(lambda i, rng: (i, *pre.draw(rng)))
         .repeat()  # ...reseeded every epoch, as are the augmentations
         .batch(batch_size, drop_remainder=True)
     )
     if process_count > 1:  # global batch g = local batches g*n ... g*n + n-1
-        pipeline = pipeline[process_index::process_count]
+        drawn = drawn[process_index::process_count]
     # One reader thread, two batches ahead (the elements here are batches). grain's default
     # (16 threads, 500 elements ahead) competes with the train step for the cores: on 2 CPU
     # cores a ResNet-8 step took 7.6x longer (python -m benchmarks.input_pipeline).
     options = grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
-    return iter(pipeline.to_iter_dataset(options))
+    return iter(drawn.map(read).to_iter_dataset(options))
 
 
 def eval_batches(

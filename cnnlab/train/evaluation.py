@@ -2,6 +2,7 @@
 average's, PreciseBN's and the training subset's, and the check that what is about to be saved
 as a good checkpoint evaluates finite."""
 
+import collections
 import math
 
 import jax
@@ -13,24 +14,61 @@ from cnnlab.train import compiled, names
 from cnnlab.train.config import DataSpec
 from cnnlab.train.spec import RunSpec
 
+# global evaluation batches kept on the devices, by split: a run evaluates the same split
+# every eval_every steps and a grid's runs share it (a split over KEEP_BYTES streams instead)
+KEEP_BYTES = 256 * 2**20
+_KEPT: collections.OrderedDict = collections.OrderedDict()
+READ_EVERY = 16  # batches dispatched between reads of their sums: a bound on batches in flight
+
+
+def _batches(ds, data_spec: DataSpec, split: str, limit, mesh):
+    """The split's global batches: kept ones, or read and preprocessed now (and kept when the
+    split fits in KEEP_BYTES; the newest four splits are kept)."""
+    source = {"test": ds.test, "val": ds.val, "train": ds.train}[split]
+    local = distributed.local_batch_size(data_spec.batch_size)
+    key = (id(source), split, limit, local, data_spec.resize, mesh, jax.process_index())
+    if key in _KEPT and _KEPT[key][0] is source:
+        _KEPT.move_to_end(key)
+        return _KEPT[key][1]
+    batches = (
+        distributed.global_batch(b, mesh)
+        for b in data.eval_batches(
+            ds,
+            local,
+            image_size=data_spec.resize,
+            split=split,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+            limit=limit,
+        )
+    )
+    n = len(source) if limit is None else min(limit, len(source))
+    hw = (data_spec.resize,) * 2 if data_spec.resize else ds.image_shape[:2]
+    if n * math.prod(hw) * ds.image_shape[2] * 4 > KEEP_BYTES:
+        return batches
+    _KEPT[key] = (source, list(batches))  # the source too: its id stays its own
+    while len(_KEPT) > 4:
+        _KEPT.popitem(last=False)
+    return _KEPT[key][1]
+
+
+def _added(sums, pending) -> dict:
+    """`sums` plus each pending batch's sums, read from the devices, in batch order."""
+    for out in jax.device_get(pending):
+        sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
+    return sums
+
 
 def evaluate(eval_fn, state, ds, data_spec: DataSpec, split: str = "test", limit=None) -> dict:
     """Mean loss/accuracy per head over a split (its first `limit` examples if given) in global
-    batches of `data_spec.batch_size`, every process taking its slice."""
-    sums = None
-    mesh = distributed.data_mesh()
-    batches = data.eval_batches(
-        ds,
-        distributed.local_batch_size(data_spec.batch_size),
-        image_size=data_spec.resize,
-        split=split,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        limit=limit,
-    )
-    for batch in batches:
-        out = jax.device_get(eval_fn(state, distributed.global_batch(batch, mesh)))
-        sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
+    batches of `data_spec.batch_size`, every process taking its slice. The batches' sums are
+    read READ_EVERY batches at a time and added in batch order."""
+    sums, pending = None, []
+    for batch in _batches(ds, data_spec, split, limit, distributed.data_mesh()):
+        pending.append(eval_fn(state, batch))
+        if len(pending) == READ_EVERY:
+            sums, pending = _added(sums, pending), []
+    sums = _added(sums, pending)
     count = sums.pop("count")
     return {k: float(v) / float(count) for k, v in sums.items()}
 

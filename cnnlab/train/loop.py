@@ -293,6 +293,9 @@ class Lane:
             self.lock.release()
 
 
+_fold_in = jax.jit(jax.random.fold_in)  # the same key as op by op, in one dispatch (~10x less)
+
+
 @dataclasses.dataclass
 class Stepping:
     """How the loop steps its lanes: the jitted step, the next (global) batch, the step's
@@ -314,7 +317,7 @@ class Stepping:
         """A separate run's: its iterator's batches, dropout keys folded from seed + 1."""
         base = jax.random.key(lane.spec.seed + 1)
         return cls(step_fn, lambda: distributed.global_batch(next(lane.it), mesh),
-                   lambda step: jax.random.fold_in(base, step), schedule)  # fmt: skip
+                   lambda step: _fold_in(base, step), schedule)  # fmt: skip
 
 
 @dataclasses.dataclass
