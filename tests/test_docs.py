@@ -4,7 +4,9 @@ the site builds with warnings as errors; the README is a front page naming the t
 CI runs."""
 
 import contextlib
+import importlib.util
 import io
+import itertools
 import os
 import re
 import subprocess
@@ -18,10 +20,99 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 
-def pages() -> list[Path]:
-    """The docs pages in the site's navigation order (mkdocs.yml)."""
+def _files(nav) -> list[str]:
+    """The page files of a mkdocs nav (nested sections flattened), in order."""
+    out = []
+    for entry in nav:
+        value = next(iter(entry.values())) if isinstance(entry, dict) else entry
+        out += _files(value) if isinstance(value, list) else [value]
+    return out
+
+
+def pages(tutorials: bool = False) -> list[Path]:
+    """The docs pages in the site's navigation order (mkdocs.yml); the tutorials only when
+    asked (they run in the full tier, tests/test_tutorials.py)."""
     nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
-    return [ROOT / "docs" / next(iter(entry.values())) for entry in nav]
+    files = [f for f in _files(nav) if tutorials or not f.startswith("tutorials/")]
+    return [ROOT / "docs" / f for f in files]
+
+
+def blocks(text: str) -> list[tuple[int, list[str]]]:
+    """The prose blocks of a page as (first line, lines): consecutive non-blank lines outside
+    code fences, tables, headings, images and comments; each list item starts a block."""
+    out, fence, current = [], False, []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            fence = not fence
+        elif not (fence or not line.strip() or line.startswith(("|", "#", "![", "<!--"))):
+            if re.match(r"\s{0,3}([-*]|\d+\.) ", line) and current:
+                out.append(current)
+                current = []
+            current.append((number, line))
+            continue
+        if current:
+            out.append(current)
+            current = []
+    if current:
+        out.append(current)
+    return [(b[0][0], [line for _, line in b]) for b in out]
+
+
+def test_every_page_is_in_the_site_and_the_four_kinds_are_there():
+    on_disk = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")}
+    in_nav = {str(p.relative_to(ROOT / "docs")) for p in pages(tutorials=True)}
+    assert on_disk == in_nav, on_disk ^ in_nav
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["nav"]
+    sections = [next(iter(e)) for e in nav if isinstance(next(iter(e.values())), list)]
+    assert sections == ["Tutorials", "How-to guides", "Reference", "Explanation"]
+
+
+@pytest.mark.parametrize("page", pages(tutorials=True), ids=lambda p: p.name)
+def test_pages_are_scannable(page):
+    """A heading at least every 70 source lines, prose blocks of at most 12 lines, code that
+    fits the page (at most 100 columns)."""
+    text = page.read_text()
+    lines = text.splitlines()
+    fence, headings, wide = False, [0], []
+    for number, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            fence = not fence
+        elif fence and len(line) > 100:
+            wide.append(number)
+        elif not fence and line.startswith("#"):
+            headings.append(number)
+    headings.append(len(lines))
+    gaps = [(a, b) for a, b in itertools.pairwise(headings) if b - a > 70]
+    long = [(first, len(b)) for first, b in blocks(text) if len(b) > 12]
+    assert not gaps, f"{page.name}: no heading between these lines: {gaps}"
+    assert not long, f"{page.name}: prose blocks over 12 lines (first line, length): {long}"
+    assert not wide, f"{page.name}: code lines over 100 columns: {wide}"
+
+
+def test_the_generated_reference_pages_are_current():
+    """docs/reference/{config,cli}.md as docs/reference/generate.py writes them from the code
+    (models.md: every registered model, with its published parameter count)."""
+    spec = importlib.util.spec_from_file_location("generate", ROOT / "docs/reference/generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    for name in ("config.md", "cli.md"):
+        assert (ROOT / "docs/reference" / name).read_text() == generate.PAGES[name](), (
+            f"docs/reference/{name} is stale: run ./run python docs/reference/generate.py"
+        )
+    from experiments.configs import base
+
+    config = (ROOT / "docs/reference/config.md").read_text()
+    for key in generate._flat(base.get_config()):
+        assert f"| `{key}` |" in config, key
+    from test_models import REFERENCE_PARAMS
+
+    from cnnlab import models
+
+    table = (ROOT / "docs/reference/models.md").read_text()
+    for name in models.available():
+        row = next(r for r in table.splitlines() if r.startswith(f"| `{name}` |"))
+        if name in REFERENCE_PARAMS:
+            assert f" {REFERENCE_PARAMS[name]:,} " in row, (name, row)
 
 
 def test_docs_python_blocks_run_and_match_shown_output(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.seed = 0
+    c.seed = 0  # initialisation, data order, augmentation, dropout and few-shot draws
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "cnnlab_digits"  # embedded offline default; or synthetic, cifar10, mnist, ...
@@ -22,6 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.classes = ()  # keep only these labels, relabelled 0..k-1 in this order; () = all
     c.data.train_per_class = 0  # few-shot: this many training examples per class (0 = all)
     c.data.val_per_class = 0  # held out of train per class as a validation split (0 = none)
+    # data.name=synthetic: random images of this shape and class count (a smoke test)
     c.data.synthetic = ml_collections.ConfigDict(
         {"num_examples": 1024, "image_shape": (32, 32, 3), "num_classes": 10, "seed": 0}
     )
@@ -42,9 +43,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.optimizer = "sgd"  # 'sgd' (momentum) or 'adamw'
     c.optim.lr = 0.1  # peak lr at lr_batch examples per step
     c.optim.lr_batch = 128  # lr scales by data.batch_size / lr_batch (0 = use lr as it is)
-    c.optim.momentum = 0.9
-    c.optim.nesterov = False
-    c.optim.weight_decay = 1e-4
+    c.optim.momentum = 0.9  # sgd: heavy-ball momentum (optax.sgd); adamw: unused
+    c.optim.nesterov = False  # sgd: Nesterov momentum
+    c.optim.weight_decay = 1e-4  # decoupled from the loss (optax), on weight_decay_on params
     c.optim.weight_decay_on = "kernels"  # conv/dense kernels, not biases or BN (or 'all')
     c.optim.schedule = "cosine"  # 'cosine' / 'linear' (to 0 at train.steps), 'step', 'constant'
     c.optim.step_boundaries = (0.5, 0.75)  # 'step': /10 at these fractions of train.steps
@@ -53,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim.warmup_factor = 0.1  # 'constant' warm-up only
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.label_smoothing = 0.0
+    c.loss.label_smoothing = 0.0  # of the final head's cross-entropy targets (Szegedy 2016)
     c.loss.side_taps = ()  # named features to attach side heads to, e.g. ('stage1', 'stage2')
     # 'linear' (pool -> dense), 'googlenet' (the paper's sizes: +13.1M parameters at stage1 of
     # ResNet-20) or 'googlenet_scaled' (the paper's proportions for the tap's map: +9,042 there)
@@ -79,14 +80,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.loss.side_hint_target = "pre_logits"  # distill: the feature hints match (pooled if a map)
 
     c.train = ml_collections.ConfigDict()
-    c.train.steps = 300
+    c.train.steps = 300  # the budget: schedules decay to 0 at this step
     c.train.eval_every = 100  # also the checkpoint interval
-    c.train.log_every = 10
+    c.train.log_every = 10  # training metrics to metrics.jsonl / TensorBoard every N steps
     c.train.keep_checkpoints = 3  # the last N, plus the best by best_metric
     c.train.best_metric = "accuracy"  # kept besides the last N; 'val_loss' with a val split
     c.train.best_mode = "max"  # 'max' for accuracies, 'min' for losses
     c.train.patience = 0  # early stopping: evals without a val-loss drop of min_delta (0 = off)
-    c.train.min_delta = 0.0
+    c.train.min_delta = 0.0  # early stopping: the val-loss drop that counts as better
     c.train.compute_dtype = "float32"  # 'bfloat16': mixed precision (f32 params)
     # > 0 (e.g. 0.999): also evaluate a moving average of the weights (`ema/...` metrics), its
     # BN statistics recomputed over the train_subset images
@@ -94,5 +95,5 @@ def get_config() -> ml_collections.ConfigDict:
     # After the last step: eval-mode metrics on the first train_subset training images, and with
     # precise_bn also metrics with BN statistics recomputed over them (Wu & Johnson 2021)
     c.train.train_subset = 512  # 0 = off
-    c.train.precise_bn = False
+    c.train.precise_bn = False  # see train_subset: PreciseBN metrics after the last step
     return c
