@@ -218,6 +218,26 @@ def test_ablate_report_only_without_cells(tmp_path):
         ablation.write_report(tmp_path / "grid")
 
 
+def test_a_report_judges_new_claims_only_when_told_and_never_silently_the_old_ones(tmp_path):
+    """--report_only with a config whose claims differ from the workdir's grid.json: a one-line
+    ConfigError naming the difference (the report would judge grid.json's claims, not the
+    config's); with accept_changes the config's grid.json replaces it. Nothing trains."""
+    import json
+
+    from cnnlab import ablation
+    from experiments.configs import ablate_default
+
+    c = ablate_default.get_config()
+    ablation.report_grid(c, tmp_path, accept_changes=True)  # a workdir made by this grid
+    ablation.report_grid(c, tmp_path)  # the same grid: fine
+    c.claims = (*c.claims[:1],)
+    with pytest.raises(ConfigError, match=r"holds results of another grid: grid.json claims"):
+        ablation.report_grid(c, tmp_path)
+    assert len(json.loads((tmp_path / "grid.json").read_text())["claims"]) == 4  # untouched
+    ablation.report_grid(c, tmp_path, accept_changes=True)
+    assert len(json.loads((tmp_path / "grid.json").read_text())["claims"]) == 1
+
+
 def damage(step_dir: Path, kind: str) -> None:
     if kind == "truncated":
         for f in (step_dir / "state").rglob("d/*"):

@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "docs" / "tutorials"
-FENCE = re.compile(r'```(\w+)(?: title="([^"]+)")?\n(.*?)```', re.S)
+FENCE = re.compile(r'^```(\w*)(?: title="([^"]+)")?\n(.*?)^```', re.S | re.M)
 BUDGET = (  # appended to a fine-tune command: the tutorial's recipe at a test's size
     " --config.data.image_size=32 --config.data.batch_size=4 --config.phase1.steps=3"
     " --config.phase2.steps=3 --config.train.eval_every=3"
@@ -29,7 +29,7 @@ BUDGET = (  # appended to a fine-tune command: the tutorial's recipe at a test's
 
 
 def blocks(page: Path) -> list[tuple[str, str | None, str]]:
-    """(language, title, code) of every fenced block with a language, in page order."""
+    """(language, title, code) of every fenced block, in page order ('' for a shown output)."""
     return FENCE.findall(page.read_text())
 
 
@@ -121,8 +121,9 @@ def test_tutorial_new_block(tmp_path, capsys):
     exactly), and the grid judged its claim."""
     ns = run_tutorial(TUTORIALS / "new-block.md", tmp_path)
     printed = capsys.readouterr().out.splitlines()
-    shown = re.findall(r"```\n(.*?)```", (TUTORIALS / "new-block.md").read_text(), re.S)
-    for output in shown[-2:]:  # the model's outputs, then the counts
+    shown = [code for lang, _, code in blocks(TUTORIALS / "new-block.md") if not lang]
+    assert len(shown) == 2  # the model's outputs, then the counts
+    for output in shown:
         for line in output.strip().splitlines():
             assert line in printed, (line, printed)
     claim = ns["report"]["findings"]["claims"][0]

@@ -10,7 +10,7 @@ from cnnlab.ablation.findings import findings
 from cnnlab.ablation.grid import apply, cell_name, expand, shard
 from cnnlab.ablation.report import write_report
 from cnnlab.ablation.result import CellResult, load_results
-from cnnlab.ablation.run import check_grid, run_cell, run_grid, training_groups
+from cnnlab.ablation.run import check_grid, report_grid, run_cell, run_grid, training_groups
 
 __all__ = [
     "CellResult",
@@ -25,6 +25,7 @@ __all__ = [
     "forward_order",
     "layer_grad_norms",
     "load_results",
+    "report_grid",
     "run_cell",
     "run_grid",
     "shard",

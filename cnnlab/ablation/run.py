@@ -263,6 +263,19 @@ def run_grid(config, workdir, *, shard: str = "0/1", progress: bool = True,
         return _run_grid(config, cells, workdir, shard, quiet, say)
 
 
+def report_grid(config, workdir, *, accept_changes: bool = False) -> None:
+    """Before a report of `workdir`'s cells is (re)built from `config` (`--report_only`): the
+    report judges the claims of the workdir's grid.json, so a config whose grid.json differs
+    (new claims, another recipe) is a ConfigError, or, with `accept_changes`, this config's
+    grid.json replaces it (nothing trains: the new claims are judged on the cells there)."""
+    workdir = Path(workdir).absolute()
+    if not accept_changes:
+        check_same_grid(config, workdir, [])
+    if (workdir / "grid.json").exists() or accept_changes:
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(workdir / "grid.json", grid_spec(config))
+
+
 def check_same_grid(config, workdir: Path, cells: list[dict]) -> None:
     """A re-run into an existing workdir must be the grid that made it: its grid.json (axes,
     claims, recipe) and every started cell's config.json as this config resolves them."""

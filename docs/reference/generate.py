@@ -195,11 +195,40 @@ def _literal(node) -> str:
         return ast.unparse(node)
 
 
+def _text(node, constants: dict) -> str:
+    """A help string: a literal, or an f-string whose names are module-level constants."""
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            str(v.value) if isinstance(v, ast.Constant)
+            else str(constants.get(ast.unparse(v.value), "{" + ast.unparse(v.value) + "}"))
+            for v in node.values
+        )  # fmt: skip
+    return _literal(node).strip("'\"")
+
+
+def _constants(tree, folder: str) -> dict:
+    """Module-level NAME = literal (or a path beside the module, ending in a file name) of a
+    module in `folder`."""
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError):
+                found = [n for n in ast.walk(node.value) if isinstance(n, ast.Constant)]
+                names = [n.value for n in sorted(found, key=lambda n: n.col_offset)]
+                if names and str(names[-1]).endswith(".py"):  # str(Path(__file__)... / "x.py")
+                    out[node.targets[0].id] = "/".join([folder, *map(str, names)])
+    return out
+
+
 def _flags(module: str) -> list[tuple[str, str, str]]:
     """(flag, default, help) of the absl DEFINE_* and argparse add_argument calls in `module`."""
     path = ROOT / (module.replace(".", "/") + ".py")
+    tree = ast.parse(path.read_text())
+    constants = _constants(tree, module.rpartition(".")[0].replace(".", "/"))
     rows = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
             continue
         name = getattr(node.func, "attr", getattr(node.func, "id", ""))
@@ -208,9 +237,9 @@ def _flags(module: str) -> list[tuple[str, str, str]]:
             flag = f"--{node.args[0].value}"
             default = _literal(node.args[1]) if len(node.args) > 1 else ""
             text = node.args[2] if len(node.args) > 2 else kw.get("help")
-            rows.append((flag, default, _literal(text).strip("'\"") if text else ""))
+            rows.append((flag, default, _text(text, constants) if text else ""))
         elif name == "accept_changes_flag":
-            rows.append(("--accept_changes", "False", _literal(node.args[0]).strip("'\"")))
+            rows.append(("--accept_changes", "False", _text(node.args[0], constants)))
         elif name == "add_argument":
             flag = node.args[0].value
             default = _literal(kw["default"]) if "default" in kw else ""
@@ -218,13 +247,20 @@ def _flags(module: str) -> list[tuple[str, str, str]]:
                 default = "False"
             parts = []
             if "help" in kw:
-                parts.append(_literal(kw["help"]).strip("'\""))
+                parts.append(_text(kw["help"], constants))
             if "choices" in kw:
-                parts.append("one of " + ast.unparse(kw["choices"]))
+                choices = kw["choices"]
+                if isinstance(choices, ast.Name) and choices.id in constants:
+                    choices = ast.Constant(constants[choices.id])
+                parts.append("one of " + ", ".join(ast.literal_eval(choices)))
             if "required" in kw:
                 parts.append("required")
             rows.append((flag, default, "; ".join(parts)))
     return rows
+
+
+def _default(text: str) -> str:
+    return f"`{_cell(text)}`" if text else ""
 
 
 def cli_page() -> str:
@@ -246,12 +282,12 @@ def cli_page() -> str:
                     "verdict differs.", ""]  # fmt: skip
             continue
         out += ["| flag | default | what it does |", "|---|---|---|"]
-        out += [f"| `{f}` | `{_cell(d)}` | {_cell(h)} |" for f, d, h in rows]
+        out += [f"| `{f}` | {_default(d)} | {_cell(h)} |" for f, d, h in rows]
         out.append("")
     out += ["## Shared by `experiments.ablate`, `.train` and `.finetune`", ""]
     out += ["| flag | default | what it does |", "|---|---|---|"]
     for module in SHARED:
-        out += [f"| `{f}` | `{_cell(d)}` | {_cell(h)} |" for f, d, h in _flags(module)]
+        out += [f"| `{f}` | {_default(d)} | {_cell(h)} |" for f, d, h in _flags(module)]
     return "\n".join(out) + "\n"
 
 
