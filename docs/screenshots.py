@@ -4,10 +4,11 @@
     ./run python docs/screenshots.py --only=tutorials/first-ablation.md
 
 Builds with `mkdocs build --strict` into a temporary folder, then opens each page of the
-navigation at 1280 px and saves the whole page (the window is made as tall as the page's
-source suggests, capped at 16,000 px). Needs Debian's `chromium`; when it is missing and this
-runs as root, the script installs it with apt-get first. Not run in CI: a browser is too heavy
-for it. Look at every image after a change to the docs, and say which ones you looked at.
+navigation at 1280 px and saves the whole page (the window is made taller until the page's
+footer is in the picture, up to 16,000 px, and the picture is cut at the footer). Needs
+Debian's `chromium`; when it is missing and this runs as root, the script installs it with
+apt-get first. Not run in CI: a browser is too heavy for it. Look at every image after a
+change to the docs, and say which ones you looked at.
 """
 
 import argparse
@@ -22,6 +23,25 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 1280
+MAX_HEIGHT = 16_000
+
+
+def _page_end(png: Path) -> int | None:
+    """Crop the screenshot to the page (the end of Material's dark footer); None when the
+    footer is not in it (the window was shorter than the page)."""
+    import numpy as np
+    from PIL import Image
+
+    image = Image.open(png).convert("RGB")
+    edge = np.asarray(image)[:, 4, :].mean(axis=1)  # the left edge: header and footer are dark
+    dark = np.flatnonzero(edge < 80)
+    footer = dark[dark > 200]
+    if not len(footer):
+        return None
+    end = int(footer[-1]) + 1
+    if end < image.height - 2 or footer[-1] == image.height - 1:
+        image.crop((0, 0, WIDTH, end)).save(png)
+    return end
 
 
 def browser() -> str:
@@ -62,13 +82,19 @@ def main() -> int:
         for page in a.only or nav_pages():
             html = site / ("" if page == "index.md" else page.removesuffix(".md")) / "index.html"
             lines = len((ROOT / "docs" / page).read_text().splitlines())
-            height = min(16_000, 600 + 34 * lines)
+            height = min(MAX_HEIGHT, 600 + 34 * lines)
             png = out / (page.removesuffix(".md").replace("/", "__") + ".png")
-            subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                            "--hide-scrollbars", f"--window-size={WIDTH},{height}",
-                            f"--screenshot={png}", html.as_uri()],
-                           check=True, capture_output=True, timeout=120)  # fmt: skip
-            print(f"{png.relative_to(ROOT) if png.is_relative_to(ROOT) else png}  ({height} px)")
+            while True:  # until the page's footer is in the picture
+                subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                                "--hide-scrollbars", f"--window-size={WIDTH},{height}",
+                                f"--screenshot={png}", html.as_uri()],
+                               check=True, capture_output=True, timeout=120)  # fmt: skip
+                end = _page_end(png)
+                if end is not None or height >= MAX_HEIGHT:
+                    break
+                height = min(MAX_HEIGHT, int(height * 1.6))
+            shown = png.relative_to(ROOT) if png.is_relative_to(ROOT) else png
+            print(f"{shown}  ({end or height} px)")
     return 0
 
 

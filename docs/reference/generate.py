@@ -222,13 +222,16 @@ def _constants(tree, folder: str) -> dict:
     return out
 
 
-def _flags(module: str) -> list[tuple[str, str, str]]:
-    """(flag, default, help) of the absl DEFINE_* and argparse add_argument calls in `module`."""
+def _flags(module: str, top_level: bool = False) -> list[tuple[str, str, str]]:
+    """(flag, default, help) of the absl DEFINE_* and argparse add_argument calls in `module`
+    (`top_level`: only the flags its import defines, not those its functions define)."""
     path = ROOT / (module.replace(".", "/") + ".py")
     tree = ast.parse(path.read_text())
     constants = _constants(tree, module.rpartition(".")[0].replace(".", "/"))
     rows = []
-    for node in ast.walk(tree):
+    scope = [n for top in tree.body if not isinstance(top, (ast.FunctionDef, ast.ClassDef))
+             for n in ast.walk(top)] if top_level else ast.walk(tree)  # fmt: skip
+    for node in scope:
         if not isinstance(node, ast.Call):
             continue
         name = getattr(node.func, "attr", getattr(node.func, "id", ""))
@@ -287,7 +290,8 @@ def cli_page() -> str:
     out += ["## Shared by `experiments.ablate`, `.train` and `.finetune`", ""]
     out += ["| flag | default | what it does |", "|---|---|---|"]
     for module in SHARED:
-        out += [f"| `{f}` | {_default(d)} | {_cell(h)} |" for f, d, h in _flags(module)]
+        out += [f"| `{f}` | {_default(d)} | {_cell(h)} |"
+                for f, d, h in _flags(module, top_level=True)]  # fmt: skip
     return "\n".join(out) + "\n"
 
 
