@@ -182,6 +182,7 @@ ENTRY_POINTS = {  # module -> what it does
     "experiments.finetune": "two-phase fine-tuning of a source run and its report",
     "experiments.compare": "claims' verdicts of several grid workdirs side by side",
     "cnnlab.data.prepare": "prepare a dataset (TFDS array_record) from files or a folder",
+    "cnnlab.pretrained": "`fetch ARCH` downloads published ImageNet weights (hash-checked); `list`",
     "launch.tpu": "Cloud TPU VMs: create, set up, run, fetch, delete",
     "launch.slurm": "a grid as Slurm jobs",
 }
@@ -195,15 +196,20 @@ def _literal(node) -> str:
         return ast.unparse(node)
 
 
-def _text(node, constants: dict) -> str:
-    """A help string: a literal, or an f-string whose names are module-level constants."""
-    if isinstance(node, ast.JoinedStr):
-        return "".join(
-            str(v.value) if isinstance(v, ast.Constant)
-            else str(constants.get(ast.unparse(v.value), "{" + ast.unparse(v.value) + "}"))
-            for v in node.values
-        )  # fmt: skip
-    return _literal(node).strip("'\"")
+def _text(node, constants: dict, module: str = "") -> str:
+    """A help string: a literal, or an f-string whose parts are module-level constants or,
+    failing that, evaluated in the imported `module`."""
+    if not isinstance(node, ast.JoinedStr):
+        return _literal(node).strip("'\"")
+    parts = []
+    for v in node.values:
+        if isinstance(v, ast.Constant):
+            parts.append(str(v.value))
+        elif (name := ast.unparse(v.value)) in constants:
+            parts.append(str(constants[name]))
+        else:
+            parts.append(str(eval(name, vars(importlib.import_module(module)))))
+    return "".join(parts)
 
 
 def _constants(tree, folder: str) -> dict:
@@ -226,6 +232,8 @@ def _flags(module: str, top_level: bool = False) -> list[tuple[str, str, str]]:
     """(flag, default, help) of the absl DEFINE_* and argparse add_argument calls in `module`
     (`top_level`: only the flags its import defines, not those its functions define)."""
     path = ROOT / (module.replace(".", "/") + ".py")
+    if not path.exists():  # a package run with -m: its __main__
+        path = ROOT / module.replace(".", "/") / "__main__.py"
     tree = ast.parse(path.read_text())
     constants = _constants(tree, module.rpartition(".")[0].replace(".", "/"))
     rows = []
@@ -250,7 +258,7 @@ def _flags(module: str, top_level: bool = False) -> list[tuple[str, str, str]]:
                 default = "False"
             parts = []
             if "help" in kw:
-                parts.append(_text(kw["help"], constants))
+                parts.append(_text(kw["help"], constants, module))
             if "choices" in kw:
                 choices = kw["choices"]
                 if isinstance(choices, ast.Name) and choices.id in constants:
@@ -279,6 +287,8 @@ def cli_page() -> str:
     ]
     for module, what in ENTRY_POINTS.items():
         out += [f"## `python -m {module}`", "", what[0].upper() + what[1:] + ".", ""]
+        if what.startswith("`"):
+            out[-2] = what + "."
         rows = _flags(module)
         if module == "experiments.compare":
             out += ["Arguments: two or more grid workdirs (`RUN_A RUN_B [...]`); exit 1 when a",
