@@ -5,6 +5,7 @@ train`), so `import cnnlab` and the entry points' flag checks do not pay for imp
 """
 
 import importlib
+import importlib.util
 
 __all__ = ["Row", "Summary", "layers", "summary"]
 __version__ = "0.1.0"
@@ -15,6 +16,8 @@ _FROM_SUMMARY = ("Row", "Summary")
 def __getattr__(name: str):
     if name in _FROM_SUMMARY:
         return getattr(importlib.import_module("cnnlab.summary"), name)
-    if name in ("layers", "summary"):  # summary: a module you can call, cnnlab.summary(model, x)
+    # any submodule on first use: cnnlab.distributed.start() after `import cnnlab`, as the docs
+    # write it; summary is also a module you can call, cnnlab.summary(model, x)
+    if not name.startswith("_") and importlib.util.find_spec(f"cnnlab.{name}") is not None:
         return importlib.import_module(f"cnnlab.{name}")
     raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

@@ -23,6 +23,19 @@ def test_summary_is_a_module_and_a_function():
     assert S.summary(L.Conv(4, 3), x).total_params == 112
 
 
+def test_every_submodule_is_an_attribute_after_import_cnnlab():
+    """docs/getting-started.md calls cnnlab.distributed.start() after `import cnnlab` (it raised
+    AttributeError); a name that is no submodule is still an AttributeError."""
+    import subprocess
+    import sys
+
+    code = "import cnnlab; print(cnnlab.distributed.start.__name__, cnnlab.data.load.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["start", "load"], out.stderr[-500:]
+    with pytest.raises(AttributeError, match="no attribute 'nosuch'"):
+        cnnlab.nosuch  # noqa: B018
+
+
 def test_a_named_model_keeps_its_defining_fields():
     want = r"'resnet20' is defined by depth=20; depth=56 is another model: use its registered "
     with pytest.raises(ValueError, match=want + r"name or create\('cifar_resnet', depth=56\)"):
