@@ -244,6 +244,27 @@ def test_image_folder_split_resize_and_class_names(tmp_path):
         prepare.prepare("folder", str(tmp_path / "split"), str(tmp_path / "d"), name="My Set")
 
 
+def test_a_folder_prepared_again_after_it_changed_is_refused_unless_forced(tmp_path):
+    """Preparing an unchanged folder again keeps the prepared copy; after an image is added
+    (or with other options) it is a one-line error naming --force, and nothing is touched;
+    with force the copy is replaced and holds the new image."""
+    image_tree(tmp_path / "imgs", per_class=5)
+    args = ("folder", str(tmp_path / "imgs"), str(tmp_path / "d"))
+    path = prepare.prepare(*args, name="pets", test_fraction=0.4)
+    before = sorted(f.name for f in path.iterdir())
+    assert prepare.prepare(*args, name="pets", test_fraction=0.4) == path  # unchanged: kept
+    Image.new("RGB", (8, 6), (1, 2, 3)).save(tmp_path / "imgs" / "cat" / "new.png")
+    with pytest.raises(data.DataError, match=r"'pets' was prepared from .* \(10 files.*now has "
+                       r"11 files.*Pass --force to prepare it again") as caught:  # fmt: skip
+        prepare.prepare(*args, name="pets", test_fraction=0.4)
+    assert "\n" not in str(caught.value) and sorted(f.name for f in path.iterdir()) == before
+    with pytest.raises(data.DataError, match="--force"):  # other options: another dataset
+        prepare.prepare(*args, name="pets", test_fraction=0.2)
+    prepare.prepare(*args, name="pets", test_fraction=0.4, force=True)
+    ds = data.load("pets", data_dir=str(tmp_path / "d"))
+    assert len(ds.train) + len(ds.test) == 11
+
+
 def noise_jpeg() -> bytes:
     out = io.BytesIO()
     Image.effect_noise((32, 32), 64).convert("RGB").save(out, "JPEG")

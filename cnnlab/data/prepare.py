@@ -16,8 +16,11 @@ verified; mnist, fashion_mnist, cifar10, cifar100).
 
 import codecs
 import gzip
+import hashlib
 import io
+import json
 import pickle
+import shutil
 import tarfile
 import warnings
 from pathlib import Path
@@ -33,6 +36,7 @@ from cnnlab.data.catalogue import (
     prepared,
 )
 from cnnlab.errors import DataError
+from cnnlab.records import write_text_atomic
 
 VERSION = "1.0.0"
 IDX_FILES = {
@@ -365,7 +369,6 @@ def download(dataset: str, dest: Path) -> Path:
     """Fetch `dataset`'s official files into dest (kept files are skipped); -> the source path.
 
     Each file lands as `<name>.part` and is renamed only once its checksum matches."""
-    import hashlib
     import urllib.request
 
     if dataset not in DOWNLOADS:
@@ -469,10 +472,55 @@ def write(name: str, splits: dict, class_names: list[str], data_dir: str, augmen
     return Path(data_dir) / name / VERSION
 
 
-def prepare(dataset: str, source: str | None, data_dir: str, **folder) -> Path:
+SOURCE_STAMP = "source.json"  # beside a prepared folder dataset: what it was prepared from
+
+
+def folder_stamp(root: Path, options: dict) -> dict:
+    """What a folder dataset was prepared from: the folder, how many files, and a SHA-256 of
+    every file's relative path, size and modification time with the preparation's options
+    (an image added, removed, replaced or touched changes it; nothing is read but metadata)."""
+    h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode(
+            "utf-8", "surrogateescape"))  # fmt: skip
+    return {"source": str(root.resolve()), "files": len(files), "sha256": h.hexdigest(),
+            "options": options}  # fmt: skip
+
+
+def _check_unchanged(target: Path, stamp: dict, force: bool) -> bool:
+    """Is the folder dataset at `target` already prepared from this source as it is now? A
+    prepared copy of another source, or of this one before it changed, is a DataError naming
+    --force; with `force` it is removed (then False: prepare it again)."""
+    if not target.exists():
+        return False
+    saved_file = target / SOURCE_STAMP
+    saved = json.loads(saved_file.read_text()) if saved_file.exists() else None
+    if saved and saved.get("sha256") == stamp["sha256"] and not force:
+        return True
+    if not force:
+        was = (
+            f"from {saved['source']} ({saved['files']} files, options {saved['options']})"
+            if saved
+            else "before cnnlab recorded its source"
+        )
+        raise DataError(
+            f"{target.parent.name!r} was prepared {was}; --source={stamp['source']} now has "
+            f"{stamp['files']} files{' or other contents or options' if saved else ''}. Pass "
+            f"--force to prepare it again (replaces {target}), or give another --name"
+        )
+    shutil.rmtree(target)
+    return False
+
+
+def prepare(dataset: str, source: str | None, data_dir: str, force: bool = False,
+            **folder) -> Path:  # fmt: skip
     """Read `source` for `dataset` and write it into data_dir; -> the dataset's folder.
 
-    `folder` options: name, image_size, test_fraction, seed (folder); labels (cifar100)."""
+    `folder` options: name, image_size, test_fraction, seed (folder); labels (cifar100). A
+    folder dataset remembers its source (`folder_stamp`): preparing it again from a changed
+    folder is a DataError unless `force`, which replaces the prepared copy."""
     if dataset == "fashion_mnist" and not source:
         source = FASHION_MNIST_DEBIAN
     if not source:
@@ -496,12 +544,20 @@ def prepare(dataset: str, source: str | None, data_dir: str, **folder) -> Path:
             raise DataError(
                 f"--name={out!r}: give the dataset a lower-case name, e.g. --name=flowers"
             )
+        options = {"image_size": folder.get("image_size") or 0,
+                   "test_fraction": folder.get("test_fraction", 0.2),
+                   "seed": folder.get("seed", 0)}  # fmt: skip
+        stamp = folder_stamp(src, options) if src.is_dir() else None
+        target = Path(data_dir) / out / VERSION
+        if stamp and _check_unchanged(target, stamp, force):
+            return target
         splits, classes = read_folder(
-            src,
-            folder.get("image_size") or 0,
-            folder.get("test_fraction", 0.2),
-            folder.get("seed", 0),
+            src, options["image_size"], options["test_fraction"], options["seed"]
         )
+        path = write(out, splits, classes, data_dir, (False, 0) if out not in SPECS else
+                     (SPECS[out].flip, SPECS[out].crop_pad))  # fmt: skip
+        write_text_atomic(path / SOURCE_STAMP, json.dumps(stamp, indent=1))
+        return path
     else:
         raise DataError(f"unknown dataset {dataset!r}; prepare one of {', '.join(NAMES)}")
     spec = SPECS.get(out)
@@ -540,6 +596,11 @@ def main(argv=None) -> int:
     p.add_argument("--test_fraction", type=float, default=0.2, help="folder without test/")
     p.add_argument("--seed", type=int, default=0, help="folder: the split's seed")
     p.add_argument("--labels", choices=("fine", "coarse"), default="fine", help="cifar100")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="folder: prepare again although a copy of this --name exists (replaced)",
+    )
     p.add_argument("--download", action="store_true",
                    help="fetch the official files (checksums verified) into --source or "
                         "DATA_DIR/downloads/<dataset> first")  # fmt: skip
@@ -551,7 +612,7 @@ def main(argv=None) -> int:
                 download(a.dataset, Path(a.source or Path(data_dir) / "downloads" / a.dataset))
             )
         path = prepare(
-            a.dataset, a.source, data_dir, name=a.name,
+            a.dataset, a.source, data_dir, force=a.force, name=a.name,
             image_size=a.image_size, test_fraction=a.test_fraction, seed=a.seed, labels=a.labels,
         )  # fmt: skip
     except DataError as e:
