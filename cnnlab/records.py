@@ -20,8 +20,22 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def finite(obj):
+    """`obj` with every NaN or infinite float replaced by None: JSON has no NaN (Python's json
+    writes a bare `NaN` that strict parsers refuse)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=1, default=float))
+    """Strict JSON (non-finite numbers as null), written atomically."""
+    obj = json.loads(json.dumps(obj, default=float))  # numpy scalars and the like as floats
+    write_text_atomic(path, json.dumps(finite(obj), indent=1, allow_nan=False))
 
 
 def read_metrics(run: Path) -> dict[tuple[str, int], dict]:

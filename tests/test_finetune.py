@@ -491,7 +491,34 @@ def test_report_without_phase2_has_no_phases_1_plus_2_row(tmp_path):
     runs = {0: {"finetune": [phase1], "scratch": scratch, "probe": 0.7}}
     text = write_report(c, tmp_path, runs).read_text()
     assert "phases 1 + 2" not in text
-    assert "| fine-tune, phase 1 (new head, frozen backbone) | 0.800 ± 0.000 |" in text
+    assert "| fine-tune, phase 1 (new head, frozen backbone) | 0.800 |" in text
     assert "+20.0 points on average, better on 1 of 1 seeds" in text
     summary = json.loads((tmp_path / "results.json").read_text())["summary"]
     assert set(summary) == {"probe", "phase1", "scratch"}
+
+
+def test_report_files_are_strict_json_and_one_seed_shows_no_spread(tmp_path):
+    """results.json holds null, not NaN (the probe has no loss; a non-finite number anywhere);
+    a table over one seed shows no '± 0.000'; equal arms read 'the same ... as'."""
+    import json
+
+    from cnnlab.finetune import report
+    from cnnlab.records import write_json_atomic
+
+    write_json_atomic(tmp_path / "r.json", {"a": float("nan"), "b": [1.0, float("inf")]})
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.0, None]}
+    arms = {
+        "probe": {"accuracy": 0.5},
+        "phase1": {"accuracy": 0.7, "loss": 0.9},
+        "finetune": {"accuracy": 0.8, "loss": 0.6},
+        "scratch": {"accuracy": 0.8, "loss": 0.5},
+    }
+    one = {0: {**arms, "trainable": {}, "frozen": {}}}
+    summary = report._summary(one)
+    assert summary["probe"]["loss"] is None and summary["finetune"]["n"] == 1
+    c = __import__("experiments.configs.finetune", fromlist=["x"]).get_config()
+    table = "\n".join(report._tables(c, summary, one))
+    assert "±" not in table and "| 0.800 | 0.600 | 1 |" in table
+    assert "the same test accuracy as training" in "\n".join(report._finding(summary, one))
