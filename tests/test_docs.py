@@ -165,7 +165,7 @@ def test_the_docs_site_builds_with_warnings_as_errors(tmp_path):
                           str(tmp_path / "site")], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    reference = (tmp_path / "site" / "reference" / "index.html").read_text()
+    reference = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
     for name in ("cnnlab.layers.conv", "cnnlab.train.preempt", "cnnlab.ablation.duplicates"):
         assert f'id="{name}"' in reference, name
     assert (tmp_path / "site" / "ablations" / "index.html").exists()
