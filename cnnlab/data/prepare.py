@@ -554,15 +554,14 @@ def prepare(dataset: str, source: str | None, data_dir: str, force: bool = False
         splits, classes = read_folder(
             src, options["image_size"], options["test_fraction"], options["seed"]
         )
-        path = write(out, splits, classes, data_dir, (False, 0) if out not in SPECS else
-                     (SPECS[out].flip, SPECS[out].crop_pad))  # fmt: skip
-        write_text_atomic(path / SOURCE_STAMP, json.dumps(stamp, indent=1))
-        return path
     else:
         raise DataError(f"unknown dataset {dataset!r}; prepare one of {', '.join(NAMES)}")
     spec = SPECS.get(out)
     augment = (spec.flip, spec.crop_pad) if spec else (False, 0)
-    return write(out, splits, classes, data_dir, augment)
+    path = write(out, splits, classes, data_dir, augment)
+    if dataset == "folder" and stamp is not None:  # what it was prepared from, beside it
+        write_text_atomic(path / SOURCE_STAMP, json.dumps(stamp, indent=1))
+    return path
 
 
 NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "folder")
