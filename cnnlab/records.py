@@ -11,10 +11,15 @@ def write_text_atomic(path: Path, text: str) -> None:
     killed mid-write) finds the old file or the new one, never half of one. The temporary name
     is per process, so that every process of a multi-host run may write the same (identical)
     file into a shared directory."""
+    write_bytes_atomic(path, text.encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """`write_text_atomic` for bytes."""
     path = Path(path)
     tmp = path.with_suffix(f"{path.suffix}.{os.getpid()}.tmp")
-    with tmp.open("w") as f:
-        f.write(text)
+    with tmp.open("wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -148,6 +148,14 @@ def check_overrides(config, argv) -> tuple[list[str], dict]:
     return rest, fields
 
 
+GIVEN: dict = {}  # every --config.KEY=VALUE of the command line, as parsed: {'KEY': value}
+
+
+def given(prefix: str = "") -> dict:
+    """The --config.KEY=VALUE overrides of this command line whose KEY starts with `prefix`."""
+    return {k: v for k, v in GIVEN.items() if k.startswith(prefix)}
+
+
 def parse_flags(argv, default_config: str | None = None):
     """absl's parser, preceded by the checks above; any failure is one line. `default_config`
     is used when argv has no --config (the flag itself has no default: config_flags would load
@@ -157,11 +165,15 @@ def parse_flags(argv, default_config: str | None = None):
         if spec is None and default_config:
             spec, argv = default_config, [argv[0], f"--config={default_config}", *argv[1:]]
         fields = {}
+        for arg in argv:
+            if m := _OVERRIDE.match(arg):
+                GIVEN[m.group(2)] = _literal(m.group(3), bool(m.group(1)))
         if spec:
             argv, fields = check_overrides(load_config(spec), argv)
         sys.argv = list(argv)  # config_flags reads its overrides from sys.argv
         rest = flags.FLAGS(argv)
-        _set_fields(flags.FLAGS["config"].value, fields)
+        if fields:
+            _set_fields(flags.FLAGS["config"].value, fields)
         return rest
     except Exception as e:
         if _debugging(argv):

@@ -33,6 +33,7 @@ class Dataset:
     image_shape: tuple[int, int, int]
     spec: DatasetSpec
     val: Any = None  # a validation split (held out of train by `data.subset`), if any
+    class_names: tuple[str, ...] = ()  # label k's name, where the data has names
 
 
 # decoded examples this process keeps in memory, over all splits it opened: a short run reads
@@ -138,4 +139,6 @@ def load(name: str, data_dir: str | None = None, synthetic: dict | None = None) 
     shape = tuple(info.features["image"].shape)
     if None in shape:  # variable-size images (imagenette, imagenet): a resize is needed
         shape = tuple(np.asarray(sources["train"][0]["image"]).shape)
-    return Dataset(name, sources["train"], sources["test"], label.num_classes, shape, spec)
+    names = tuple(getattr(label, "names", None) or ())
+    return Dataset(name, sources["train"], sources["test"], label.num_classes, shape, spec,
+                   class_names=names)  # fmt: skip

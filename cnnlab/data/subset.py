@@ -73,4 +73,5 @@ def subset(
         val=Subset(ds.train, np.sort(val), label_map) if val else None,
         test=Subset(ds.test, test, label_map),
         num_classes=len(classes),
+        class_names=tuple(ds.class_names[k] for k in classes) if ds.class_names else (),
     )

@@ -74,6 +74,30 @@ def _best_rule(meta: dict, directory: Path, step: int) -> tuple[str, str]:
         ) from None
 
 
+CHANNEL_RULE = {
+    (1, 3): "the source's 1-channel stem kernel repeated over R, G, B and divided by 3 (the "
+    "model sees the mean of the colour channels, as the source saw one grey channel)",
+    (3, 1): "the source's R, G, B stem kernels summed (the grey image read as three equal "
+    "colour channels)",
+}
+
+
+def channel_change(have: tuple, want: tuple) -> tuple[int, int] | None:
+    """(source channels, model channels) when a conv kernel differs only in its input channels,
+    1 <-> 3 (grey pre-training, colour fine-tuning or back); else None."""
+    if len(have) == len(want) == 4 and have[:2] == want[:2] and have[3] == want[3]:
+        change = (int(have[2]), int(want[2]))
+        return change if change in CHANNEL_RULE else None
+    return None
+
+
+def adapt_channels(kernel, change: tuple[int, int]):
+    """A source kernel (kh, kw, cin, cout) for the model's input channels (CHANNEL_RULE)."""
+    if change == (1, 3):
+        return jax.numpy.repeat(kernel, 3, axis=2) / 3
+    return kernel.sum(axis=2, keepdims=True)
+
+
 def _backbone(variables, new) -> dict:
     """{collection: {path: array}} of the pre-trained part (not the new head)."""
     out = {}
@@ -83,10 +107,11 @@ def _backbone(variables, new) -> dict:
     return out
 
 
-def _abstract(x) -> jax.ShapeDtypeStruct:
-    """Shape, dtype and placement of a target array (orbax restores onto that sharding)."""
+def _abstract(x, shape=None) -> jax.ShapeDtypeStruct:
+    """Shape (or `shape`: the checkpoint's, for a kernel adapted after reading), dtype and
+    placement of a target array (orbax restores onto that sharding)."""
     sharding = getattr(x, "sharding", None) or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+    return jax.ShapeDtypeStruct(tuple(shape or x.shape), x.dtype, sharding=sharding)
 
 
 def _with_backbone(variables, backbone: dict, new) -> tuple[dict, list[str]]:
@@ -123,13 +148,17 @@ def _load_pretrained(source: str, variables, new) -> tuple[dict, dict]:
                     f"config.model as the source sets it ({src.model} with {src.kwargs})"
                 )
     out, fresh = _with_backbone(variables, have, new)
-    return out, {"source": source, "step": 0, "loaded": sum(map(len, have.values())), "new": fresh}
+    return out, {"source": source, "step": 0, "loaded": sum(map(len, have.values())), "new": fresh,
+                 "adapted": {}}  # fmt: skip
 
 
 def load_backbone(source, variables, *, step: int = 0, new=NEW):
     """`variables` with every backbone array replaced by the source checkpoint's.
 
-    -> (variables, info) where info = {'source', 'step', 'loaded': n arrays, 'new': [paths]}.
+    -> (variables, info) where info = {'source', 'step', 'loaded': n arrays, 'new': [paths],
+    'adapted': {path: how}}. A conv kernel that differs only in its input channels, 1 <-> 3
+    (grey pre-training, colour data), is adapted by CHANNEL_RULE; any other difference is a
+    CheckpointError.
     `source` may also name a pretrained file, 'torchvision/resnet50:PATH' (cnnlab.pretrained).
     """
     from cnnlab import pretrained
@@ -152,6 +181,7 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
         have = {col: tu.flatten_dict(dict(saved.get(col) or {}), sep="/") for col in COLLECTIONS}
         have = {col: {p: m for p, m in have[col].items() if not is_new(p, new)} for col in have}
         problems, counts = [], {"shape": 0, "missing": 0, "extra": 0}
+        changes = {}  # 'col/path' -> (source channels, model channels)
         for col in COLLECTIONS:
             for p in sorted(set(want[col]) | set(have[col])):
                 if p not in have[col]:
@@ -160,6 +190,8 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
                 elif p not in want[col]:
                     counts["extra"] += 1
                     problems.append(f"{col}/{p} not in this model")
+                elif change := channel_change(tuple(have[col][p].shape), want[col][p].shape):
+                    changes[f"{col}/{p}"] = change
                 elif tuple(have[col][p].shape) != tuple(want[col][p].shape):
                     counts["shape"] += 1
                     problems.append(
@@ -174,8 +206,11 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
                 f"run's model config (model.name and model.kwargs in its config.json); only "
                 f"modules matching {list(new)} are re-initialised"
             )
+        read_as = {w: have[w.split("/")[0]][w.split("/", 1)[1]].shape for w in changes}
         abstract = {
-            col: tu.unflatten_dict({p: _abstract(v) for p, v in want[col].items()}, sep="/")
+            col: tu.unflatten_dict(
+                {p: _abstract(v, read_as.get(f"{col}/{p}")) for p, v in want[col].items()}, sep="/"
+            )
             for col in COLLECTIONS
             if want[col]
         }
@@ -202,6 +237,12 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
     finally:
         manager.close()
     backbone = {col: tu.flatten_dict(tree, sep="/") for col, tree in restored.items()}
+    for where, change in changes.items():
+        col, p = where.split("/", 1)
+        backbone[col][p] = adapt_channels(backbone[col][p], change)
     out, fresh = _with_backbone(variables, backbone, new)
     loaded = sum(len(v) for v in want.values())
-    return out, {"source": str(directory), "step": step, "loaded": loaded, "new": fresh}
+    adapted = {w: f"{a} -> {b} input channels: {CHANNEL_RULE[(a, b)]}"
+               for w, (a, b) in changes.items()}  # fmt: skip
+    return out, {"source": str(directory), "step": step, "loaded": loaded, "new": fresh,
+                 "adapted": adapted}  # fmt: skip

@@ -12,15 +12,17 @@ import jax
 import numpy as np
 
 from cnnlab import data
-from cnnlab.finetune.recipe import PHASES, adopt_source, finetune, source_data, validate_finetune
+from cnnlab.finetune.recipe import (
+    PHASES,
+    adopt_source,
+    backbone,
+    finetune,
+    fit_to_data,
+    validate_finetune,
+)
 from cnnlab.finetune.report import write_report
-from cnnlab.finetune.restore import load_backbone
 from cnnlab.train import (
     ConfigError,
-    RunSpec,
-    build_model,
-    init_variables,
-    load_data,
     train,
     validate,
 )
@@ -44,16 +46,8 @@ def linear_probe(c) -> float:
     features of the same training images: an independent reference for phase 1."""
     from sklearn.linear_model import LogisticRegression
 
-    c = adopt_source(c)
-    spec = RunSpec.of(c)
-    ds = source_data(c, load_data(spec))
-    model = build_model(spec, ds)
-    variables, _ = load_backbone(
-        c.finetune.source,
-        init_variables(spec, model, ds),
-        step=c.finetune.source_step,
-        new=tuple(c.finetune.new),
-    )
+    c, _ = fit_to_data(adopt_source(c))
+    spec, ds, model, variables, _, _ = backbone(c)
     features = jax.jit(lambda v, im: model.apply(v, im, train=False)[1]["pre_logits"])
 
     def split(name):
@@ -69,13 +63,16 @@ def linear_probe(c) -> float:
     return float(probe.score(*split("test")))
 
 
-def run_study(c, workdir, *, progress: bool = True, accept_changes: bool = False) -> Path:
+def run_study(c, workdir, *, progress: bool = True, accept_changes: bool = False,
+              overrides: dict | None = None) -> Path:  # fmt: skip
     """Pre-train if needed, fine-tune (and train from scratch) per seed, write the report.
-    `accept_changes`: runs resume on a changed recipe (else that is a ConfigError)."""
+    `accept_changes`: runs resume on a changed recipe (else that is a ConfigError).
+    `overrides`: the model keys the user set ({'model.kwargs.depth': 8}), checked against the
+    source's model, which the fine-tune adopts (adopt_source)."""
     workdir = Path(workdir).absolute()
     c = c.copy_and_resolve_references()
     validate_finetune(c)
-    c = adopt_source(c)  # a pretrained source sets the model
+    c = adopt_source(c, overrides)  # the source sets the model
     validate(c)
     if c.study.scratch:
         validate(scratch_config(c, int(c.seed)))
@@ -87,6 +84,11 @@ def run_study(c, workdir, *, progress: bool = True, accept_changes: bool = False
         validate(c.pretrain)
         train(c.pretrain, workdir / "pretrain", progress=progress, accept_changes=accept_changes)
         c.finetune.source = str(workdir / "pretrain")
+        c = adopt_source(c, overrides)
+    c, said = fit_to_data(c)
+    if said and jax.process_index() == 0:
+        print(said)
+    validate(c)
     runs = {}
     for seed in c.study.seeds:
         cs = c.copy_and_resolve_references()

@@ -226,6 +226,13 @@ def _check_choices_and_counts(c) -> None:
                 "train.keep_checkpoints"):  # fmt: skip
         if _number(c, key, int) < 1:
             raise ConfigError(f"config.{key}={_get(c, key)} must be >= 1")
+    evals = c.train.steps // c.train.eval_every
+    if c.train.patience and evals < c.train.patience + 1:
+        raise ConfigError(
+            f"config.train.patience={c.train.patience} can never stop the run early: its "
+            f"{c.train.steps} steps hold {evals} evals of config.train.eval_every="
+            f"{c.train.eval_every}; lower eval_every (or set patience=0)"
+        )
     if _number(c, "data.image_size", int) < 0:
         raise ConfigError(
             f"config.data.image_size={c.data.image_size} must be >= 0 (0 = as stored)"

@@ -1,10 +1,12 @@
 """Fine-tune a pre-trained run on another dataset: new head on a frozen backbone, then unfreeze.
 
-    ./run python -m experiments.finetune --config=experiments/configs/finetune.py \
-        --config.finetune.source=runs/base --workdir=runs/finetune
+    ./run python -m experiments.finetune --config.finetune.source=runs/base \
+        --config.data.name=my_images --workdir=runs/finetune
 
-The model keys must match the source run's (its config.json); the head is re-initialised for this
-dataset's classes. Keys beyond base.py: finetune.*, phase1.*, phase2.*, study.*.
+experiments.finetune's default config. The model is the source run's (model.name and
+model.kwargs from its config.json; a model key set to another value is an error); the head is
+re-initialised for this dataset's classes. A small dataset caps data.val_per_class and
+data.batch_size (said in one line). Keys beyond base.py: finetune.*, phase1.*, phase2.*, study.*.
 """
 
 import ml_collections
@@ -34,6 +36,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.train.best_mode = "min"
     c.data.val_per_class = 20
     c.train.patience = 4  # evals without a val-loss improvement before a phase stops
+    c.train.eval_every = 10  # also the checkpoint interval: a 100-step phase can stop at 50
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.source = ""  # --workdir of the pre-training run (or its checkpoints/ directory)
