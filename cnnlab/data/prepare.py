@@ -518,7 +518,9 @@ def prepare(dataset: str, source: str | None, data_dir: str, force: bool = False
             **folder) -> Path:  # fmt: skip
     """Read `source` for `dataset` and write it into data_dir; -> the dataset's folder.
 
-    `folder` options: name, image_size, test_fraction, seed (folder); labels (cifar100). A
+    `folder` options: name, image_size, test_fraction, seed, flip (default True) and crop_pad
+    (default -1: an eighth of the image side) of the augmentation stored with it (folder);
+    labels (cifar100). A
     folder dataset remembers its source (`folder_stamp`): preparing it again from a changed
     folder is a DataError unless `force`, which replaces the prepared copy."""
     if dataset == "fashion_mnist" and not source:
@@ -546,7 +548,11 @@ def prepare(dataset: str, source: str | None, data_dir: str, force: bool = False
             )
         options = {"image_size": folder.get("image_size") or 0,
                    "test_fraction": folder.get("test_fraction", 0.2),
-                   "seed": folder.get("seed", 0)}  # fmt: skip
+                   "seed": folder.get("seed", 0), "flip": bool(folder.get("flip", True)),
+                   "crop_pad": int(folder.get("crop_pad", -1))}  # fmt: skip
+        if options["crop_pad"] < -1:
+            raise DataError(f"--crop_pad={options['crop_pad']}: give N >= 0 pixels, or -1 for "
+                            f"an eighth of the image side")  # fmt: skip
         stamp = folder_stamp(src, options) if src.is_dir() else None
         target = Path(data_dir) / out / VERSION
         if stamp and _check_unchanged(target, stamp, force):
@@ -558,6 +564,10 @@ def prepare(dataset: str, source: str | None, data_dir: str, force: bool = False
         raise DataError(f"unknown dataset {dataset!r}; prepare one of {', '.join(NAMES)}")
     spec = SPECS.get(out)
     augment = (spec.flip, spec.crop_pad) if spec else (False, 0)
+    if dataset == "folder":  # flips and pad-and-crop as asked; -1: an eighth of the side
+        side = min(splits["train"][0].shape[1:3])
+        pad = options["crop_pad"] if options["crop_pad"] >= 0 else max(1, side // 8)
+        augment = (options["flip"], pad)
     path = write(out, splits, classes, data_dir, augment)
     if dataset == "folder" and stamp is not None:  # what it was prepared from, beside it
         write_text_atomic(path / SOURCE_STAMP, json.dumps(stamp, indent=1))
@@ -594,6 +604,12 @@ def main(argv=None) -> int:
     p.add_argument("--image_size", type=int, default=0, help="folder: resize to N x N")
     p.add_argument("--test_fraction", type=float, default=0.2, help="folder without test/")
     p.add_argument("--seed", type=int, default=0, help="folder: the split's seed")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=True,
+                   help="folder: training flips images left-right (--no-flip: the label "
+                        "depends on the side)")  # fmt: skip
+    p.add_argument("--crop_pad", type=int, default=-1,
+                   help="folder: pad-and-crop augmentation's padding in pixels (0: none; -1: "
+                        "an eighth of the image side)")  # fmt: skip
     p.add_argument("--labels", choices=("fine", "coarse"), default="fine", help="cifar100")
     p.add_argument(
         "--force",
@@ -613,6 +629,7 @@ def main(argv=None) -> int:
         path = prepare(
             a.dataset, a.source, data_dir, force=a.force, name=a.name,
             image_size=a.image_size, test_fraction=a.test_fraction, seed=a.seed, labels=a.labels,
+            flip=a.flip, crop_pad=a.crop_pad,
         )  # fmt: skip
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -57,21 +57,102 @@ def _plot(c, workdir: Path, seeds) -> str:
     return "curves.png"
 
 
-def write_report(c, workdir: Path, runs: dict) -> Path:
-    """runs: {seed: {'finetune': [PhaseResult], 'scratch': TrainResult (optional)}}."""
+def write_report(c, workdir: Path, runs: dict, notes: tuple[str, ...] = ()) -> Path:
+    """runs: {seed: {'finetune': [PhaseResult], 'scratch': TrainResult (optional)}}; `notes`:
+    lines said while setting up (what was capped to fit the data)."""
+    from cnnlab import inference
+
     workdir = Path(workdir)
     per_seed = {seed: _seed_row(r) for seed, r in runs.items()}
     summary = _summary(per_seed)
+    first = min(runs)
+    loaded = _loaded(workdir / f"seed{first}" / "finetune" / "finetune.json")
+    classes = inference.evaluate(workdir)  # the first seed's last phase, as its table says
+    setup = {**_setup(c), "notes": list(notes), "source_loaded": loaded}
     write_json_atomic(
-        workdir / "results.json", {"setup": _setup(c), "summary": summary, "seeds": per_seed}
+        workdir / "results.json",
+        {"setup": setup, "summary": summary, "seeds": per_seed, "per_class": classes},
     )
     plot = _plot(c, workdir, list(runs))
-    lines = _header(c, list(runs)) + _provenance(workdir)
-    lines += _tables(c, summary, per_seed) + _finding(summary, per_seed)
+    confusion = inference.plot_confusion(classes, workdir / "confusion.png").name
+    lines = _header(c, list(runs)) + [f"- Fitted to the data: {n}." for n in notes]
+    lines += [*_source_lines(loaded), "", *_provenance(workdir)]
+    lines += _tables(c, summary, per_seed) + _stops(c, per_seed)
+    lines += _per_class(classes, first, confusion) + _finding(summary, per_seed)
     lines += ["", f"![validation loss and test accuracy]({plot})", ""]
     path = workdir / "report.md"
     write_text_atomic(path, "\n".join(lines))
     return path
+
+
+def _loaded(path: Path) -> dict:
+    """What the fine-tune loaded (finetune.json's 'source'), {} when absent."""
+    import json
+
+    try:
+        return json.loads(path.read_text()).get("source") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _source_lines(loaded: dict) -> list[str]:
+    """The source's step, the re-initialised modules and any adapted kernel, one line each."""
+    lines = []
+    if loaded.get("loaded"):
+        step = f" (step {loaded['step']})" if loaded.get("step") else ""
+        lines.append(f"- Loaded {loaded['loaded']} backbone arrays from the source{step}; "
+                     f"re-initialised: {', '.join(loaded.get('new_modules') or [])} (a "
+                     f"re-initialised conv's norm with it).")  # fmt: skip
+    for where, how in (loaded.get("adapted") or {}).items():
+        lines.append(f"- Adapted `{where}`: {how}.")
+    return lines
+
+
+def _stops(c, per_seed: dict) -> list[str]:
+    """Per seed and phase: ran to the end or stopped early, and which checkpoint's test
+    accuracy the tables show."""
+    lines = ["", "Where each phase ended and which checkpoint its test accuracy is from:", ""]
+    for seed, row in per_seed.items():
+        parts = []
+        for name, h in row["stopped"].items():
+            steps = c[name].steps if name in ("phase1", "phase2") else sum(
+                c[p].steps for p in ("phase1", "phase2"))  # fmt: skip
+            best = (h or {}).get("best_step")
+            if h and h.get("stopped"):
+                bad = int(h.get("bad_evals") or 0)
+                at = (best or 0) + bad * int(c.train.eval_every)
+                ended = f"stopped early at step {at} of {steps} ({bad} evals without a " \
+                        f"validation-loss drop)"  # fmt: skip
+            else:
+                ended = f"ran all {steps} steps"
+            if c.train.patience and best:
+                src = f"step {best}, its best validation loss"
+            else:
+                src = "its last step"
+            parts.append(f"{name} {ended}; test accuracy from {src}")
+        lines.append(f"- seed {seed}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def _per_class(result: dict, seed: int, png: str) -> list[str]:
+    """The test set (size, class names) and the last phase's per-class accuracy and confusion."""
+    from cnnlab.inference import confusion_table
+
+    where = Path(result["run"])
+    return [
+        "",
+        "## Per class",
+        "",
+        f"The test set: {result['examples']} images of {len(result['class_names'])} classes "
+        f"({', '.join(result['class_names'])}). Seed {seed}'s fine-tuned model "
+        f"({where.parent.parent.name}/{where.parent.name}/{where.name}, step {result['step']}, "
+        f"{result['checkpoint']}): test accuracy {result['accuracy']:.3f}; rows are the true "
+        f"class, columns the predicted one.",
+        "",
+        *confusion_table(result),
+        "",
+        f"![confusion matrix]({png})",
+    ]
 
 
 def _seed_row(r: dict) -> dict:

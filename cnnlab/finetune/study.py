@@ -102,4 +102,4 @@ def run_study(c, workdir, *, progress: bool = True, accept_changes: bool = False
             runs[int(seed)]["scratch"] = result
     if jax.process_index() > 0:  # process 0 writes the report
         return workdir / "report.md"
-    return write_report(c, workdir, runs)
+    return write_report(c, workdir, runs, notes=(said,) if said else ())

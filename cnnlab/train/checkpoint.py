@@ -88,6 +88,7 @@ class _LateReads(logging.Filter):
 
 
 _LATE = _LateReads()
+STEP_KEY = "_step"  # the step, beside the metrics orbax's BestN ranks, to break ties
 
 
 @contextlib.contextmanager
@@ -142,10 +143,11 @@ class Checkpointer:
         iterators: int = 0,
     ):
         policies = [cm.LatestN(keep)]
-        if best_metric is not None:
-            policies.append(
+        sign = 1 if best_mode == "min" else -1
+        if best_metric is not None:  # of steps with equal metrics, the earliest is the best
+            policies.append(  # (as early stopping's strict improvement picks it)
                 cm.BestN(
-                    get_metric_fn=lambda m: m[best_metric],
+                    get_metric_fn=lambda m: (m[best_metric], sign * m.get(STEP_KEY, 0)),
                     reverse=best_mode == "min",
                     n=1,
                     keep_checkpoints_without_metrics=False,  # a preemption's: LatestN's to keep
@@ -168,14 +170,15 @@ class Checkpointer:
 
     def best_step(self) -> int | None:
         """The kept step with the best eval metric (None if no step has metrics)."""
+        sign = 1 if self.best_mode == "min" else -1  # ties: the earliest step
         scored = [
-            (m[self.best_metric], s)
+            (m[self.best_metric], sign * s, s)
             for s in self.manager.all_steps()
             if self.best_metric in (m := self.restore_meta(s).get("metrics") or {})
         ]
         if not scored:
             return None
-        return (min if self.best_mode == "min" else max)(scored)[1]
+        return (min if self.best_mode == "min" else max)(scored)[2]
 
     def save(self, step: int, state, data_iter, meta: dict, metrics: dict | None = None):
         """Start an async save of `step`, after checking that the disk has room for it (a save
@@ -187,7 +190,8 @@ class Checkpointer:
         for name, it in _data_items(data_iter).items():
             args[name] = grain.checkpoint.CheckpointSave(it)
         with self._storage(step):
-            self.manager.save(step, args=ocp.args.Composite(**args), metrics=metrics)
+            scored = {**metrics, STEP_KEY: step} if metrics is not None else None
+            self.manager.save(step, args=ocp.args.Composite(**args), metrics=scored)
 
     def _check_space(self, step: int, state) -> None:
         arrays = sum(x.nbytes for x in jax.tree.leaves(state) if hasattr(x, "nbytes"))

@@ -93,7 +93,15 @@ def load_data(spec: RunSpec, opened: data.Dataset | None = None) -> data.Dataset
 
 
 def train_iterator(spec: RunSpec, ds: data.Dataset):
-    """This process's endless training batches for the run (seeded order and augmentation)."""
+    """This process's endless training batches for the run (seeded order and augmentation).
+    data.augment=True for a prepared dataset stored without flips or crops would do nothing:
+    a DataError (synthetic noise images are never augmented)."""
+    if spec.data.augment and not (ds.spec.flip or ds.spec.crop_pad) and ds.name != "synthetic":
+        raise data.DataError(
+            f"config.data.augment=True does nothing for {ds.name!r}: it is stored without "
+            f"augmentation (no flips, no crop padding); set config.data.augment=False, or "
+            f"prepare it again with --flip/--crop_pad=N and --force"
+        )
     return data.train_iterator(
         ds,
         distributed.local_batch_size(spec.data.batch_size),
