@@ -9,6 +9,7 @@ download (no network in the tests) is replaced by seeded random weights in torch
 naming, written where `fetch` puts the file; and the fine-tune gets a test-sized budget.
 """
 
+import json
 import os
 import re
 import stat
@@ -107,12 +108,16 @@ def test_tutorial_first_ablation(tmp_path):
 
 @pytest.mark.slow  # prepare a folder, two phases of ResNet-18 at a test's budget: about 2 min
 def test_tutorial_fine_tune_own_images(tmp_path):
-    run_tutorial(TUTORIALS / "fine-tune-own-images.md", tmp_path)
+    ns = run_tutorial(TUTORIALS / "fine-tune-own-images.md", tmp_path)
     assert len(list((tmp_path / "my_images").glob("*/*.png"))) == 60
     work = tmp_path / "runs/my_images"
     assert (work / "report.md").exists() and (work / "curves.png").exists()
     summary = (work / "seed0/finetune/phase1/summary.txt").read_text()
     assert "Trainable params:     1,539" in summary  # the new 3-way head on 512 features
+    evaluation = json.loads((work / "evaluation_test.json").read_text())  # section 6
+    assert evaluation["examples"] == 12 and (work / "confusion_test.png").exists()
+    assert ns["about"]["classes"] == ["circle", "square", "stripes"]  # the exported model's
+    assert ns["logits"].shape == (1, 3)
 
 
 @pytest.mark.slow  # four 60-step runs of ResNet-8 and its SE twin: about 1 min

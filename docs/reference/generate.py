@@ -180,6 +180,10 @@ ENTRY_POINTS = {  # module -> what it does
     "experiments.ablate": "an ablation grid and its report (the main job)",
     "experiments.train": "one training run",
     "experiments.finetune": "two-phase fine-tuning of a source run and its report",
+    "experiments.evaluate": "test accuracy, per-class accuracy and confusion matrix of a run",
+    "experiments.predict": "the class and its probability of each image file, by a run's model "
+    "(arguments: image files or folders after the flags)",
+    "experiments.export": "a `jax.export` artifact of a run's model with its normalisation",
     "experiments.compare": "claims' verdicts of several grid workdirs side by side",
     "cnnlab.data.prepare": "prepare a dataset (TFDS array_record) from files or a folder",
     "cnnlab.pretrained": "`fetch ARCH` downloads published ImageNet weights (hash-checked); `list`",
