@@ -46,7 +46,10 @@ def test_validation_split_and_batch_are_capped_by_the_data_and_said():
     assert c.data.val_per_class == 0 and c.train.patience == 0 and c.train.best_metric == "accuracy"
     assert "no early stopping: test accuracy is the last step's" in said
     validate(c)  # the capped config is a valid one
-    data.subset(data.load("synthetic", synthetic=dict(c.data.synthetic)), (), 14, 0)
+    ds = data.load("synthetic", synthetic=dict(c.data.synthetic))
+    data.subset(ds, (), 14, 0)
+    with pytest.raises(DataError, match=r"need more\. Lower config\.data\.val_per_class$"):
+        data.subset(ds, (), 0, 20)  # the advice names only a setting in use
 
 
 def test_the_source_runs_model_is_adopted_and_a_different_model_key_refused(saved_run):

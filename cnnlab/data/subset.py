@@ -58,10 +58,13 @@ def subset(
         idx = rng.permutation(np.flatnonzero(labels == k))
         need = val_per_class + train_per_class
         if len(idx) < max(need, val_per_class + 1):
+            lower = "config.data.val_per_class" + (
+                " or config.data.train_per_class" if train_per_class else ""
+            )  # only a setting in use: train_per_class=0 takes all that is left
             raise DataError(
                 f"class {k} of {ds.name!r} has {len(idx)} training examples; "
                 f"val_per_class={val_per_class} + train_per_class={train_per_class} need more. "
-                f"Lower config.data.train_per_class or config.data.val_per_class"
+                f"Lower {lower}"
             )
         val.extend(idx[:val_per_class])
         train.extend(idx[val_per_class : need if train_per_class else None])
