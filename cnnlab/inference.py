@@ -91,9 +91,9 @@ def _config(run: Path):
 def _result_step(run: Path, config) -> tuple[int, str]:
     """The step whose metrics the run reported: early stopping's best (validation loss) when
     patience was on and it was kept, else the last checkpoint."""
-    from cnnlab.finetune.restore import _manager
+    from cnnlab.finetune.restore import reading_manager
 
-    manager = _manager(run / "checkpoints")
+    manager = reading_manager(run / "checkpoints")
     try:
         steps = manager.all_steps()
         if not steps:

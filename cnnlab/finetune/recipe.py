@@ -17,12 +17,12 @@ from cnnlab.finetune.freeze import FrozenApply, group_optimizer
 from cnnlab.finetune.restore import load_backbone
 from cnnlab.finetune.select import (
     UNITS,
-    _unit_name,
     call_order,
     frozen_norms,
     is_new,
     param_labels,
     select_frozen,
+    unit_name,
 )
 from cnnlab.records import write_text_atomic
 from cnnlab.summary import summary
@@ -252,8 +252,8 @@ def source_data(c, ds):
 def with_partners(order: list[str], new) -> tuple[str, ...]:
     """`new` patterns plus each module in a unit with a module they match: a re-initialised
     'stem_conv' brings its 'stem_norm', whose source statistics would not fit a fresh conv."""
-    hit = {_unit_name(m, "block") for m in order if is_new(m, new)}
-    extra = [m for m in order if not is_new(m, new) and _unit_name(m, "block") in hit]
+    hit = {unit_name(m, "block") for m in order if is_new(m, new)}
+    extra = [m for m in order if not is_new(m, new) and unit_name(m, "block") in hit]
     return (*new, *extra)
 
 

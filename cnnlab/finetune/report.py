@@ -67,18 +67,21 @@ def write_report(c, workdir: Path, runs: dict, notes: tuple[str, ...] = ()) -> P
     summary = _summary(per_seed)
     first = min(runs)
     loaded = _loaded(workdir / f"seed{first}" / "finetune" / "finetune.json")
-    classes = inference.evaluate(workdir)  # the first seed's last phase, as its table says
+    has_run = any((workdir / f"seed{first}" / "finetune").glob("phase*/checkpoints"))
+    # the first seed's last phase, as its table says (none: a report of results given here)
+    classes = inference.evaluate(workdir) if has_run else None
     setup = {**_setup(c), "notes": list(notes), "source_loaded": loaded}
     write_json_atomic(
         workdir / "results.json",
         {"setup": setup, "summary": summary, "seeds": per_seed, "per_class": classes},
     )
     plot = _plot(c, workdir, list(runs))
-    confusion = inference.plot_confusion(classes, workdir / "confusion.png").name
+    confusion = classes and inference.plot_confusion(classes, workdir / "confusion.png").name
     lines = _header(c, list(runs)) + [f"- Fitted to the data: {n}." for n in notes]
     lines += [*_source_lines(loaded), "", *_provenance(workdir)]
     lines += _tables(c, summary, per_seed) + _stops(c, per_seed)
-    lines += _per_class(classes, first, confusion) + _finding(summary, per_seed)
+    lines += _per_class(classes, first, confusion) if classes else []
+    lines += _finding(summary, per_seed)
     lines += ["", f"![validation loss and test accuracy]({plot})", ""]
     path = workdir / "report.md"
     write_text_atomic(path, "\n".join(lines))

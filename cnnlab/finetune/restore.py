@@ -27,7 +27,7 @@ def checkpoint_dir(source) -> Path:
     return source / "checkpoints" if (source / "checkpoints").is_dir() else source
 
 
-def _manager(directory: Path) -> ocp.CheckpointManager:
+def reading_manager(directory: Path) -> ocp.CheckpointManager:
     """Reads only (nothing here calls save); every item's handler is registered so that orbax
     does not warn about the data-iterator item it is not asked for."""
     handlers = {
@@ -171,7 +171,7 @@ def load_backbone(source, variables, *, step: int = 0, new=NEW):
             f"config.finetune.source={str(source)!r} does not exist; give the --workdir of a "
             f"pre-training run"
         )
-    manager = _manager(directory)
+    manager = reading_manager(directory)
     chosen = step
     try:
         step = chosen = pick_step(manager, directory, step)

@@ -38,7 +38,9 @@ def call_order(model, example_input) -> list[str]:
     return order
 
 
-def _unit_name(module: str, unit: str) -> str:
+def unit_name(module: str, unit: str) -> str:
+    """The unit a top-level module belongs to: 'stem_conv' and 'stem_norm' -> 'stem' for
+    'block' and 'stage'; 'stage2_block1' -> 'stage2' for 'stage'; else the module itself."""
     if unit == "stage" and (m := re.match(r"(stage\d+)_", module)):
         return m.group(1)
     if unit in ("stage", "block"):  # a conv + its norm ('stem_conv', 'stem_norm') are one unit
@@ -54,7 +56,7 @@ def units(order: list[str], unit: str = "block", new=NEW) -> list[tuple[str, lis
     for module in order:
         if is_new(module, new):
             continue
-        name = _unit_name(module, unit)
+        name = unit_name(module, unit)
         if out and out[-1][0] == name:
             out[-1][1].append(module)
         else:
