@@ -14,6 +14,7 @@ workdir (report.md, seed<S>/finetune/phase<N>) resolves to its first seed's last
 """
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -40,9 +41,16 @@ class Trained:
     size: tuple[int, int]  # the model's input height and width (after the run's resize)
     class_names: tuple[str, ...]
 
+    @functools.cached_property
+    def apply(self):
+        """The model's jitted inference apply (variables, images) -> logits, compiled once per
+        input shape for this run."""
+        model = self.model
+        return jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+
     def logits(self, images: np.ndarray) -> np.ndarray:
         """(B, H, W, C) float32 images, preprocessed as `preprocess` does -> (B, classes)."""
-        return np.asarray(_apply(self.model)(self.variables, jnp.asarray(images)))
+        return np.asarray(self.apply(self.variables, jnp.asarray(images)))
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """uint8 images at the data's stored size -> the model's float32 input (the run's
@@ -53,10 +61,6 @@ class Trained:
         resized = np.stack([pre.image({"image": im}) for im in images])
         zeros = [0] * len(images)
         return pre.batch(resized, zeros, zeros, [False] * len(images))
-
-
-def _apply(model):
-    return jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
 
 
 def run_dir(workdir) -> Path:
@@ -142,25 +146,13 @@ def _loaded(run) -> Trained:
 
 
 def read_images(paths, ds) -> np.ndarray:
-    """Image files -> uint8 (N, H, W, C) at the dataset's stored size and channels (converted
-    and resized with Pillow's bilinear filter, as `cnnlab.data.prepare folder` does)."""
-    from PIL import Image, UnidentifiedImageError
+    """Image files -> uint8 (N, H, W, C) at the dataset's stored size and channels, read as
+    `cnnlab.data.prepare folder` reads them (`prepare.read_image`: Pillow, bilinear resize,
+    decompression bombs refused)."""
+    from cnnlab.data.prepare import read_image
 
     h, w, channels = ds.image_shape
-    out = []
-    for path in paths:
-        try:
-            with Image.open(path) as im:
-                im = im.convert("L" if channels == 1 else "RGB")
-                if im.size != (w, h):
-                    im = im.resize((w, h), Image.BILINEAR)
-                a = np.asarray(im, np.uint8)
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such image file") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-        out.append(a[..., None] if channels == 1 else a)
-    return np.stack(out)
+    return np.stack([read_image(p, (h, w), "L" if channels == 1 else "RGB") for p in paths])
 
 
 def predict(run, paths) -> list[tuple[str, str, float]]:
@@ -189,11 +181,10 @@ def evaluate(run, split: str = "test") -> dict:
     from cnnlab.data import eval_batches
 
     run = _loaded(run)
-    apply = _apply(run.model)
     n = len(run.class_names)
     confusion = np.zeros((n, n), np.int64)
     for b in eval_batches(run.ds, 256, image_size=run.size[0], split=split):
-        logits = np.asarray(apply(run.variables, jnp.asarray(b["image"])))
+        logits = run.logits(b["image"])
         guess = _probabilities(logits).argmax(axis=1)
         keep = b["mask"] > 0
         np.add.at(confusion, (b["label"][keep], guess[keep]), 1)

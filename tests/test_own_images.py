@@ -176,6 +176,11 @@ def test_a_finished_run_evaluates_predicts_and_exports(saved_run, tmp_path):
     probs = np.asarray(jax.nn.softmax(logits, axis=1))
     for (path, name, prob), row in zip(got, probs, strict=True):
         assert name == str(int(row.argmax())) and abs(prob - row.max()) < 1e-6, path
+    with pytest.raises(DataError, match=r"nope\.png: no such image file$"):
+        inference.predict(run, [tmp_path / "nope.png"])
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(DataError, match=r"bad\.png: not a readable image"):
+        inference.predict(run, [tmp_path / "bad.png"])  # read as prepare reads a folder
     # export: plain JAX, any batch size, the run's logits
     out = inference.export(run, tmp_path / "model.jax")
     exported = jax.export.deserialize(bytearray(out.read_bytes()))

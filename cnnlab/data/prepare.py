@@ -248,10 +248,39 @@ def shown(what) -> str:
     return str(what).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def read_image(path: Path, hw: tuple[int, int] | None = None, mode: str = "RGB") -> np.ndarray:
+    """One image file as uint8 (H, W, C) in Pillow `mode` ('RGB' or 'L', then C = 1), resized
+    to `hw` with the bilinear filter if given. Decoded by content, not by extension (a PNG
+    named .jpg is read as a PNG); a file of more pixels than Pillow's decompression-bomb limit
+    is refused, not decoded. Every failure is a one-line DataError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = im.convert(mode)
+                if hw:
+                    im = im.resize(hw[::-1], Image.BILINEAR)
+                a = np.asarray(im, np.uint8)
+                return a[..., None] if a.ndim == 2 else a
+    except FileNotFoundError:
+        raise DataError(f"{shown(path)}: no such image file") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(
+            f"{shown(path)}: refused as a possible decompression bomb ({e}); remove it, or "
+            f"raise PIL.Image.MAX_IMAGE_PIXELS if it is a real image"
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(
+            f"{shown(path)}: not a readable image, or truncated ({type(e).__name__}: "
+            f"{shown(e)}); remove it or fix it"
+        ) from None
+
+
 def read_folder(root: Path, image_size: int = 0, test_fraction: float = 0.2, seed: int = 0):
     """An ImageFolder tree root/<class>/<image>, or root/train/<class>/... + root/test/<class>/...;
     without train/ and test/ a seeded split holds out `test_fraction` of each class."""
-    from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
         raise DataError(f"--source={root} is not a folder; pass ROOT of ROOT/<class>/<image>")
@@ -268,28 +297,6 @@ def read_folder(root: Path, image_size: int = 0, test_fraction: float = 0.2, see
     if not classes:
         raise DataError(f"{base}: no class folders; expected {base}/<class>/<image>.png|jpg")
     size = None if not image_size else (image_size, image_size)
-
-    def load(path: Path) -> np.ndarray:
-        """Decoded by content, not by extension (a PNG named .jpg is read as a PNG); a file of
-        more pixels than Pillow's decompression-bomb limit is refused, not decoded."""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    if size:
-                        im = im.resize(size, Image.BILINEAR)
-                    return np.asarray(im, np.uint8)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise DataError(
-                f"{shown(path)}: refused as a possible decompression bomb ({e}); remove it, or "
-                f"raise PIL.Image.MAX_IMAGE_PIXELS if it is a real image"
-            ) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(
-                f"{shown(path)}: not a readable image, or truncated ({type(e).__name__}: "
-                f"{shown(e)}); remove it or fix it"
-            ) from None
 
     def scan(tree: Path):
         items = []
@@ -318,7 +325,7 @@ def read_folder(root: Path, image_size: int = 0, test_fraction: float = 0.2, see
             raise DataError(
                 f"{root}: the {split} split has no images (IMAGE_SUFFIXES: png, jpg, ...)"
             )
-        images = [load(p) for p, _ in items]
+        images = [read_image(p, size) for p, _ in items]
         odd = next((k for k, im in enumerate(images) if im.shape != images[0].shape), None)
         if odd is not None:
             raise DataError(
